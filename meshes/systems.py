@@ -1,0 +1,87 @@
+"""Hardware systems as data. Every figure carries its source; ../shared/reference/hardware.md collects them.
+
+NVIDIA's headline FP16/FP8 figures assume 2:4 sparsity: the peaks here are the dense ones (half).
+float32 matmuls run as TF32 on tensor cores, at half the bf16 rate on Hopper and Blackwell.
+Bandwidths are bytes/s, one direction. Prices are USD per chip-hour, dated defaults that `--price` overrides.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+from tracer.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Chip:
+    name: str
+    peak_flops: dict  # dtype name -> dense FLOP/s
+    hbm_bytes: float  # usable HBM capacity, bytes
+    hbm_bw: float  # HBM bandwidth, bytes/s
+    scale_up_bw: float  # NVLink per direction per chip, bytes/s
+    scale_out_bw: float  # InfiniBand/Ethernet NIC per chip, bytes/s
+
+    def flops_for(self, dtype: str) -> float:
+        if dtype not in self.peak_flops:
+            raise ConfigError(f"{self.name} has no {dtype} peak; known: {', '.join(self.peak_flops)}")
+        return self.peak_flops[dtype]
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    chip: Chip
+    n_chips: int
+    domain_size: int  # chips in one scale-up (NVLink) domain
+    usd_per_chip_hour: float
+    price_note: str  # where the default price comes from, and its date
+    description: str
+
+    def node_of(self, device: int) -> int:
+        """Scale-up domain of the device at position `device` in the mesh's device order."""
+        return device // self.domain_size
+
+    @property
+    def hbm_total_bytes(self) -> float:
+        return self.n_chips * self.chip.hbm_bytes
+
+
+TB, GB = 1e12, 1e9
+
+# H100 SXM: 989 TFLOP/s bf16 dense, 1979 fp8 dense; 80 GB HBM3 at 3.35 TB/s; NVLink4 18 links x 25 GB/s = 450 GB/s
+# per direction; ConnectX-7 NDR 400 Gb/s = 50 GB/s per GPU (NVIDIA H100 datasheet; scaling-book gpus.md).
+H100 = Chip("H100 SXM", {"bfloat16": 989e12, "float8": 1979e12, "float32": 989e12 / 2},
+            hbm_bytes=80 * GB, hbm_bw=3.35 * TB, scale_up_bw=450 * GB, scale_out_bw=50 * GB)
+# H200 SXM: H100 compute; 141 GB HBM3e at 4.8 TB/s (NVIDIA H200 datasheet).
+H200 = dataclasses.replace(H100, name="H200 SXM", hbm_bytes=141 * GB, hbm_bw=4.8 * TB)
+# B200 (HGX): 2.25 PFLOP/s bf16 dense, 4.5 fp8, 9 fp4; 180 GB usable HBM3e at 8 TB/s; NVLink5 18 x 50 = 900 GB/s
+# per direction (NVIDIA DGX B200 datasheet; glennklockwood.com B200 page).
+B200 = Chip("B200", {"bfloat16": 2250e12, "float8": 4500e12, "float4": 9000e12, "float32": 2250e12 / 2},
+            hbm_bytes=180 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB, scale_out_bw=50 * GB)
+# B200 inside GB200 NVL72: 2.5 PFLOP/s bf16 dense, 5 fp8, 10 fp4; ~186 GB HBM3e (13.4 TB / 72) at 8 TB/s;
+# NVLink5 900 GB/s per direction across all 72 GPUs (NVIDIA GB200 NVL72 page; aiwiki GB200 NVL72).
+GB200 = Chip("B200 (GB200)", {"bfloat16": 2500e12, "float8": 5000e12, "float4": 10000e12, "float32": 2500e12 / 2},
+             hbm_bytes=186 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB, scale_out_bw=50 * GB)
+
+SYSTEMS = {s.name: s for s in (
+    # H100 median across 37 providers, May 2026 (mercatus-ai GPU pricing).
+    System("h100x8", H100, 8, 8, 2.95, "median of 37 providers, May 2026", "HGX H100: 8 x H100 SXM, NVLink4"),
+    # H200 specialty clouds $3.50-4.50, May 2026 (aimultiple GPU index): midpoint.
+    System("h200x8", H200, 8, 8, 4.00, "specialty-cloud midpoint, May 2026", "HGX H200: 8 x H200 SXM, NVLink4"),
+    # B200 cheapest on-demand ~$3.75 (Jun 2026); hyperscalers $8-14. A mid-market figure.
+    System("b200x8", B200, 8, 8, 5.50, "assumed: between $3.75 on-demand low and $8 hyperscaler, Jun 2026",
+           "HGX B200: 8 x B200, NVLink5"),
+    # GB200: no reliable public per-GPU price (hardware.md); assumed 1.2x a B200 for the NVL72 fabric and power.
+    System("gb200-nvl72", GB200, 72, 72, 6.60, "assumed: 1.2 x the b200x8 default; no public per-GPU price",
+           "GB200 NVL72: 72 x B200 in one NVLink5 domain"),
+)}
+
+
+def get_system(name: str, usd_per_chip_hour: float | None = None) -> System:
+    if name not in SYSTEMS:
+        raise ConfigError(f"unknown system {name!r}; choose one of: {', '.join(SYSTEMS)} (see `tracer systems`)")
+    system = SYSTEMS[name]
+    if usd_per_chip_hour is not None:
+        if usd_per_chip_hour <= 0:
+            raise ConfigError(f"--price must be > 0 USD per chip-hour, got {usd_per_chip_hour}")
+        system = dataclasses.replace(system, usd_per_chip_hour=usd_per_chip_hour, price_note="set by the user")
+    return system

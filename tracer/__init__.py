@@ -1,0 +1,18 @@
+"""tracer: what an LLM's input and output tokens cost to serve, read off compiled programs.
+
+`tracer.trace(model=..., system=..., strategy=..., batch=..., prompt=..., context=...)` mirrors `tracer trace`.
+"""
+
+__all__ = ["trace", "ConfigError"]
+
+
+def __getattr__(name):  # lazy, so that models/ and meshes/ can import tracer.errors without a cycle
+    if name == "trace":
+        from tracer.api import trace
+
+        return trace
+    if name == "ConfigError":
+        from tracer.errors import ConfigError
+
+        return ConfigError
+    raise AttributeError(name)

@@ -1,0 +1,322 @@
+"""What one device does in a compiled step: FLOPs, HBM bytes, live memory and collectives, read from the HLO.
+
+`Compiled.cost_analysis()` is not used for the totals, because (../shared/reference/xla-facts.md):
+- a while loop's body (lax.scan over layers) is counted once: here every computation is weighted by its trip count;
+- collectives carry no network bytes: here each one's wire bytes follow from its op, shape and replica groups;
+- the CPU compiler upcasts bf16 to f32 (weights, activations, all-reduces): with `f32_as` set, f32 buffers are
+  counted at the program's own width and pure conversions count as no traffic;
+- slicing a loop's stacked weights or cache is materialised as a copy on CPU, where GPU and TPU compilers read the
+  slice in place: slices are counted as views, read once by their consumer;
+- a fusion that only changes layout (transposes a weight for the CPU's dot, say) is folded into its consumer,
+  as GPU gemms and TPU layout assignment take either layout;
+- the attention core (named scope models.transformer.ATTN_CORE) stands for a fused flash kernel: its scores stay
+  on chip, so only its inputs and outputs count as HBM traffic and its intermediates take no memory.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from tracer.hlo import Array, Computation, Instr, Module, replica_groups, trip_count
+
+COLLECTIVES = {"all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"}
+ELEMENTWISE = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "negate", "abs", "exponential", "log",
+               "rsqrt", "sqrt", "tanh", "logistic", "power", "select", "compare", "exponential-minus-one", "log-plus-one",
+               "sine", "cosine", "clamp"}
+SLICES = {"slice", "dynamic-slice"}
+VIEWS = {"bitcast", "reshape", "get-tuple-element", "tuple", "parameter", "constant"} | SLICES
+NO_TRAFFIC = VIEWS | {"while", "call", "conditional", "after-all", "partition-id", "replica-id", "iota",
+                      "all-reduce-done", "all-gather-done", "collective-permute-done", "async-done", "opt-barrier"}
+LAYOUT = {"transpose", "copy"}  # layout changes inside a fusion: folded into the consumer by GPU/TPU compilers
+IN_PLACE = {"dynamic-update-slice", "scatter"}  # operand 0 is updated where it lies
+
+
+@dataclass(frozen=True)
+class Collective:
+    op: str  # all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute
+    group_size: int
+    groups: tuple[tuple[int, ...], ...]  # device positions in the mesh; which links a group spans
+    count: int  # executions per step (loop trip counts included)
+    bytes: float  # array bytes moved per execution: the all-reduce operand, the all-gather result, ...
+    wire_bytes_per_device: float  # sent by each device per step, all executions together
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, "group_size": self.group_size, "count": self.count,
+                "wire_bytes_per_device": self.wire_bytes_per_device}
+
+
+def wire_bytes(op: str, n: int, operand_bytes: float, result_bytes: float) -> float:
+    """Bytes each device sends for one collective over n devices (ring algorithms, scaling-book GPU chapter)."""
+    if op == "all-reduce":
+        return 2 * (n - 1) / n * operand_bytes  # reduce-scatter then all-gather
+    if op == "all-gather":
+        return (n - 1) / n * result_bytes
+    if op in ("reduce-scatter", "all-to-all"):
+        return (n - 1) / n * operand_bytes
+    return operand_bytes  # collective-permute: the whole operand goes to one peer
+
+
+@dataclass(frozen=True)
+class ProgramCost:
+    """Per device, per step."""
+
+    flops: float
+    hbm_bytes: float
+    peak_live_bytes: float  # buffers the step allocates (not its arguments), at their peak
+    output_bytes: float  # results that are not donated arguments updated in place
+    collectives: tuple[Collective, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def comm_bytes(self) -> float:
+        return sum(c.wire_bytes_per_device for c in self.collectives)
+
+
+class _Reader:
+    def __init__(self, module: Module, f32_as: str | None, fused_scope: str):
+        self.module, self.f32_as, self.fused_scope = module, f32_as, fused_scope
+        self.flops = 0.0
+        self.hbm_bytes = 0.0
+        self.collectives: dict[tuple, list] = defaultdict(lambda: [0, 0.0, 0.0])
+        self.notes: set[str] = set()
+
+    # --- sizes in the program's own dtypes ---
+    def array_bytes(self, a: Array) -> float:
+        if self.f32_as and a.dtype == "f32":
+            return Array(self.f32_as, a.dims).bytes
+        return a.bytes
+
+    def size(self, instr: Instr) -> float:
+        return sum(self.array_bytes(a) for a in instr.arrays)
+
+    def is_view(self, instr: Instr) -> bool:
+        """No data moves: reinterpretations, slices read in place, and (on CPU) the compiler's own upcasts."""
+        if instr.opcode in VIEWS or (self.f32_as and instr.opcode == "convert"):
+            return True
+        if instr.opcode == "fusion":
+            body = self.module.computations[instr.called("calls")]
+            return all(self.is_view(i) or i.opcode in LAYOUT for i in body.instrs)
+        return instr.opcode == "transpose"
+
+    def region(self, comp: Computation) -> set[str]:
+        """Instructions of the fused scope, plus the ones the compiler stripped of metadata (CPU's rewritten dots)
+        that feed it or are fed by it, directly or through views."""
+        members = {i.name for i in comp.instrs if f"/{self.fused_scope}/" in i.op_name + "/" and not self.is_view(i)}
+        if not members:
+            return members
+        users = comp.users()
+        orphans = [i for i in comp.instrs if not i.op_name and not self.is_view(i) and i.opcode not in NO_TRAFFIC]
+        grown = True
+        while grown:
+            grown = False
+            for instr in orphans:
+                if instr.name in members:
+                    continue
+                near = {self.source(comp, op) for op in instr.operands} | self.consumers(comp, users, instr.name)
+                if near & members:
+                    members.add(instr.name)
+                    grown = True
+        return members
+
+    def consumers(self, comp: Computation, users: dict, name: str) -> set[str]:
+        """Non-view instructions that read `name`, looking through views."""
+        found = set()
+        for user in users.get(name, []):
+            found |= self.consumers(comp, users, user.name) if self.is_view(user) else {user.name}
+        return found
+
+    # --- FLOPs ---
+    def instr_flops(self, comp: Computation, instr: Instr) -> float:
+        if instr.opcode == "dot":
+            lhs = comp.by_name[instr.operands[0]].arrays[0]
+            contracting = [int(d) for d in (instr.attr("lhs_contracting_dims") or "{}").strip("{}").split(",") if d]
+            k = 1
+            for d in contracting:
+                k *= lhs.dims[d]
+            return 2.0 * instr.arrays[0].elements * k
+        if instr.opcode in ELEMENTWISE:
+            return float(instr.arrays[0].elements)
+        if instr.opcode == "reduce":
+            return float(comp.by_name[instr.operands[0]].arrays[0].elements) if instr.operands[0] in comp.by_name else 0
+        if instr.opcode == "fusion":
+            body = self.module.computations[instr.called("calls")]
+            return sum(self.instr_flops(body, i) for i in body.instrs)
+        return 0.0
+
+    # --- HBM bytes ---
+    def operand_read(self, comp: Computation, instr: Instr, index: int) -> float:
+        """Bytes `instr` reads of operand `index`: a fusion that only slices a parameter reads just the slices."""
+        operand = comp.by_name.get(instr.operands[index])
+        if operand is None:
+            return 0.0
+        if instr.opcode in IN_PLACE and index == 0:
+            return 0.0
+        if instr.opcode == "fusion":
+            body = self.module.computations[instr.called("calls")]
+            param = next((i for i in body.instrs if i.opcode == "parameter" and i.args.strip() == str(index)), None)
+            sliced = self.sliced_read(body, body.users(), param.name) if param else None
+            if sliced is not None:
+                return sliced
+        return self.size(operand)
+
+    def sliced_read(self, body: Computation, users: dict, name: str) -> float | None:
+        """Inside a fusion: the bytes read of `name` when it is only sliced or updated in place (looking through
+        reinterpretations and, on CPU, upcasts); None when it is read whole."""
+        total = 0.0
+        for user in users.get(name, []):
+            if user.opcode in SLICES | {"gather"} and user.operands[0] == name:
+                total += self.size(user)
+            elif user.opcode in IN_PLACE and user.operands[0] == name:
+                continue
+            elif user.opcode in {"bitcast", "reshape"} or (self.f32_as and user.opcode == "convert"):
+                inner = self.sliced_read(body, users, user.name)
+                if inner is None:
+                    return None
+                total += inner
+            else:
+                return None
+        return total if users.get(name) else None
+
+    def in_place_operand(self, instr: Instr) -> int | None:
+        """The operand a fusion updates in place (its root is a dynamic-update-slice or scatter of a parameter)."""
+        if instr.opcode != "fusion":
+            return None
+        body = self.module.computations[instr.called("calls")]
+        root = body.root
+        while root.opcode in {"bitcast", "reshape"} or (self.f32_as and root.opcode == "convert"):
+            root = body.by_name[root.operands[0]]
+        if root.opcode not in IN_PLACE:
+            return None
+        target = body.by_name[self.source(body, root.operands[0])]
+        return int(target.args) if target.opcode == "parameter" else None
+
+    def written(self, comp: Computation, instr: Instr) -> float:
+        """Bytes `instr` writes: an in-place update writes only the update."""
+        root = instr
+        if instr.opcode == "fusion":
+            body = self.module.computations[instr.called("calls")]
+            root, comp = body.root, body
+            while root.opcode in {"bitcast", "reshape"} or (self.f32_as and root.opcode == "convert"):
+                root = comp.by_name[root.operands[0]]
+        if root.opcode == "dynamic-update-slice":
+            return self.size(comp.by_name[root.operands[1]])
+        if root.opcode == "scatter":
+            return self.size(comp.by_name[root.operands[-1]])
+        return self.size(instr)
+
+    def instr_bytes(self, comp: Computation, instr: Instr) -> float:
+        if instr.opcode in NO_TRAFFIC or self.is_view(instr):
+            return 0.0
+        reads = sum(self.operand_read(comp, instr, k) for k in range(len(instr.operands)))
+        return reads + self.written(comp, instr)
+
+    def region_bytes(self, comp: Computation, region: list[Instr]) -> float:
+        """A fused kernel reads each outside input once (the part it slices) and writes only what is used outside."""
+        names = {i.name for i in region}
+        reads: dict[str, float] = {}
+        for instr in region:
+            for k, op in enumerate(instr.operands):
+                if self.source(comp, op) not in names:
+                    reads[op] = max(reads.get(op, 0.0), self.operand_read(comp, instr, k))
+        used_outside = {op for i in comp.instrs if i.name not in names for op in i.operands}
+        return sum(reads.values()) + sum(self.size(i) for i in region if i.name in used_outside or i.is_root)
+
+    def source(self, comp: Computation, name: str) -> str:
+        """Follow views back to the buffer they look into."""
+        instr = comp.by_name.get(name)
+        while instr is not None and self.is_view(instr) and instr.operands and instr.opcode != "parameter":
+            instr = comp.by_name.get(instr.operands[0])
+        return instr.name if instr is not None else name
+
+    # --- collectives ---
+    def record_collective(self, comp: Computation, instr: Instr, times: int):
+        op = instr.opcode.removesuffix("-start")
+        groups = replica_groups(instr, self.module.num_partitions)
+        n = max(len(g) for g in groups)
+        operand = sum(self.size(comp.by_name[o]) for o in instr.operands if o in comp.by_name)
+        # an async -start returns (operand, result, ...): its last array is the result
+        result = self.array_bytes(instr.arrays[-1]) if instr.opcode.endswith("-start") else self.size(instr)
+        moved = result if op == "all-gather" else operand
+        entry = self.collectives[(op, n, tuple(tuple(g) for g in groups), moved)]
+        entry[0] += times
+        entry[1] += times * wire_bytes(op, n, operand, result)
+
+    # --- walking the program ---
+    def walk(self, comp: Computation, times: int):
+        members = self.region(comp)
+        region = [i for i in comp.instrs if i.name in members]
+        self.hbm_bytes += times * self.region_bytes(comp, region) if region else 0.0
+        for instr in comp.instrs:
+            self.flops += times * self.instr_flops(comp, instr)
+            if instr.name not in members:
+                self.hbm_bytes += times * self.instr_bytes(comp, instr)
+            if instr.opcode.removesuffix("-start") in COLLECTIVES:
+                self.record_collective(comp, instr, times)
+            if instr.opcode == "while":
+                trips = trip_count(self.module, instr)
+                if trips is None:
+                    self.notes.add(f"a loop ({instr.name}) has no readable trip count: counted once")
+                self.walk(self.module.computations[instr.called("body")], times * (trips or 1))
+            elif instr.opcode in ("call", "async-start"):
+                self.walk(self.module.computations[instr.called("to_apply") or instr.called("calls")], times)
+
+    # --- memory: a liveness walk over the scheduled program, in the program's own dtypes ---
+    def peak_live(self, comp: Computation, is_entry: bool) -> tuple[float, float]:
+        """(peak bytes of buffers allocated by `comp`, bytes of its results that it allocated)."""
+        region = self.region(comp)
+        owners: dict[str, list[set[str]]] = {}  # per result element: the buffers it lives in
+
+        def flat(name: str) -> set[str]:
+            return set().union(*owners.get(name, [set()]))
+
+        for instr in comp.instrs:
+            op, args = instr.opcode, instr.operands
+            if op in ("parameter", "constant") or (self.is_view(instr) and not args):
+                owners[instr.name] = [set() for _ in instr.arrays]  # arguments are not allocated by the step
+            elif op == "tuple":
+                owners[instr.name] = [flat(a) for a in args]
+            elif op == "get-tuple-element":
+                elements, index = owners.get(args[0], [set()]), int(instr.attr("index") or 0)
+                owners[instr.name] = [elements[index] if index < len(elements) else flat(args[0])]
+            elif op == "while":
+                owners[instr.name] = owners.get(args[0], [set()])
+            elif self.is_view(instr) or op in IN_PLACE:
+                owners[instr.name] = [flat(args[0])]
+            elif (k := self.in_place_operand(instr)) is not None:
+                owners[instr.name] = [flat(args[k])]
+            else:
+                owners[instr.name] = [{instr.name}]
+        users = comp.users()
+        last_use = {i.name: idx for idx, i in enumerate(comp.instrs) if owners[i.name] == [{i.name}]}  # unused: die
+        for idx, instr in enumerate(comp.instrs):
+            for op in instr.operands:
+                for buf in flat(op):
+                    last_use[buf] = idx
+        results = flat(comp.root.name)
+        live = peak = 0.0
+        frees = defaultdict(list)
+        for buf, idx in last_use.items():
+            if buf not in results:
+                frees[idx].append(buf)
+        for idx, instr in enumerate(comp.instrs):
+            inner = 0.0
+            if instr.opcode == "while":
+                inner = self.peak_live(self.module.computations[instr.called("body")], False)[0]
+            internal = instr.name in region and all(u.name in region for u in users.get(instr.name, []))
+            if owners[instr.name] == [{instr.name}] and not internal:
+                live += self.size(instr)
+            peak = max(peak, live + inner)
+            for buf in frees.get(idx, []):
+                live -= self.size(comp.by_name[buf])
+        allocated_results = sum(self.size(comp.by_name[b]) for b in results)
+        return peak, allocated_results if is_entry else 0.0
+
+
+def read_program(hlo_text_module: Module, f32_as: str | None, fused_scope: str) -> ProgramCost:
+    reader = _Reader(hlo_text_module, f32_as, fused_scope)
+    entry = hlo_text_module.computations[hlo_text_module.entry]
+    reader.walk(entry, 1)
+    peak, outputs = reader.peak_live(entry, True)
+    collectives = tuple(
+        Collective(op, n, groups, count, moved, wire)
+        for (op, n, groups, moved), (count, wire, _) in sorted(reader.collectives.items(), key=lambda kv: kv[0][:2]))
+    return ProgramCost(reader.flops, reader.hbm_bytes, peak, outputs, collectives, tuple(sorted(reader.notes)))
