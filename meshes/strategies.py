@@ -79,7 +79,7 @@ def _nearest_multiples(value: int, step: int) -> str:
 def sharding(mesh: Mesh, strategy: Strategy, logical_axes, shape, what: str) -> NamedSharding:
     """The NamedSharding of an array, after checking that every sharded dimension divides."""
     spec = strategy.spec(logical_axes)
-    for size, axis, mesh_axis in zip(shape, logical_axes, spec):
+    for size, axis, mesh_axis in zip(shape, logical_axes, spec, strict=True):
         if mesh_axis is None:
             continue
         ways = mesh.shape[mesh_axis]

@@ -179,9 +179,15 @@ def _prefill_attention(q, k, v, cache: KVCache, layer, *, prompt: int):
 
 def _decode_attention(q, k, v, cache: KVCache, layer, *, positions):
     """Write one token per sequence at its position, then attend over all C cached positions (masked past it)."""
-    batch = jnp.arange(q.shape[0])
     with jax.named_scope("cache_update"):
-        cache = KVCache(cache.k.at[layer, batch, positions].set(k[:, 0]), cache.v.at[layer, batch, positions].set(v[:, 0]))
+        # per sequence, an in-place update at its own position; vmapped over the batch so that the update stays
+        # sharded with it (an indexed scatter would gather the batch across replicas)
+        def write(c, x, p):  # c [L, C, K, H], x [1, K, H]
+            zero = jnp.zeros((), jnp.int32)
+            return jax.lax.dynamic_update_slice(c, x[None], (layer, p, zero, zero))
+
+        update = jax.vmap(write, in_axes=(1, 0, 0), out_axes=1)
+        cache = KVCache(update(cache.k, k, positions), update(cache.v, v, positions))
     k_all, v_all = cache.k[layer], cache.v[layer]  # [B, C, K, H]
     mask = (jnp.arange(k_all.shape[1])[None, :] <= positions[:, None])[:, None, :]  # [B, 1, C]
     return attend(q, k_all, v_all, mask), cache

@@ -127,6 +127,8 @@ def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
              "collective wire bytes use ring formulas: all-reduce 2(n-1)/n x V, all-gather and reduce-scatter "
              "(n-1)/n x V; communication is not overlapped with compute",
              "attention core counted as a fused flash kernel: scores stay on chip",
+             "analytic HBM bytes count weights and KV cache only; prefill also moves activations (B x P x hidden per "
+             "tensor), which is most of its compiled bytes",
              "slices of stacked weights/caches and layout-only copies are read in place by their consumer, as GPU "
              "and TPU compilers do"]
     if compiler == "cpu" and cfg.dtype == "bfloat16":
@@ -138,7 +140,7 @@ def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
 def trace(model: str | ModelConfig = "llama3-70b", system: str = "h100x8", strategy: str = "tp", batch: int = 64,
           prompt: int = 8192, context: int = 8192, dtype: str | None = None,
           usd_per_chip_hour: float | None = None, find_max_batch: bool = True) -> TraceResult:
-    for name, value in (("batch", batch), ("prompt", prompt), ("context", context)):
+    for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
         if not isinstance(value, int) or value <= 0:
             raise ConfigError(f"--{name} must be a positive integer, got {value}")
     if prompt > context:

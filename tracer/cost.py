@@ -20,8 +20,8 @@ from tracer.hlo import Array, Computation, Instr, Module, replica_groups, trip_c
 
 COLLECTIVES = {"all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"}
 ELEMENTWISE = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "negate", "abs", "exponential", "log",
-               "rsqrt", "sqrt", "tanh", "logistic", "power", "select", "compare", "exponential-minus-one", "log-plus-one",
-               "sine", "cosine", "clamp"}
+               "rsqrt", "sqrt", "tanh", "logistic", "power", "select", "compare",
+               "exponential-minus-one", "log-plus-one", "sine", "cosine", "clamp"}
 SLICES = {"slice", "dynamic-slice"}
 VIEWS = {"bitcast", "reshape", "get-tuple-element", "tuple", "parameter", "constant"} | SLICES
 NO_TRAFFIC = VIEWS | {"while", "call", "conditional", "after-all", "partition-id", "replica-id", "iota",
@@ -232,6 +232,8 @@ class _Reader:
         op = instr.opcode.removesuffix("-start")
         groups = replica_groups(instr, self.module.num_partitions)
         n = max(len(g) for g in groups)
+        if n == 1:
+            return  # a group of one moves nothing
         operand = sum(self.size(comp.by_name[o]) for o in instr.operands if o in comp.by_name)
         # an async -start returns (operand, result, ...): its last array is the result
         result = self.array_bytes(instr.arrays[-1]) if instr.opcode.endswith("-start") else self.size(instr)

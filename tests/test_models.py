@@ -1,0 +1,48 @@
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import models.transformer as tf
+from models.config import PRESETS, TINY, get_model
+from tracer.errors import ConfigError
+
+
+@pytest.mark.parametrize("name, published", [("llama3-8b", 8.03e9), ("llama3-70b", 70.6e9),
+                                             ("llama3-405b", 405.9e9)])
+def test_preset_params_match_published(name, published):
+    assert abs(PRESETS[name].total_params / published - 1) < 0.005
+
+
+def test_kv_bytes_per_token():
+    # llama3-70b: 2 (K and V) x 8 kv heads x 128 head_dim x 2 bytes x 80 layers
+    assert get_model("llama3-70b").kv_bytes_per_token == 2 * 8 * 128 * 2 * 80 == 327_680
+
+
+def test_head_dim_is_explicit():
+    assert TINY.head_dim != TINY.hidden // TINY.n_heads
+
+
+def test_unknown_model():
+    with pytest.raises(ConfigError, match="choose one of"):
+        get_model("gpt-5")
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_decode_continues_prefill(monkeypatch, scan):
+    """Prefill of P tokens then one decode step equals a prefill of P + 1 tokens; query blocks of 4 exercise the
+    causal block skipping."""
+    monkeypatch.setattr(tf, "PREFILL_QUERY_BLOCK", 4)
+    cfg = dataclasses.replace(TINY, dtype="float32", scan_layers=scan)
+    graphdef, weights = nnx.split(tf.Transformer(cfg, nnx.Rngs(0)))
+    tokens = jnp.array([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [5, 4, 3, 2, 1, 9, 8, 7, 6, 5]])
+    prefill = jax.jit(lambda w, t: tf.prefill(w, t, graphdef=graphdef, capacity=16))
+    _, cache = prefill(weights, tokens[:, :-1])
+    want, want_cache = prefill(weights, tokens)
+    got, got_cache = jax.jit(lambda w, c, t, p: tf.decode(w, c, t, p, graphdef=graphdef))(
+        weights, cache, tokens[:, -1], jnp.array([9, 9]))
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(got_cache.k, want_cache.k, atol=1e-4)

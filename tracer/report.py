@@ -1,0 +1,79 @@
+"""Tables for the terminal: format the rows they are given, compute nothing."""
+
+from tabulate import tabulate
+
+from meshes.systems import System
+from models.config import ModelConfig
+
+
+def _si(value: float, unit: str) -> str:
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.4g} ms"
+
+
+def trace_text(d: dict) -> str:
+    """The `tracer trace` report from the --json object."""
+    head = (f"{d['model']} ({d['dtype']}) on {d['system']}, strategy {d['strategy']} "
+            f"(mesh dp={d['mesh']['dp']} x tp={d['mesh']['tp']}), compiler {d['compiler']}; "
+            f"batch {d['batch']}, prompt {d['prompt']}, context {d['context']}; "
+            f"${d['usd_per_chip_hour']:.2f}/chip-hour ({d['price_note']})")
+    phases = [p for p in ("prefill", "decode") if p in d]
+    summary = tabulate(
+        [[p, d[p]["tokens_per_step"], _ms(d[p]["time_s"]["step"]), d[p]["bound"],
+          f"{d[p]['tokens_per_s_per_chip']:.4g}", f"${d[p]['usd_per_mtok']:.4g}",
+          "yes" if d[p]["memory_per_device"]["fits"] else "NO"] for p in phases],
+        headers=["phase", "tokens/step", "step time", "bound", "tokens/s/chip", "USD/Mtok", "fits"])
+    parts = [head, "", summary, ""]
+    if "output_to_input_cost" in d:
+        parts.append(f"Output tokens cost {d['output_to_input_cost']:.3g}x input tokens.")
+    parts.append(f"Largest decode batch that fits at context {d['context']}: {d['max_batch']} "
+                 f"({d['max_batch_note']}).")
+    for p in phases:
+        x = d[p]
+        a = x["analytic"]
+        t, m = x["time_s"], x["memory_per_device"]
+        rows = [
+            ["FLOPs", _si(x["flops_per_device"], "FLOP"), _si(a["flops_per_device"], "FLOP"),
+             f"{a['flops_ratio']:.3f}"],
+            ["HBM bytes", _si(x["hbm_bytes_per_device"], "B"), _si(a["hbm_bytes_per_device"], "B"),
+             f"{a['hbm_bytes_ratio']:.3f}"],
+            ["wire bytes", _si(x["comm_bytes_per_device"], "B"), "", ""],
+            ["time compute / memory / comms", f"{_ms(t['compute'])} / {_ms(t['memory'])} / {_ms(t['comms'])}", "",
+             ""],
+            ["memory weights / KV / out / temp", " / ".join(_si(m[k], "B") for k in
+                                                           ("weights", "kv_cache", "outputs", "temp")), "", ""],
+            ["memory total / capacity", f"{_si(m['total'], 'B')} / {_si(m['capacity'], 'B')}", "", ""],
+        ]
+        parts += ["", f"{p} step, per device:",
+                  tabulate(rows, headers=["", "compiled", "analytic", "compiled/analytic"])]
+        if x["collectives"]:
+            parts.append(tabulate([[c["op"], c["group_size"], c["count"], _si(c["wire_bytes_per_device"], "B"),
+                                    c["link"]] for c in x["collectives"]],
+                                  headers=["collective", "group", "count", "wire bytes/device", "link"]))
+    parts += ["", "How the figures were read:"] + [f"- {n}" for n in d["notes"]]
+    return "\n".join(parts)
+
+
+def models_rows(models: list[ModelConfig]) -> list[dict]:
+    return [{"name": m.name, "layers": m.n_layers, "hidden": m.hidden, "heads": m.n_heads, "kv_heads": m.n_kv_heads,
+             "head_dim": m.head_dim, "ffn": m.ffn, "vocab": m.vocab_size, "total_params": m.total_params,
+             "dtype": m.dtype, "weight_bytes": m.weight_bytes, "kv_bytes_per_token": m.kv_bytes_per_token}
+            for m in models]
+
+
+def systems_rows(systems: list[System]) -> list[dict]:
+    return [{"name": s.name, "chip": s.chip.name, "chips": s.n_chips, "domain": s.domain_size,
+             "bf16_tflops": s.chip.peak_flops["bfloat16"] / 1e12, "hbm_gb": s.chip.hbm_bytes / 1e9,
+             "hbm_tb_s": s.chip.hbm_bw / 1e12, "hbm_total_tb": s.hbm_total_bytes / 1e12,
+             "scale_up_gb_s": s.chip.scale_up_bw / 1e9, "scale_out_gb_s": s.chip.scale_out_bw / 1e9,
+             "usd_per_chip_hour": s.usd_per_chip_hour, "price_note": s.price_note} for s in systems]
+
+
+def table(rows: list[dict]) -> str:
+    return tabulate([list(r.values()) for r in rows], headers=list(rows[0]) if rows else [])
