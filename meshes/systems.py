@@ -67,6 +67,9 @@ SYSTEMS = {s.name: s for s in (
     System("h100x8", H100, 8, 8, 2.95, "median of 37 providers, May 2026", "HGX H100: 8 x H100 SXM, NVLink4"),
     # H200 specialty clouds $3.50-4.50, May 2026 (aimultiple GPU index): midpoint.
     System("h200x8", H200, 8, 8, 4.00, "specialty-cloud midpoint, May 2026", "HGX H200: 8 x H200 SXM, NVLink4"),
+    # Single GPUs at the same prices, for models that fit one chip and for checks against a real card.
+    System("h100x1", H100, 1, 1, 2.95, "median of 37 providers, May 2026", "one H100 SXM"),
+    System("h200x1", H200, 1, 1, 4.00, "specialty-cloud midpoint, May 2026", "one H200 SXM"),
     # B200 cheapest on-demand ~$3.75 (Jun 2026); hyperscalers $8-14. A mid-market figure.
     System("b200x8", B200, 8, 8, 5.50, "assumed: between $3.75 on-demand low and $8 hyperscaler, Jun 2026",
            "HGX B200: 8 x B200, NVLink5"),
