@@ -3,7 +3,6 @@
 Figures for the presets come from the models' published config.json files (../shared/reference/models.md).
 """
 
-import dataclasses
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -99,6 +98,3 @@ def get_model(name: str) -> ModelConfig:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(PRESETS)} (see `tracer models`)")
     return PRESETS[name]
 
-
-def with_dtype(cfg: ModelConfig, dtype: str) -> ModelConfig:
-    return dataclasses.replace(cfg, dtype=dtype)

@@ -47,10 +47,6 @@ class Instr:
     args: str = ""  # the operand list as printed (a constant's literal)
     is_root: bool = False
 
-    @property
-    def bytes(self) -> float:
-        return sum(a.bytes for a in self.arrays)
-
     def attr(self, key: str) -> str | None:
         """The value of `key=...` (balanced braces/brackets, or up to the next comma)."""
         start = self.attrs.find(key + "=")
