@@ -66,7 +66,7 @@ def virtual_mesh(system: System, strategy: Strategy) -> Mesh:
     devices = jax.devices()
     if len(devices) < system.n_chips:
         raise ConfigError(f"{system.name} needs {system.n_chips} devices but jax has {len(devices)}; "
-                          "set TRACER_CPU_DEVICES before jax starts")
+                          "import tracer before running anything in jax (or set TRACER_CPU_DEVICES)")
     grid = np.array(devices[: system.n_chips]).reshape(tuple(shape.values()))
     return Mesh(grid, tuple(shape), axis_types=(AxisType.Auto,) * len(shape))
 

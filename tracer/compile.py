@@ -19,8 +19,13 @@ from tracer.cost import ProgramCost, read_program
 from tracer.hlo import parse_module
 
 # Emulated CPU devices, set before the backend starts: one process holds both 8- and 72-device meshes.
+# If jax already started (a notebook that used it first), the count stays as it is and virtual_mesh says how many
+# devices a system needs.
 CPU_DEVICES = int(os.environ.get("TRACER_CPU_DEVICES", "72"))
-jax.config.update("jax_num_cpu_devices", CPU_DEVICES)
+try:
+    jax.config.update("jax_num_cpu_devices", CPU_DEVICES)
+except RuntimeError:
+    pass
 
 
 @dataclass(frozen=True)
