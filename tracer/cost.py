@@ -158,6 +158,15 @@ class _Reader:
                 return sliced
         return self.size(operand)
 
+    def reinterprets(self, instr: Instr) -> bool:
+        """Same data, other shape (or, on CPU, the compiler's own upcast)."""
+        return instr.opcode in {"bitcast", "reshape"} or bool(self.f32_as and instr.opcode == "convert")
+
+    def under_reinterpretations(self, comp: Computation, instr: Instr) -> Instr:
+        while self.reinterprets(instr):
+            instr = comp.by_name[instr.operands[0]]
+        return instr
+
     def sliced_read(self, body: Computation, users: dict, name: str) -> float | None:
         """Inside a fusion: the bytes read of `name` when it is only sliced or updated in place (looking through
         reinterpretations and, on CPU, upcasts); None when it is read whole."""
@@ -167,7 +176,7 @@ class _Reader:
                 total += self.size(user)
             elif user.opcode in IN_PLACE and user.operands[0] == name:
                 continue
-            elif user.opcode in {"bitcast", "reshape"} or (self.f32_as and user.opcode == "convert"):
+            elif self.reinterprets(user):
                 inner = self.sliced_read(body, users, user.name)
                 if inner is None:
                     return None
@@ -182,8 +191,7 @@ class _Reader:
             return None
         body = self.module.computations[instr.called("calls")]
         root = body.root
-        while root.opcode in {"bitcast", "reshape"} or (self.f32_as and root.opcode == "convert"):
-            root = body.by_name[root.operands[0]]
+        root = self.under_reinterpretations(body, root)
         if root.opcode not in IN_PLACE:
             return None
         target = body.by_name[self.source(body, root.operands[0])]
@@ -195,8 +203,7 @@ class _Reader:
         if instr.opcode == "fusion":
             body = self.module.computations[instr.called("calls")]
             root, comp = body.root, body
-            while root.opcode in {"bitcast", "reshape"} or (self.f32_as and root.opcode == "convert"):
-                root = comp.by_name[root.operands[0]]
+            root = self.under_reinterpretations(comp, root)
         if root.opcode == "dynamic-update-slice":
             return self.size(comp.by_name[root.operands[1]])
         if root.opcode == "scatter":
