@@ -10,6 +10,7 @@ from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
 from tracer.compile import CompiledStep, Workload, compile_steps
+from tracer.defaults import DEFAULTS
 from tracer.errors import ConfigError
 from tracer.roofline import Memory, StepTime, analytic, link, memory, step_time, usd_per_mtok
 
@@ -137,9 +138,12 @@ def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def trace(model: str | ModelConfig = "llama3-70b", system: str = "h100x8", strategy: str = "tp", batch: int = 64,
-          prompt: int = 8192, context: int = 8192, dtype: str | None = None,
-          usd_per_chip_hour: float | None = None, find_max_batch: bool = True) -> TraceResult:
+def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["system"],
+          strategy: str = DEFAULTS["strategy"], batch: int = DEFAULTS["batch"], prompt: int | None = None,
+          context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
+          find_max_batch: bool = True) -> TraceResult:
+    """prompt: prefill tokens per sequence; None fills the whole context."""
+    prompt = context if prompt is None else prompt
     for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
         if not isinstance(value, int) or value <= 0:
             raise ConfigError(f"--{name} must be a positive integer, got {value}")

@@ -4,10 +4,8 @@ import argparse
 import json
 import sys
 
+from tracer.defaults import DEFAULTS
 from tracer.errors import ConfigError
-
-DEFAULTS = {"model": "llama3-70b", "system": "h100x8", "strategy": "tp", "batch": 64, "prompt": 8192,
-            "context": 8192}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +52,7 @@ def _run(args) -> str:
     from tracer.api import trace
 
     result = trace(model=args.model, system=args.system, strategy=args.strategy, batch=args.batch,
-                   prompt=args.prompt if args.prompt is not None else args.context, context=args.context,
+                   prompt=args.prompt, context=args.context,
                    dtype=args.dtype, usd_per_chip_hour=args.price, find_max_batch=not args.no_max_batch)
     d = result.to_dict()
     return json.dumps(d, indent=2) if args.json else report.trace_text(d)

@@ -1,0 +1,6 @@
+"""What `tracer trace` runs with no options: a real model on a real system, at a serving-size workload.
+
+Apart from the API so that the CLI can show them without importing jax.
+"""
+
+DEFAULTS = {"model": "llama3-70b", "system": "h100x8", "strategy": "tp", "batch": 64, "context": 8192}
