@@ -162,10 +162,13 @@ class _Reader:
         """Same data, other shape (or, on CPU, the compiler's own upcast)."""
         return instr.opcode in {"bitcast", "reshape"} or bool(self.f32_as and instr.opcode == "convert")
 
-    def under_reinterpretations(self, comp: Computation, instr: Instr) -> Instr:
-        while self.reinterprets(instr):
-            instr = comp.by_name[instr.operands[0]]
-        return instr
+    def fusion_root(self, fusion: Instr) -> tuple[Computation, Instr]:
+        """A fusion's computation and the root under any reinterpretations of it."""
+        body = self.module.computations[fusion.called("calls")]
+        root = body.root
+        while self.reinterprets(root):
+            root = body.by_name[root.operands[0]]
+        return body, root
 
     def sliced_read(self, body: Computation, users: dict, name: str) -> float | None:
         """Inside a fusion: the bytes read of `name` when it is only sliced or updated in place (looking through
@@ -189,9 +192,7 @@ class _Reader:
         """The operand a fusion updates in place (its root is a dynamic-update-slice or scatter of a parameter)."""
         if instr.opcode != "fusion":
             return None
-        body = self.module.computations[instr.called("calls")]
-        root = body.root
-        root = self.under_reinterpretations(body, root)
+        body, root = self.fusion_root(instr)
         if root.opcode not in IN_PLACE:
             return None
         target = body.by_name[self.source(body, root.operands[0])]
@@ -201,9 +202,7 @@ class _Reader:
         """Bytes `instr` writes: an in-place update writes only the update."""
         root = instr
         if instr.opcode == "fusion":
-            body = self.module.computations[instr.called("calls")]
-            root, comp = body.root, body
-            root = self.under_reinterpretations(comp, root)
+            comp, root = self.fusion_root(instr)
         if root.opcode == "dynamic-update-slice":
             return self.size(comp.by_name[root.operands[1]])
         if root.opcode == "scatter":
