@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models.config import get_model
-from models.transformer import KVCache, Transformer, decode, prefill
+from models.transformer import Transformer, decode, empty_cache, prefill
 
 
 def timed(fn, *args, reps: int):
@@ -47,8 +47,7 @@ def main():
     print(f"prefill batch {args.prefill_batch} prompt {args.prompt}: {secs * 1e3:.2f} ms")
     del out
 
-    shape = KVCache.shape(cfg, args.batch, args.context)
-    cache = KVCache(jnp.zeros(shape, cfg.jnp_dtype), jnp.zeros(shape, cfg.jnp_dtype))
+    cache = jax.jit(lambda: empty_cache(cfg, args.batch, args.context))()
     step = jax.jit(partial(decode, graphdef=graphdef), donate_argnums=1)
     tokens = jnp.ones((args.batch,), jnp.int32)
     positions = jnp.full((args.batch,), args.context - 1, jnp.int32)

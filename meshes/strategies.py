@@ -14,12 +14,15 @@ from tracer.errors import ConfigError
 
 # Megatron-style tensor parallelism: heads and the MLP's hidden split over 'tp', the vocabulary too (embedding
 # and LM head); sequences split over 'dp' replicas. The KV cache follows: kv heads over 'tp', then batch over 'dp'.
+# Routed experts are spread over the same 'tp' devices (expert parallelism inside the group, as servers run MoE
+# models with tensor-parallel attention); MLA's latent cache has no head axis and is replicated across 'tp'.
 TENSOR_RULES = (
     ("batch", "dp"),
     ("heads", "tp"),
     ("kv_heads", "tp"),
     ("mlp", "tp"),
     ("vocab", "tp"),
+    ("experts", "tp"),
 )
 
 
@@ -84,6 +87,9 @@ def sharding(mesh: Mesh, strategy: Strategy, logical_axes, shape, what: str) -> 
             continue
         ways = mesh.shape[mesh_axis]
         if size % ways == 0:
+            continue
+        if axis == "kv_heads" and ways % size == 0:  # fewer kv heads than devices: their weights are replicated
+            spec = PartitionSpec(*(None if a == axis else m for a, m in zip(logical_axes, spec, strict=True)))
             continue
         if axis == "batch":
             raise ConfigError(f"batch {size} does not divide over {ways} replicas ({mesh_axis}={ways} in strategy "

@@ -1,7 +1,9 @@
 """Logical axis names for activations. Model code speaks only these names; a strategy decides where they go.
 
 The tracer installs a translator (logical axes -> sharding) around tracing; without one, constraints are no-ops,
-so the model also runs unsharded.
+so the model also runs unsharded. `ways(axis)` tells the model how many shards a logical axis is split into (1
+unsharded): MoE dispatch forms one token group per batch shard and one expert bin per expert shard, and GQA repeats
+kv heads when the tensor-parallel group is larger than their number.
 """
 
 import contextlib
@@ -10,13 +12,14 @@ from collections.abc import Callable
 
 import jax
 
-_TRANSLATOR: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("logical_axes", default=None)
+_TRANSLATOR: contextvars.ContextVar[tuple[Callable, Callable] | None] = contextvars.ContextVar("logical_axes",
+                                                                                             default=None)
 
 
 @contextlib.contextmanager
-def use_translator(to_sharding: Callable):
-    """to_sharding(logical_axes, shape) -> a jax Sharding."""
-    token = _TRANSLATOR.set(to_sharding)
+def use_translator(to_sharding: Callable, ways: Callable[[str], int]):
+    """to_sharding(logical_axes, shape) -> a jax Sharding; ways(logical_axis) -> shards of that axis."""
+    token = _TRANSLATOR.set((to_sharding, ways))
     try:
         yield
     finally:
@@ -24,7 +27,12 @@ def use_translator(to_sharding: Callable):
 
 
 def constrain(x: jax.Array, *logical_axes: str | None) -> jax.Array:
-    to_sharding = _TRANSLATOR.get()
-    if to_sharding is None:
+    active = _TRANSLATOR.get()
+    if active is None:
         return x
-    return jax.lax.with_sharding_constraint(x, to_sharding(logical_axes, x.shape))
+    return jax.lax.with_sharding_constraint(x, active[0](logical_axes, x.shape))
+
+
+def ways(logical_axis: str) -> int:
+    active = _TRANSLATOR.get()
+    return 1 if active is None else active[1](logical_axis)

@@ -11,3 +11,12 @@ def small():
     """Large enough that matmuls dominate elementwise work; every sharded axis divides 8."""
     return dataclasses.replace(TINY, name="small", vocab_size=1024, hidden=512, n_layers=2, n_heads=8, n_kv_heads=8,
                                head_dim=64, ffn=2048)
+
+
+# Small variants of each feature, used unsharded (numerics, f32) and compiled on 8 devices (FLOPs and bytes).
+MOE = dataclasses.replace(TINY, name="tiny-moe", vocab_size=1024, hidden=512, n_layers=3, n_heads=8, n_kv_heads=8,
+                          head_dim=64, ffn=1024, n_experts=16, n_active=2, expert_ffn=1024, n_shared=1, first_dense=1)
+MLA = dataclasses.replace(MOE, name="tiny-mla", n_kv_heads=8, head_dim=48, q_lora_rank=128, kv_lora_rank=64,
+                          qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32, router="sigmoid")
+WINDOWED = dataclasses.replace(MOE, name="tiny-windowed", n_layers=4, n_kv_heads=4, first_dense=0, n_shared=0,
+                               window_pattern=(4, 0), attn_sinks=True, qkv_bias=True, expert_bias=True)

@@ -6,9 +6,10 @@ Its result's `to_dict()` is the object `tracer trace --json` prints.
 import dataclasses
 from dataclasses import dataclass
 
-from meshes.strategies import get_strategy
+from meshes.strategies import Strategy, get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
+from models.moe import dispatch_plan
 from tracer.compile import CompiledStep, Workload, compile_steps
 from tracer.defaults import DEFAULTS
 from tracer.errors import ConfigError
@@ -28,11 +29,13 @@ class Phase:
     usd_per_mtok: float
     analytic: dict
     collectives: tuple[dict, ...]
+    moe: dict | None = None  # the dispatch plan of one token group
 
     def to_dict(self) -> dict:
         cost = self.step.cost
         return {
             "flops_per_device": cost.flops,
+            "flops_by_dtype": cost.flops_by_dtype,
             "hbm_bytes_per_device": cost.hbm_bytes,
             "comm_bytes_per_device": cost.comm_bytes,
             "collectives": list(self.collectives),
@@ -49,6 +52,7 @@ class Phase:
                          "flops_ratio": cost.flops / self.analytic["flops_per_device"],
                          "hbm_bytes_ratio": cost.hbm_bytes / self.analytic["hbm_bytes_per_device"]},
             "compile_s": self.step.compile_s,
+            **({"moe": self.moe} if self.moe else {}),
         }
 
 
@@ -75,7 +79,10 @@ class TraceResult:
             "model": self.model.name, "system": self.system_name, "strategy": self.strategy,
             "compiler": self.compiler, "devices": self.mesh["dp"] * self.mesh["tp"], "mesh": self.mesh,
             "batch": self.work.batch, "prompt": self.work.prompt, "context": self.work.context,
-            "dtype": self.model.dtype, "usd_per_chip_hour": self.usd_per_chip_hour, "price_note": self.price_note,
+            "dtype": self.model.dtype, "weights_dtype": self.model.weights, "experts_dtype": self.model.experts,
+            "kv_cache_dtype": self.model.kv, "total_params": self.model.total_params,
+            "active_params": self.model.active_params, "usd_per_chip_hour": self.usd_per_chip_hour,
+            "price_note": self.price_note,
             **{name: phase.to_dict() for name, phase in self.phases.items()},
             "max_batch": self.max_batch, "max_batch_note": self.max_batch_note,
         }
@@ -85,13 +92,28 @@ class TraceResult:
         return out
 
 
-def _phase(name, step, cfg, system, work, n_chips, tp) -> Phase:
-    time = step_time(step, system, cfg.dtype)
+def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, phase: str) -> dict | None:
+    """The dispatch plan the model compiled (models.moe.dispatch_plan, same inputs) and what it implies."""
+    if not cfg.is_moe:
+        return None
+    rules = dict(strategy.rules)
+    groups, shards = mesh.get(rules.get("batch"), 1), mesh.get(rules.get("experts"), 1)
+    tokens = work.batch * (work.prompt if phase == "prefill" else 1) // groups
+    plan = dispatch_plan(cfg, tokens, shards)
+    return {"kernel": plan.kernel, "token_groups": groups, "tokens_per_group": tokens, "expert_shards": shards,
+            "capacity_factor": cfg.capacity_factor, "bins": plan.bins, "slots_per_bin": plan.capacity,
+            "slots_over_assignments": plan.slots / plan.assignments,
+            "expected_drop_fraction_uniform_routing": plan.expected_drop_fraction()}
+
+
+def _phase(name, step, cfg, system, work, mesh, strategy) -> Phase:
+    n_chips = mesh["dp"] * mesh["tp"]
+    time = step_time(step, system)
     tokens = work.batch * (work.prompt if name == "prefill" else 1)
     per_chip = tokens / time.step_s / n_chips
     collectives = tuple({**c.to_dict(), "link": link(system, c)[0]} for c in step.cost.collectives)
     return Phase(name, step, time, memory(step, system, name), tokens, per_chip, usd_per_mtok(system, per_chip),
-                 analytic(cfg, work, name, n_chips, tp), collectives)
+                 analytic(cfg, work, name, mesh), collectives, _moe_plan(cfg, strategy, mesh, work, name))
 
 
 def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int) -> tuple[int, str]:
@@ -124,7 +146,10 @@ def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int
 
 
 def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
-    notes = ["loop bodies (lax.scan over layers) are weighted by their trip counts; cost_analysis counts them once",
+    notes = [f"model: {cfg.total_params / 1e9:.4g}B parameters, {cfg.active_params / 1e9:.4g}B active per token "
+             f"(embedding lookup excluded); weights {cfg.weights}, routed experts {cfg.experts}, KV cache {cfg.kv}, "
+             f"activations {cfg.dtype}",
+             "loop bodies (lax.scan over layers) are weighted by their trip counts; cost_analysis counts them once",
              "collective wire bytes use ring formulas: all-reduce 2(n-1)/n x V, all-gather and reduce-scatter "
              "(n-1)/n x V; communication is not overlapped with compute",
              "attention core counted as a fused flash kernel: scores stay on chip",
@@ -132,6 +157,27 @@ def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
              "tensor), which is most of its compiled bytes",
              "slices of stacked weights/caches and layout-only copies are read in place by their consumer, as GPU "
              "and TPU compilers do"]
+    stored = {cfg.weights, cfg.experts}
+    if stored & {"float8", "int8"}:
+        notes.append("fp8/int8 weights run as W8A8 matmuls at the chip's fp8/int8 peak, activations quantized on the "
+                     "fly; their per-channel or block scales (under 0.1% of the bytes) are not modelled")
+    if "mxfp4" in stored:
+        notes.append("MXFP4 weights are read at 4.25 bits per value (4-bit e2m1 plus one 8-bit scale per 32) and "
+                     "converted inside the matmul, which runs in bf16 (W4A16)")
+    if cfg.kv != cfg.dtype:
+        notes.append(f"KV cache stored in {cfg.kv}: read and written at its own width")
+    if cfg.is_moe:
+        notes.append(f"MoE: tokens grouped per batch shard; each expert computes only the tokens routed to it, in "
+                     f"slots of capacity factor {cfg.capacity_factor:g} (see `moe` per phase); when a device has no "
+                     "more tokens than experts, a gathered-rows kernel computes each token with its own experts' "
+                     "weights (decode): FLOPs follow active parameters, weight bytes the experts a device holds")
+    if cfg.is_mla:
+        notes.append("MLA decode in the absorbed form: the latent cache (kv_lora_rank + rope values per token and "
+                     "layer) is read, not per-head K and V; it has no head axis, so each device of a tensor-parallel "
+                     "group holds its sequences' whole latent cache, and the latent down-projections are replicated")
+    if any(cfg.window_pattern):
+        notes.append("sliding-window layers keep min(window, context) positions as a ring; prefill attends in bands "
+                     "of the window (about 2 x window keys per query, as a banded flash kernel does)")
     if compiler == "cpu" and cfg.dtype == "bfloat16":
         notes.append("CPU compiler upcasts bf16 to f32: f32 buffers and collectives counted at bf16 width, and "
                      "memory from a liveness walk of the program rather than XLA's inflated temp figure")
@@ -141,8 +187,10 @@ def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
 def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["system"],
           strategy: str = DEFAULTS["strategy"], batch: int = DEFAULTS["batch"], prompt: int | None = None,
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
-          find_max_batch: bool = True) -> TraceResult:
-    """prompt: prefill tokens per sequence; None fills the whole context."""
+          find_max_batch: bool = True, weights: str | None = None, kv_cache: str | None = None) -> TraceResult:
+    """prompt: prefill tokens per sequence; None fills the whole context. model: a preset name, a model file
+    (.toml or a Hugging Face config.json) or a ModelConfig. dtype, weights, kv_cache: override the model's
+    activation, weight and KV-cache dtypes."""
     prompt = context if prompt is None else prompt
     for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
         if not isinstance(value, int) or value <= 0:
@@ -150,15 +198,13 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     if prompt > context:
         raise ConfigError(f"--prompt {prompt} exceeds --context {context}: the cache must hold the prompt; "
                           f"raise --context to at least {prompt}")
-    cfg = get_model(model) if isinstance(model, str) else model
-    if dtype:
-        cfg = dataclasses.replace(cfg, dtype=dtype)
+    cfg = (get_model(model) if isinstance(model, str) else model).with_dtypes(weights, kv_cache, dtype)
     sys_ = get_system(system, usd_per_chip_hour)
     strat = get_strategy(strategy)
     mesh = strat.mesh_shape(sys_)
     work = Workload(batch, prompt, context)
     steps = compile_steps(cfg, sys_, strat, work)
-    phases = {name: _phase(name, step, cfg, sys_, work, sys_.n_chips, mesh["tp"]) for name, step in steps.items()}
+    phases = {name: _phase(name, step, cfg, sys_, work, mesh, strat) for name, step in steps.items()}
     max_batch, note = (_max_batch(cfg, sys_, strat, work, phases["decode"].memory, mesh["dp"]) if find_max_batch
                        else (0, "not searched"))
     return TraceResult(cfg, sys_.name, strat.name, mesh, work, sys_.usd_per_chip_hour, sys_.price_note, phases,

@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 
+from models.config import ACT_DTYPES, DTYPES, KV_DTYPES
 from tracer.defaults import DEFAULTS
 from tracer.errors import ConfigError
 
@@ -19,20 +20,28 @@ def _parser() -> argparse.ArgumentParser:
                                                 "compiled JAX programs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("trace", help="compile prefill and decode of a model on a system and price the tokens")
-    t.add_argument("--model", default=DEFAULTS["model"], help="a preset (see `tracer models`)")
+    t.add_argument("--model", default=DEFAULTS["model"], help="a preset (see `tracer models`), or a model file: "
+                   ".toml (see models/examples/custom.toml) or a Hugging Face config.json")
     t.add_argument("--system", default=DEFAULTS["system"], help="a system (see `tracer systems`)")
-    t.add_argument("--strategy", default=DEFAULTS["strategy"], help="tp or tp-dp")
+    t.add_argument("--strategy", default=DEFAULTS["strategy"], help="tp or tp-dp (routed experts are spread over "
+                                                                     "the tensor-parallel group)")
     t.add_argument("--batch", type=int, default=DEFAULTS["batch"], help="sequences per step")
     t.add_argument("--prompt", type=int, default=None, help="prefill tokens per sequence (default: the context)")
     t.add_argument("--context", type=int, default=DEFAULTS["context"], help="KV cache capacity the decode step "
                                                                             "attends over")
-    t.add_argument("--dtype", choices=["bfloat16", "float32"], help="override the model's dtype")
+    t.add_argument("--dtype", choices=list(ACT_DTYPES), help="override the model's activation dtype")
     t.add_argument("--price", type=float, help="USD per chip-hour (overrides the system's dated default)")
     t.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
     t.add_argument("--json", action="store_true", help="print one JSON object")
-    for name in ("models", "systems"):
-        s = sub.add_parser(name, help=f"list the {name} presets")
-        s.add_argument("--json", action="store_true")
+    m = sub.add_parser("models", help="list the model presets (and model files given with --model)")
+    m.add_argument("--model", action="append", default=[], help="also list this model file (repeatable)")
+    m.add_argument("--json", action="store_true")
+    s = sub.add_parser("systems", help="list the systems")
+    s.add_argument("--json", action="store_true")
+    for p in (t, m):
+        p.add_argument("--weights", choices=list(DTYPES), help="store every matmul weight (experts included) in "
+                                                               "this dtype")
+        p.add_argument("--kv-cache", choices=list(KV_DTYPES), help="store the KV cache in this dtype")
     return parser
 
 
@@ -40,10 +49,12 @@ def _run(args) -> str:
     from tracer import report
 
     if args.command == "models":
-        from models.config import PRESETS
+        from models.config import PRESETS, get_model
 
-        rows = report.models_rows(list(PRESETS.values()))
-        return json.dumps(rows, indent=2) if args.json else report.table(rows)
+        models = [m.with_dtypes(args.weights, args.kv_cache) for m in
+                  [*PRESETS.values(), *(get_model(path) for path in args.model)]]
+        rows = report.models_rows(models)
+        return json.dumps(rows, indent=2) if args.json else report.models_text(rows)
     if args.command == "systems":
         from meshes.systems import SYSTEMS
 
@@ -53,7 +64,8 @@ def _run(args) -> str:
 
     result = trace(model=args.model, system=args.system, strategy=args.strategy, batch=args.batch,
                    prompt=args.prompt, context=args.context,
-                   dtype=args.dtype, usd_per_chip_hour=args.price, find_max_batch=not args.no_max_batch)
+                   dtype=args.dtype, usd_per_chip_hour=args.price, find_max_batch=not args.no_max_batch,
+                   weights=args.weights, kv_cache=args.kv_cache)
     d = result.to_dict()
     return json.dumps(d, indent=2) if args.json else report.trace_text(d)
 

@@ -12,9 +12,9 @@ from flax import nnx
 
 from meshes.strategies import Strategy, sharding, virtual_mesh
 from meshes.systems import System
-from models.config import ModelConfig
+from models.config import DTYPES, ModelConfig
 from models.sharding import use_translator
-from models.transformer import ATTN_CORE, KVCache, abstract_model, decode, prefill
+from models.transformer import ATTN_CORE, KVCache, abstract_model, cache_layout, decode, prefill
 from tracer.cost import ProgramCost, read_program
 from tracer.hlo import parse_module
 
@@ -75,15 +75,23 @@ def abstract_weights(cfg: ModelConfig, mesh, strategy: Strategy):
     return graphdef, nnx.map_state(place, state)
 
 
-def _compile(fn, args, mesh, strategy: Strategy, f32_as, **jit_kw):
-    def translator(axes, shape):
+def _translator(mesh, strategy: Strategy):
+    def to_sharding(axes, shape):
         return sharding(mesh, strategy, axes, shape, "activation " + str(axes))
 
+    def ways(axis):
+        mesh_axis = dict(strategy.rules).get(axis)
+        return mesh.shape[mesh_axis] if mesh_axis else 1
+
+    return use_translator(to_sharding, ways)
+
+
+def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, **jit_kw):
     start = time.perf_counter()
-    with use_translator(translator):
+    with _translator(mesh, strategy):
         compiled = jax.jit(fn, **jit_kw).lower(*args).compile()
     elapsed = time.perf_counter() - start
-    cost = read_program(parse_module(compiled.as_text()), f32_as, ATTN_CORE)
+    cost = read_program(parse_module(compiled.as_text()), f32_as, ATTN_CORE, vector_dtype)
     mem = compiled.memory_analysis()
     xla_memory = {k: getattr(mem, f"{k}_size_in_bytes") for k in ("argument", "output", "alias", "temp")}
     return cost, xla_memory, elapsed
@@ -101,21 +109,23 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
     def arg(shape, dtype, axes, what):
         return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding(mesh, strategy, axes, shape, what))
 
-    cache_shape = KVCache.shape(cfg, work.batch, work.context)
-    cache = KVCache(*(arg(cache_shape, cfg.jnp_dtype, KVCache.AXES, "KV cache") for _ in range(2)))
-    cache_shardings = KVCache(cache.k.sharding, cache.v.sharding)
+    with _translator(mesh, strategy):
+        layout = cache_layout(cfg, work.batch, work.context)
+    cache = KVCache(tuple({name: arg(shape, DTYPES[cfg.kv], axes, f"KV cache {name}")
+                           for name, (shape, axes) in stack.items()} for stack in layout))
+    cache_shardings = jax.tree.map(lambda x: x.sharding, cache)
     logits_sharding = sharding(mesh, strategy, ("batch", "vocab"), (work.batch, cfg.vocab_size), "logits")
     steps = {}
     if "prefill" in phases:
         tokens = arg((work.batch, work.prompt), jnp.int32, ("batch", "seq"), "tokens")
         fn = partial(prefill, graphdef=graphdef, capacity=work.context)
-        cost, mem, secs = _compile(fn, (weights, tokens), mesh, strategy, f32_as,
+        cost, mem, secs = _compile(fn, (weights, tokens), mesh, strategy, f32_as, cfg.dtype,
                                    out_shardings=(logits_sharding, cache_shardings))
         steps["prefill"] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), mem, compiler, secs)
     if "decode" in phases:
         tokens = arg((work.batch,), jnp.int32, ("batch",), "tokens")
         fn = partial(decode, graphdef=graphdef)
-        cost, mem, secs = _compile(fn, (weights, cache, tokens, tokens), mesh, strategy, f32_as,
+        cost, mem, secs = _compile(fn, (weights, cache, tokens, tokens), mesh, strategy, f32_as, cfg.dtype,
                                    donate_argnums=(1,), out_shardings=(logits_sharding, cache_shardings))
         steps["decode"] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), mem, compiler, secs)
     return steps

@@ -16,7 +16,7 @@
 from collections import defaultdict
 from dataclasses import dataclass
 
-from tracer.hlo import Array, Computation, Instr, Module, replica_groups, trip_count
+from tracer.hlo import DTYPE_BITS, Array, Computation, Instr, Module, replica_groups, trip_count
 
 COLLECTIVES = {"all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"}
 ELEMENTWISE = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "negate", "abs", "exponential", "log",
@@ -28,6 +28,9 @@ NO_TRAFFIC = VIEWS | {"while", "call", "conditional", "after-all", "partition-id
                       "all-reduce-done", "all-gather-done", "collective-permute-done", "async-done", "opt-barrier"}
 LAYOUT = {"transpose", "copy"}  # layout changes inside a fusion: folded into the consumer by GPU/TPU compilers
 IN_PLACE = {"dynamic-update-slice", "scatter"}  # operand 0 is updated where it lies
+WEIGHT_GATHER = "/expert_weights/"  # models.moe: a row's expert weights, gathered where a kernel reads them in place
+FLOP_DTYPES = {"f8e4m3fn": "float8", "f8e5m2": "float8", "f8e4m3": "float8", "s8": "int8", "u8": "int8",
+               "f4e2m1fn": "float4", "bf16": "bfloat16", "f16": "bfloat16", "f32": "float32"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class ProgramCost:
     """Per device, per step."""
 
     flops: float
+    flops_by_dtype: dict  # precision the work runs in (bfloat16, float8, int8, float32) -> FLOPs
     hbm_bytes: float
     peak_live_bytes: float  # buffers the step allocates (not its arguments), at their peak
     output_bytes: float  # results that are not donated arguments updated in place
@@ -72,9 +76,10 @@ class ProgramCost:
 
 
 class _Reader:
-    def __init__(self, module: Module, f32_as: str | None, fused_scope: str):
+    def __init__(self, module: Module, f32_as: str | None, fused_scope: str, vector_dtype: str):
         self.module, self.f32_as, self.fused_scope = module, f32_as, fused_scope
-        self.flops = 0.0
+        self.flops: dict[str, float] = defaultdict(float)  # by the precision the work runs in
+        self.vector_dtype = vector_dtype  # elementwise work runs in the program's own precision
         self.hbm_bytes = 0.0
         self.collectives: dict[tuple, list] = defaultdict(lambda: [0, 0.0, 0.0])
         self.notes: set[str] = set()
@@ -91,6 +96,8 @@ class _Reader:
     def is_view(self, instr: Instr) -> bool:
         """No data moves: reinterpretations, slices read in place, and (on CPU) the compiler's own upcasts."""
         if instr.opcode in VIEWS or (self.f32_as and instr.opcode == "convert"):
+            return True
+        if instr.opcode == "gather" and WEIGHT_GATHER in instr.op_name + "/":
             return True
         if instr.opcode == "fusion":
             body = self.module.computations[instr.called("calls")]
@@ -124,23 +131,68 @@ class _Reader:
             found |= self.consumers(comp, users, user.name) if self.is_view(user) else {user.name}
         return found
 
+    def stored(self, comp: Computation, name: str, outers: tuple = ()) -> Array | None:
+        """The narrowest array behind value `name`, following views, slices, conversions and layout changes back
+        to the stored buffer (into view fusions and out through their parameters): a consumer of an fp8 weight
+        that the CPU compiler upcast reads fp8 bytes. `outers`: (computation, fusion) pairs entered so far."""
+        instr = comp.by_name.get(name)
+        if instr is None or instr.is_tuple or not instr.arrays:
+            return None
+        own, inner = instr.arrays[0], None
+        if instr.opcode == "parameter" and outers:
+            outer_comp, fusion = outers[-1]
+            inner = self.stored(outer_comp, fusion.operands[int(instr.args)], outers[:-1])
+        elif instr.opcode == "fusion" and self.is_view(instr):
+            body = self.module.computations[instr.called("calls")]
+            inner = self.stored(body, body.root.name, (*outers, (comp, instr)))
+        elif (self.is_view(instr) or instr.opcode in LAYOUT) and instr.operands and instr.opcode not in (
+                "parameter", "get-tuple-element", "tuple", "constant"):
+            inner = self.stored(comp, instr.operands[0], outers)
+        if inner is not None and self.array_bytes(inner) / max(inner.elements, 1) < self.array_bytes(own) / max(
+                own.elements, 1):
+            return inner
+        return own
+
+    def read_size(self, comp: Computation, name: str) -> float:
+        """Bytes a consumer reads of value `name`: its elements at the width it is stored in."""
+        instr = comp.by_name[name]
+        stored = self.stored(comp, name)
+        if stored is None:
+            return self.size(instr)
+        return instr.arrays[0].elements * self.array_bytes(stored) / max(stored.elements, 1)
+
     # --- FLOPs ---
-    def instr_flops(self, comp: Computation, instr: Instr) -> float:
+    def dot_dtype(self, comp: Computation, instr: Instr, outers: tuple) -> str:
+        """The precision a matmul runs in: that of its wider operand, as stored (W8A8 runs in fp8 or int8; MXFP4
+        weights times bf16 activations in bf16)."""
+        names = []
+        for operand in instr.operands[:2]:
+            a = self.stored(comp, operand, outers) or comp.by_name[operand].arrays[0]
+            names.append("bf16" if self.f32_as and a.dtype == "f32" else a.dtype)
+        wide = max(names, key=lambda n: DTYPE_BITS.get(n, 32))
+        return FLOP_DTYPES.get(wide, "float32")
+
+    def instr_flops(self, comp: Computation, instr: Instr, outers: tuple = ()) -> dict[str, float]:
+        """FLOPs by the precision they run in."""
         if instr.opcode == "dot":
             lhs = comp.by_name[instr.operands[0]].arrays[0]
             contracting = [int(d) for d in (instr.attr("lhs_contracting_dims") or "{}").strip("{}").split(",") if d]
             k = 1
             for d in contracting:
                 k *= lhs.dims[d]
-            return 2.0 * instr.arrays[0].elements * k
+            return {self.dot_dtype(comp, instr, outers): 2.0 * instr.arrays[0].elements * k}
         if instr.opcode in ELEMENTWISE:
-            return float(instr.arrays[0].elements)
-        if instr.opcode == "reduce":
-            return float(comp.by_name[instr.operands[0]].arrays[0].elements) if instr.operands[0] in comp.by_name else 0
+            return {self.vector_dtype: float(instr.arrays[0].elements)}
+        if instr.opcode == "reduce" and instr.operands[0] in comp.by_name:
+            return {self.vector_dtype: float(comp.by_name[instr.operands[0]].arrays[0].elements)}
         if instr.opcode == "fusion":
             body = self.module.computations[instr.called("calls")]
-            return sum(self.instr_flops(body, i) for i in body.instrs)
-        return 0.0
+            total: dict[str, float] = defaultdict(float)
+            for i in body.instrs:
+                for dtype, flops in self.instr_flops(body, i, (*outers, (comp, instr))).items():
+                    total[dtype] += flops
+            return total
+        return {}
 
     # --- HBM bytes ---
     def operand_read(self, comp: Computation, instr: Instr, index: int) -> float:
@@ -156,7 +208,7 @@ class _Reader:
             sliced = self.sliced_read(body, body.users(), param.name) if param else None
             if sliced is not None:
                 return sliced
-        return self.size(operand)
+        return self.read_size(comp, operand.name)
 
     def reinterprets(self, instr: Instr) -> bool:
         """Same data, other shape (or, on CPU, the compiler's own upcast)."""
@@ -254,7 +306,8 @@ class _Reader:
         region = [i for i in comp.instrs if i.name in members]
         self.hbm_bytes += times * self.region_bytes(comp, region) if region else 0.0
         for instr in comp.instrs:
-            self.flops += times * self.instr_flops(comp, instr)
+            for dtype, flops in self.instr_flops(comp, instr).items():
+                self.flops[dtype] += times * flops
             if instr.name not in members:
                 self.hbm_bytes += times * self.instr_bytes(comp, instr)
             if instr.opcode.removesuffix("-start") in COLLECTIVES:
@@ -319,12 +372,16 @@ class _Reader:
         return peak, allocated_results if is_entry else 0.0
 
 
-def read_program(hlo_text_module: Module, f32_as: str | None, fused_scope: str) -> ProgramCost:
-    reader = _Reader(hlo_text_module, f32_as, fused_scope)
+def read_program(hlo_text_module: Module, f32_as: str | None, fused_scope: str,
+                 vector_dtype: str = "bfloat16") -> ProgramCost:
+    """vector_dtype: the model's activation dtype, the precision of its elementwise work."""
+    reader = _Reader(hlo_text_module, f32_as, fused_scope, vector_dtype)
     entry = hlo_text_module.computations[hlo_text_module.entry]
     reader.walk(entry, 1)
     peak, outputs = reader.peak_live(entry, True)
     collectives = tuple(
         Collective(op, n, groups, count, moved, wire)
         for (op, n, groups, moved), (count, wire, _) in sorted(reader.collectives.items(), key=lambda kv: kv[0][:2]))
-    return ProgramCost(reader.flops, reader.hbm_bytes, peak, outputs, collectives, tuple(sorted(reader.notes)))
+    flops = {k: v for k, v in sorted(reader.flops.items()) if v}
+    return ProgramCost(sum(flops.values()), flops, reader.hbm_bytes, peak, outputs, collectives,
+                       tuple(sorted(reader.notes)))

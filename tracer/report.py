@@ -61,10 +61,24 @@ def trace_text(d: dict) -> str:
 
 
 def models_rows(models: list[ModelConfig]) -> list[dict]:
-    return [{"name": m.name, "layers": m.n_layers, "hidden": m.hidden, "heads": m.n_heads, "kv_heads": m.n_kv_heads,
-             "head_dim": m.head_dim, "ffn": m.ffn, "vocab": m.vocab_size, "total_params": m.total_params,
-             "dtype": m.dtype, "weight_bytes": m.weight_bytes, "kv_bytes_per_token": m.kv_bytes_per_token}
-            for m in models]
+    """One row per model: the figures `tracer models` prints (and --json gives, under these keys)."""
+    return [{"name": m.name, "layers": m.n_layers, "hidden": m.hidden,
+             "experts": f"{m.n_experts}/{m.n_active}/{m.n_shared}" if m.is_moe else "dense",
+             "attention": m.attention_kind, "total_params": m.total_params, "active_params": m.active_params,
+             "dtypes": f"{m.weights}/{m.experts}/{m.kv}" if m.is_moe else f"{m.weights}/{m.kv}",
+             "weight_bytes": m.weight_bytes, "kv_bytes_per_token": m.kv_bytes_per_token,
+             "kv_window_cap_bytes": m.kv_window_bytes_per_sequence} for m in models]
+
+
+def models_text(rows: list[dict]) -> str:
+    """The models table with readable units; --json keeps the raw numbers."""
+    shown = [{**r, "total_params": _si(r["total_params"], ""), "active_params": _si(r["active_params"], ""),
+              "weight_bytes": _si(r["weight_bytes"], "B"), "kv_window_cap_bytes":
+              _si(r["kv_window_cap_bytes"], "B") if r["kv_window_cap_bytes"] else "-"} for r in rows]
+    note = ("experts: routed total/active/shared; dtypes: weights/experts/KV cache; active params exclude the "
+            "embedding lookup; kv_bytes_per_token counts full-attention layers, kv_window_cap_bytes is what windowed "
+            "layers hold per sequence at most")
+    return table(shown) + "\n\n" + note
 
 
 def systems_rows(systems: list[System]) -> list[dict]:

@@ -37,9 +37,11 @@ def link(system: System, collective: Collective) -> tuple[str, float]:
     return "scale-out", system.chip.scale_out_bw
 
 
-def step_time(step: CompiledStep, system: System, dtype: str) -> StepTime:
+def step_time(step: CompiledStep, system: System) -> StepTime:
+    """Compute: each precision's FLOPs at the chip's dense peak for it (fp8 matmuls at the fp8 peak)."""
     comms = sum(c.wire_bytes_per_device / link(system, c)[1] for c in step.cost.collectives)
-    return StepTime(step.cost.flops / system.chip.flops_for(dtype), step.cost.hbm_bytes / system.chip.hbm_bw, comms)
+    compute = sum(flops / system.chip.flops_for(dtype) for dtype, flops in step.cost.flops_by_dtype.items())
+    return StepTime(compute, step.cost.hbm_bytes / system.chip.hbm_bw, comms)
 
 
 def usd_per_mtok(system: System, tokens_per_s_per_chip: float) -> float:
@@ -71,22 +73,41 @@ def memory(step: CompiledStep, system: System, phase: str) -> Memory:
     return Memory(step.weight_bytes, step.kv_cache_bytes, max(outputs, 0.0), temp, system.chip.hbm_bytes)
 
 
-def analytic(cfg: ModelConfig, work: Workload, phase: str, n_chips: int, tp: int) -> dict:
-    """Textbook estimates per device: FLOPs = 2 x matmul params x tokens + attention; bytes = weights read once
-    (the embedding table is gathered, not read, unless tied to the LM head) + KV cache read or written."""
-    matmul_params = cfg.n_layers * (cfg.attn_params_per_layer + cfg.mlp_params_per_layer)
+def _keys_seen(prompt: int, window: int) -> float:
+    """Sum over the prompt's queries of the keys each attends to (causal, within the window)."""
+    if not window or window >= prompt:
+        return prompt * (prompt + 1) / 2
+    return window * (window + 1) / 2 + (prompt - window) * window
+
+
+def analytic(cfg: ModelConfig, work: Workload, phase: str, mesh: dict[str, int]) -> dict:
+    """Textbook estimates per device.
+    FLOPs: 2 x active matmul parameters x tokens (routed experts: only the k a token uses) + attention over the keys
+    each query sees (windows included; MLA decode in its absorbed form). Weights with no axis to split (MLA's
+    latent down-projections, the router) are computed by every device of the tensor-parallel group.
+    Bytes: every stored weight read once (the embedding table is gathered, not read, unless tied to the LM head),
+    spread over the tensor-parallel group, + the KV cache read (decode) or written (prefill) by the device's own
+    sequences (MLA's latent cache and repeated GQA kv heads are replicated across the group, and repeated kv heads'
+    projections computed once per copy)."""
+    dp, tp = mesh["dp"], mesh["tp"]
+    n_chips = dp * tp
     head = cfg.hidden * cfg.vocab_size
-    per_head_dim = 4 * cfg.n_heads * cfg.head_dim * cfg.n_layers  # QK^T and PV: 2 FLOPs x 2 matmuls
+    matmul_active = sum(cfg.attn_params_per_layer + cfg.mlp_params(i, active=True) for i in range(cfg.n_layers))
+    replicated = sum(cfg.replicated_params(i) for i in range(cfg.n_layers))
+    matmul_active += replicated * (tp - 1)  # counted once per device of the group, then divided by all devices
+    kv_replicas = tp if cfg.is_mla else max(1, tp // cfg.n_kv_heads) if tp % cfg.n_kv_heads == 0 else 1
+    if not cfg.is_mla:  # repeated kv heads: their projections are computed once per copy
+        matmul_active += (kv_replicas - 1) * cfg.n_layers * 2 * cfg.hidden * cfg.n_kv_heads * cfg.head_dim
     b = work.batch
+    pair = cfg.attn_pair_flops(decode=phase == "decode")
     if phase == "prefill":
-        tokens = b * work.prompt
-        # causal attention: query t attends to t + 1 keys
-        attn = per_head_dim * b * work.prompt * (work.prompt + 1) / 2
-        flops = 2 * matmul_params * tokens + 2 * head * b + attn  # LM head on the last position only
-        kv = b * work.prompt * cfg.kv_bytes_per_token
+        attn = pair * b * sum(_keys_seen(work.prompt, cfg.window(i)) for i in range(cfg.n_layers))
+        flops = 2 * matmul_active * b * work.prompt + 2 * head * b + attn  # LM head on the last position only
+        kv = b * cfg.kv_bytes(work.prompt)
     else:
-        flops = 2 * (matmul_params + head) * b + per_head_dim * b * work.context
-        kv = b * work.context * cfg.kv_bytes_per_token
-    weights_read = (cfg.total_params - cfg.embed_params + (cfg.embed_params if cfg.tie_embeddings else 0))
+        attn = pair * b * sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
+        flops = 2 * (matmul_active + head) * b + attn
+        kv = b * cfg.kv_bytes(work.context)
+    weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bytes_per_value)
     return {"flops_per_device": flops / n_chips,
-            "hbm_bytes_per_device": weights_read * cfg.bytes_per_value / tp + kv / n_chips}
+            "hbm_bytes_per_device": weights_read / tp + kv * kv_replicas / n_chips}

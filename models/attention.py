@@ -1,0 +1,217 @@
+"""Attention layers and their KV cache: grouped-query attention (with sliding windows and learned sinks) and
+multi-head latent attention (DeepSeek-V3), each in a prefill and a decode form.
+
+A layer's cache is a dict of arrays stacked over the layers of one kind: GQA {"k", "v"} [L, B, C, K, H], MLA
+{"latent"} [L, B, C, R + rope] (the compressed KV and the shared rotary key, as DeepSeek serves it). A windowed
+layer's cache holds C = min(window, context) slots used as a ring: position p lives in slot p % C.
+"""
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from models.config import ModelConfig
+from models.layers import Linear, RMSNorm, attend, matmul, param, rope
+from models.sharding import constrain, ways
+
+PREFILL_QUERY_BLOCK = 1024  # causal prefill attention skips key blocks outside each query block, as flash kernels do
+CACHE_AXES = {"k": ("layers", "batch", "cache_seq", "kv_heads", "head_dim"),
+              "v": ("layers", "batch", "cache_seq", "kv_heads", "head_dim"),
+              "latent": ("layers", "batch", "cache_seq", "latent")}
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a forward pass is doing: prefill of `prompt` tokens per sequence, or decode of one."""
+
+    decode: bool
+    positions: jax.Array  # [B, T]
+    prompt: int = 1
+
+
+def kv_repeat(cfg: ModelConfig) -> int:
+    """GQA with fewer kv heads than the tensor-parallel group: each kv head is repeated so that every device holds
+    the one its query heads read, as serving engines do."""
+    shards = ways("kv_heads")
+    if cfg.is_mla or shards <= cfg.n_kv_heads or shards % cfg.n_kv_heads:
+        return 1
+    return shards // cfg.n_kv_heads
+
+
+def cache_capacity(cfg: ModelConfig, layer: int, context: int) -> int:
+    return min(cfg.window(layer), context) if cfg.window(layer) else context
+
+
+def cache_arrays(cfg: ModelConfig, layers: int, batch: int, capacity: int) -> dict[str, tuple[tuple, tuple]]:
+    """name -> (shape, logical axes) of one stack of `layers` layers' cache."""
+    if cfg.is_mla:
+        return {"latent": ((layers, batch, capacity, cfg.kv_lora_rank + cfg.qk_rope_head_dim), CACHE_AXES["latent"])}
+    shape = (layers, batch, capacity, cfg.n_kv_heads * kv_repeat(cfg), cfg.head_dim)
+    return {"k": (shape, CACHE_AXES["k"]), "v": (shape, CACHE_AXES["v"])}
+
+
+def write_cache(cache: dict, new: dict, layer, step: Step) -> dict:
+    """Store this pass's entries (name -> [B, T, ...]) for `layer` of the stack."""
+    with jax.named_scope("cache_update"):
+        out = {}
+        for name, arr in cache.items():
+            x = new[name].astype(arr.dtype)
+            cap = arr.shape[2]
+            zero = jnp.zeros((), jnp.int32)
+            if step.decode:  # per sequence, in place at its own slot; vmapped so that it stays sharded by batch
+                def write(c, row, p, cap=cap, zero=zero):  # c [L, C, ...], row [1, ...]
+                    return jax.lax.dynamic_update_slice(c, row[None], (layer, p % cap) + (zero,) * (c.ndim - 2))
+
+                out[name] = jax.vmap(write, in_axes=(1, 0, 0), out_axes=1)(arr, x, step.positions[:, 0])
+                continue
+            prompt = x.shape[1]
+            if prompt > cap:  # a window: keep the last `cap` positions, each in slot position % cap
+                x = jnp.roll(x[:, prompt - cap:], (prompt - cap) % cap, axis=1)
+            out[name] = jax.lax.dynamic_update_slice(arr, x[None], (layer,) + (zero,) * (arr.ndim - 1))
+        return out
+
+
+def causal_blocks(q, k, v, window: int, scale: float, sinks=None):
+    """Prefill attention, one query block at a time over the keys it can see: causal blocks of
+    PREFILL_QUERY_BLOCK queries; with a window shorter than the prompt, blocks of `window` queries that each see
+    their own block and the one before (a banded flash kernel's work: about 2 x window keys per query).
+    q [B, P, K, G, H], k [B, P, K, H], v [B, P, K, Hv] -> [B, P, K, G, Hv]."""
+    batch, prompt = q.shape[:2]
+    if window and window < prompt:
+        return _banded(q, k, v, window, scale, sinks)
+    block = min(PREFILL_QUERY_BLOCK, prompt)
+    outs = []
+    for start in range(0, prompt, block):
+        end = min(start + block, prompt)
+        t, s = jnp.arange(start, end)[:, None], jnp.arange(end)[None, :]
+        mask = jnp.broadcast_to(s <= t, (batch, end - start, end))
+        outs.append(attend(q[:, start:end], k[:, :end], v[:, :end], mask, scale, sinks))
+    return jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
+
+
+def _banded(q, k, v, window: int, scale: float, sinks=None):
+    batch, prompt = q.shape[:2]
+    blocks = -(-prompt // window)
+    pad = blocks * window - prompt
+
+    def split(x):  # [B, P, ...] -> [B, blocks, W, ...]
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+        return x.reshape(batch, blocks, window, *x.shape[2:])
+
+    def with_previous(x):  # keys of block i: blocks i - 1 and i -> [B * blocks, 2W, ...]
+        x = split(x)
+        prev = jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
+        both = jnp.concatenate([prev, x], axis=2)
+        return both.reshape(batch * blocks, 2 * window, *both.shape[3:])
+
+    a, b = jnp.arange(window)[:, None], jnp.arange(2 * window)[None, :]  # query a of a block, key b of its band
+    first = jnp.arange(blocks)[:, None, None] == 0
+    visible = (b - window <= a) & (b - window > a - window) & ~(first & (b < window))  # [blocks, W, 2W]
+    mask = jnp.broadcast_to(visible, (batch, blocks, window, 2 * window)).reshape(batch * blocks, window, 2 * window)
+    qb = split(q).reshape(batch * blocks, window, *q.shape[2:])
+    out = attend(qb, with_previous(k), with_previous(v), mask, scale, sinks)
+    return out.reshape(batch, blocks * window, *out.shape[2:])[:, :prompt]
+
+
+def decode_mask(cache_arr, step: Step):
+    """[B, 1, C]: slots written so far (all of them once a ring has wrapped)."""
+    slots = jnp.arange(cache_arr.shape[2])
+    return (slots[None, :] <= step.positions[:, :1])[:, None, :]
+
+
+class GQA(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d, n, k, h, act = cfg.hidden, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.jnp_dtype
+        self.cfg = cfg
+        kw = dict(dtype=cfg.weights, act_dtype=act, bias=cfg.qkv_bias)
+        self.wq = Linear(rngs, (d, n, h), ("embed", "heads", "head_dim"), spec="btd,dnh->btnh", **kw)
+        self.wk = Linear(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), spec="btd,dkh->btkh", **kw)
+        self.wv = Linear(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), spec="btd,dkh->btkh", **kw)
+        self.wo = Linear(rngs, (n * h, d), ("heads", "embed"), spec="btz,zd->btd", **kw)
+        self.sinks = param(rngs, (n,), ("heads",), act, scale=1.0) if cfg.attn_sinks else None
+
+    def __call__(self, x, cache: dict, layer, step: Step, window: int):
+        cfg = self.cfg
+        rep = kv_repeat(cfg)
+        kv_heads, group = cfg.n_kv_heads * rep, cfg.n_heads // (cfg.n_kv_heads * rep)
+        q = rope(self.wq(x), step.positions, cfg.rope_theta)
+        k = rope(_repeated(self.wk, x, rep), step.positions, cfg.rope_theta)
+        v = _repeated(self.wv, x, rep)
+        q = constrain(q.reshape(*q.shape[:2], kv_heads, group, cfg.head_dim), "batch", "seq", "kv_heads", None, None)
+        k, v = constrain(k, "batch", "seq", "kv_heads", None), constrain(v, "batch", "seq", "kv_heads", None)
+        sinks = None if self.sinks is None else self.sinks[...].reshape(kv_heads, group)
+        scale = 1 / math.sqrt(cfg.head_dim)
+        cache = write_cache(cache, {"k": k, "v": v}, layer, step)
+        if step.decode:
+            kc, vc = cache["k"][layer], cache["v"][layer]  # [B, C, K, H]
+            o = attend(q, kc, vc, decode_mask(cache["k"], step), scale, sinks)
+        else:
+            o = causal_blocks(q, k, v, window, scale, sinks)
+        return self.wo(o.reshape(*o.shape[:2], cfg.n_heads * cfg.head_dim)), cache
+
+
+def _repeated(linear: Linear, x, rep: int):
+    """A kv projection with each kv head repeated `rep` times, the weight repeated before the matmul so that each
+    device of the group computes only the heads it holds."""
+    if rep == 1:
+        return linear(x)
+    w = constrain(jnp.repeat(linear.w[...], rep, axis=1), "embed", "kv_heads", "head_dim")
+    scales = None if linear.scales is None else jnp.repeat(linear.scales[...], rep, axis=1)
+    y = matmul(linear.spec, x, w, scales, linear.act_dtype, linear.contract)
+    return y if linear.b is None else y + jnp.repeat(linear.b[...], rep, axis=0)
+
+
+class MLA(nnx.Module):
+    """Multi-head latent attention. Prefill expands the latent into per-head keys and values; decode uses the
+    absorbed form: queries move into the latent space and attend over the cached latent directly."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d, n, r, act = cfg.hidden, cfg.n_heads, cfg.kv_lora_rank, cfg.jnp_dtype
+        nope, pe, hv, qk = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.head_dim
+        self.cfg = cfg
+        kw = dict(dtype=cfg.weights, act_dtype=act)
+        if cfg.q_lora_rank:
+            self.wq_a = Linear(rngs, (d, cfg.q_lora_rank), ("embed", "q_lora"), spec="btd,dr->btr", **kw)
+            self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.norm_eps, act, "q_lora")
+            self.wq_b = Linear(rngs, (cfg.q_lora_rank, n, qk), ("q_lora", "heads", "head_dim"), spec="btr,rnh->btnh",
+                               **kw)
+        else:
+            self.wq = Linear(rngs, (d, n, qk), ("embed", "heads", "head_dim"), spec="btd,dnh->btnh", **kw)
+        self.wkv_a = Linear(rngs, (d, r + pe), ("embed", "latent"), spec="btd,dr->btr", **kw)
+        self.kv_norm = RMSNorm(r, cfg.norm_eps, act, "latent")
+        self.wk_b = Linear(rngs, (r, n, nope), ("latent", "heads", "head_dim"), spec="btr,rnh->btnh", **kw)
+        self.wv_b = Linear(rngs, (r, n, hv), ("latent", "heads", "head_dim"), spec="btr,rnh->btnh", **kw)
+        self.wo = Linear(rngs, (n * hv, d), ("heads", "embed"), spec="btz,zd->btd", **kw)
+
+    def __call__(self, x, cache: dict, layer, step: Step, window: int):
+        cfg = self.cfg
+        r, nope = cfg.kv_lora_rank, cfg.qk_nope_head_dim
+        q = self.wq_b(self.q_norm(self.wq_a(x))) if cfg.q_lora_rank else self.wq(x)  # [B, T, N, qk]
+        q = constrain(q, "batch", "seq", "heads", None)
+        q_nope, q_pe = q[..., :nope], rope(q[..., nope:], step.positions, cfg.rope_theta)
+        kv = self.wkv_a(x)  # [B, T, R + rope]
+        c = self.kv_norm(kv[..., :r])
+        k_pe = rope(kv[..., r:][:, :, None, :], step.positions, cfg.rope_theta)[:, :, 0]
+        cache = write_cache(cache, {"latent": jnp.concatenate([c, k_pe], axis=-1)}, layer, step)
+        scale = 1 / math.sqrt(cfg.head_dim)
+        if step.decode:
+            q_lat = self.wk_b.apply("btnh,rnh->btnr", q_nope)  # [B, 1, N, R]
+            qc = constrain(jnp.concatenate([q_lat, q_pe], axis=-1)[:, :, None], "batch", "seq", None, "heads", None)
+            latent = cache["latent"][layer]  # [B, C, R + rope]
+            o_lat = attend(qc, latent[:, :, None], latent[:, :, None, :r], decode_mask(cache["latent"], step), scale)
+            o = self.wv_b.apply("btnr,rnh->btnh", o_lat[:, :, 0])  # [B, 1, N, v]
+        else:
+            k = jnp.concatenate([self.wk_b(c), jnp.broadcast_to(k_pe[:, :, None], (*q_pe.shape[:3], k_pe.shape[-1]))],
+                                axis=-1)
+            k, v = constrain(k, "batch", "seq", "heads", None), constrain(self.wv_b(c), "batch", "seq", "heads", None)
+            qh = jnp.concatenate([q_nope, q_pe], axis=-1)[:, :, :, None]  # [B, P, N, 1, qk]
+            o = causal_blocks(qh, k, v, window, scale)[:, :, :, 0]
+        return self.wo(o.reshape(*o.shape[:2], -1)), cache
+
+
+def make_attention(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
+    return MLA(cfg, rngs) if cfg.is_mla else GQA(cfg, rngs)
+

@@ -1,0 +1,325 @@
+"""Model descriptions read from disk: the project's own TOML format, or a Hugging Face config.json.
+
+TOML: top-level keys are `ModelConfig` field names (`name` defaults to the file's stem); `base = "<preset>"` starts
+from a preset and overrides the keys given. models/examples/custom.toml documents every field.
+
+config.json: dispatched on `architectures[0]` (see ARCHITECTURES) and mapped onto the same fields. Anything that
+would change the cost but has no field here (an unusual layer layout, an unknown quantization) is refused with a
+ConfigError rather than priced wrongly. Nothing here reaches the network.
+"""
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+
+from models.config import PRESETS, ModelConfig
+from tracer.errors import ConfigError
+
+EXAMPLE = "models/examples/custom.toml"
+_MISSING = object()
+
+
+def load_model_file(path: str) -> ModelConfig:
+    """A ModelConfig from a .toml model file or a Hugging Face config.json (or a folder holding one)."""
+    p = Path(path).expanduser()
+    if p.is_dir() and (p / "config.json").is_file():
+        p = p / "config.json"
+    if not p.exists():
+        raise ConfigError(f"model file {path} not found; give the path of a .toml model file (see {EXAMPLE}) "
+                          "or of a Hugging Face config.json")
+    suffix = p.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise ConfigError(f"{path}: a model file must end in .toml (the project's format, see {EXAMPLE}) or .json "
+                          f"(a Hugging Face config.json), not {suffix or 'no extension'!r}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the model file ({_one_line(e)}); check the path and its "
+                          "permissions") from None
+    if suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({_one_line(e)}); fix the syntax (see {EXAMPLE})") from None
+        return _from_toml(data, str(path), p.stem)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({_one_line(e)}); fix the syntax or download the model's "
+                          "config.json again") from None
+    name = p.resolve().parent.name if p.name.lower() == "config.json" else p.stem
+    return _from_hf(data, str(path), (name or p.stem).lower())
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
+def _build(make, where: str) -> ModelConfig:
+    """Run the constructor; ModelConfig's own checks (and any type slip they meet) become one-line ConfigErrors."""
+    try:
+        return make()
+    except (TypeError, ValueError) as e:  # ConfigError is a ValueError
+        raise ConfigError(f"{where}: {_one_line(e)}") from None
+
+
+# --- the project's TOML format ---
+
+def _fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(ModelConfig) if f.init}
+
+
+def _required() -> list[str]:
+    return [name for name, f in _fields().items()
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+
+
+def _from_toml(data: dict, where: str, stem: str) -> ModelConfig:
+    fields = _fields()
+    unknown = [key for key in data if key != "base" and key not in fields]
+    if unknown:
+        hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, fields, 1))
+                 else repr(key) for key in unknown]
+        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; valid keys are "
+                          f"base, {', '.join(fields)} (see {EXAMPLE})")
+    types_ = typing.get_type_hints(ModelConfig)
+    values = {key: _coerce(key, value, types_[key], where) for key, value in data.items() if key != "base"}
+    values.setdefault("name", stem)
+    if "base" in data:
+        base = data["base"]
+        if not isinstance(base, str) or base not in PRESETS:
+            raise ConfigError(f"{where}: base {base!r} is not a preset; use one of {', '.join(PRESETS)} "
+                              "(or leave base out and give every required field)")
+        return _build(lambda: dataclasses.replace(PRESETS[base], **values), where)
+    missing = [key for key in _required() if key not in values]
+    if missing:
+        raise ConfigError(f"{where}: missing required field{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+                          f"add {'them' if len(missing) > 1 else 'it'}, or start from a preset with "
+                          f'base = "<preset>" (see {EXAMPLE})')
+    return _build(lambda: ModelConfig(**values), where)
+
+
+def _coerce(key: str, value, hint, where: str):
+    """Check a TOML value against the field's annotation; lists become tuples, integers become floats where a
+    float is wanted."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union) and type(None) in args:  # `str | None`: TOML has no null
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0], where) if len(inner) == 1 else value
+    if origin is tuple:
+        elem = args[0] if args else typing.Any
+        if isinstance(value, list | tuple) and all(_is(v, elem) for v in value):
+            return tuple(float(v) if elem is float else v for v in value)
+        raise ConfigError(f"{where}: {key} must be a list of {_describe(elem, plural=True)}, got {value!r}")
+    if hint in (bool, int, float, str):
+        if _is(value, hint):
+            return float(value) if hint is float else value
+        raise ConfigError(f"{where}: {key} must be {_describe(hint)}, got {value!r} "
+                          f"({type(value).__name__})")
+    return value
+
+
+def _is(value, hint) -> bool:
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _describe(hint, plural: bool = False) -> str:
+    one = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    many = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+    return (many if plural else one).get(hint, "values" if plural else "a value")
+
+
+# --- Hugging Face config.json ---
+
+_COMMON = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+# Keys each architecture needs beyond _COMMON; a tuple inside is a set of alternatives.
+_REQUIRED = {
+    "LlamaForCausalLM": (),
+    "MixtralForCausalLM": ("num_local_experts", "num_experts_per_tok"),
+    "Qwen3MoeForCausalLM": ("num_experts", "num_experts_per_tok", "moe_intermediate_size"),
+    "DeepseekV3ForCausalLM": ("n_routed_experts", "num_experts_per_tok", "n_shared_experts", "moe_intermediate_size",
+                              "first_k_dense_replace", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+                              "qk_rope_head_dim", "v_head_dim"),
+    "GptOssForCausalLM": ("num_local_experts", ("num_experts_per_tok", "experts_per_token"), "layer_types"),
+}
+_NULLABLE = {"q_lora_rank", "n_shared_experts"}  # null means none (DeepSeek-V2-Lite has no query compression)
+
+
+class _HF:
+    """Typed access to one config.json's keys, with errors that name the file, the key and the architecture."""
+
+    def __init__(self, cfg: dict, arch: str, where: str):
+        self.cfg, self.arch, self.where = cfg, arch, where
+
+    def fail(self, msg: str):
+        raise ConfigError(f"{self.where}: {msg}")
+
+    def missing(self, keys: list[str]):
+        self.fail(f"{self.arch} config is missing {', '.join(keys)}; add the key{'s' if len(keys) > 1 else ''} "
+                  f"from the model's published config.json (or describe the model in a .toml file, see {EXAMPLE})")
+
+    def get(self, key: str, kind: type, default=_MISSING):
+        value = self.cfg.get(key)
+        if value is None:
+            if default is _MISSING:
+                self.missing([key])
+            return default
+        if not _is(value, kind) or (kind is list and not isinstance(value, list)):
+            self.fail(f"{key} must be {_describe(kind) if kind is not list else 'a list'} in a {self.arch} config, "
+                      f"got {value!r}; correct the value")
+        return float(value) if kind is float else value
+
+    def int(self, key: str, default=_MISSING) -> int:
+        return self.get(key, int, default)
+
+
+def _from_hf(cfg, where: str, name: str) -> ModelConfig:
+    supported = ", ".join(_REQUIRED)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: a Hugging Face config.json holds a JSON object, not a {type(cfg).__name__}; "
+                          "give the model's config.json")
+    archs = cfg.get("architectures")
+    if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
+        raise ConfigError(f"{where}: no architectures list, so the model type is unknown; add e.g. "
+                          f'"architectures": ["LlamaForCausalLM"] (supported: {supported})')
+    arch = archs[0]
+    if arch not in _REQUIRED:
+        raise ConfigError(f"{where}: architecture {arch} is not supported; supported: {supported} (or describe "
+                          f"the model in a .toml file, see {EXAMPLE})")
+    hf = _HF(cfg, arch, where)
+    missing = []
+    for key in (*_COMMON, *_REQUIRED[arch]):
+        keys = key if isinstance(key, tuple) else (key,)
+        if not any(k in cfg and (cfg[k] is not None or k in _NULLABLE) for k in keys):
+            missing.append(" or ".join(keys))
+    if missing:
+        hf.missing(missing)
+    values = _hf_common(hf)
+    values.update(_ARCH_FIELDS[arch](hf, values))
+    return _build(lambda: ModelConfig(name=name, **values), where)
+
+
+def _hf_common(hf: _HF) -> dict:
+    hidden, n_heads = hf.int("hidden_size"), hf.int("num_attention_heads")
+    values = dict(vocab_size=hf.int("vocab_size"), hidden=hidden, n_layers=hf.int("num_hidden_layers"),
+                  n_heads=n_heads, n_kv_heads=hf.int("num_key_value_heads", n_heads),
+                  head_dim=hf.int("head_dim", hidden // n_heads if n_heads > 0 else 0),
+                  ffn=hf.int("intermediate_size"), tie_embeddings=hf.get("tie_word_embeddings", bool, False))
+    rope = hf.cfg.get("rope_parameters")  # newer transformers keep rope_theta there
+    theta = hf.get("rope_theta", float, None)
+    if theta is None and isinstance(rope, dict) and rope.get("rope_theta") is not None:
+        theta = _HF(rope, hf.arch, hf.where).get("rope_theta", float)
+    if theta is not None:
+        values["rope_theta"] = theta
+    if (eps := hf.get("rms_norm_eps", float, None)) is not None:
+        values["norm_eps"] = eps
+    dtype = hf.cfg.get("torch_dtype") or hf.cfg.get("dtype")
+    values["dtype"] = dtype if dtype in ("bfloat16", "float32") else "bfloat16"
+    quant = hf.cfg.get("quantization_config")
+    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    if method == "fp8":
+        values["weight_dtype"] = "float8"
+    elif method == "mxfp4" and hf.arch == "GptOssForCausalLM":
+        values["expert_dtype"] = "mxfp4"
+    elif method is not None:
+        hf.fail(f"quantization {method!r} is not supported for {hf.arch} (fp8 is, and mxfp4 for gpt-oss); remove "
+                "quantization_config to price the unquantized model, or write a .toml with weight_dtype and "
+                f"expert_dtype (see {EXAMPLE})")
+    return values
+
+
+def _llama(hf: _HF, values: dict) -> dict:
+    return dict(qkv_bias=hf.get("attention_bias", bool, False))
+
+
+def _mixtral(hf: _HF, values: dict) -> dict:
+    extra = dict(n_experts=hf.int("num_local_experts"), n_active=hf.int("num_experts_per_tok"),
+                 expert_ffn=values["ffn"])
+    if (window := hf.int("sliding_window", None)) is not None:  # Mistral-style: every layer windowed
+        extra["window_pattern"] = (window,)
+    return extra
+
+
+def _qwen3_moe(hf: _HF, values: dict) -> dict:
+    if hf.get("mlp_only_layers", list, []) or hf.int("decoder_sparse_step", 1) != 1:
+        hf.fail("dense layers among the MoE layers (mlp_only_layers non-empty or decoder_sparse_step != 1): that "
+                "layout is not supported; only the first layers may be dense (first_dense), so use "
+                f"mlp_only_layers = [] and decoder_sparse_step = 1, or write a .toml (see {EXAMPLE})")
+    if hf.get("use_sliding_window", bool, False):
+        hf.fail("use_sliding_window = true: Qwen3's per-layer sliding window layout is not supported; set it to "
+                f"false, or write a .toml with window_pattern (see {EXAMPLE})")
+    return dict(qkv_bias=hf.get("attention_bias", bool, False), n_experts=hf.int("num_experts"),
+                n_active=hf.int("num_experts_per_tok"), expert_ffn=hf.int("moe_intermediate_size"))
+
+
+def _deepseek_v3(hf: _HF, values: dict) -> dict:
+    if hf.int("moe_layer_freq", 1) != 1:
+        hf.fail("moe_layer_freq != 1 (dense layers among the MoE layers) is not supported; only the first "
+                "first_k_dense_replace layers may be dense, so set moe_layer_freq = 1 or write a .toml "
+                f"(see {EXAMPLE})")
+    nope, rope = hf.int("qk_nope_head_dim"), hf.int("qk_rope_head_dim")
+    notes = []
+    if hf.int("num_nextn_predict_layers", 0):
+        notes.append("the multi-token-prediction module is not part of the served model")
+    if hf.int("n_group", 1) > 1:
+        notes.append("group-limited routing (n_group, topk_group) picks the same number of experts")
+    return dict(n_kv_heads=values["n_heads"], head_dim=nope + rope, q_lora_rank=hf.int("q_lora_rank", 0),
+                kv_lora_rank=hf.int("kv_lora_rank"), qk_nope_head_dim=nope, qk_rope_head_dim=rope,
+                v_head_dim=hf.int("v_head_dim"), n_experts=hf.int("n_routed_experts"),
+                n_active=hf.int("num_experts_per_tok"), n_shared=hf.int("n_shared_experts", 0),
+                expert_ffn=hf.int("moe_intermediate_size"), first_dense=hf.int("first_k_dense_replace"),
+                # transformers' own DeepseekV3 (no scoring_func key) always scores with a sigmoid
+                router="sigmoid" if hf.cfg.get("scoring_func", "sigmoid") == "sigmoid" else "softmax",
+                notes=tuple(notes))
+
+
+def _gpt_oss(hf: _HF, values: dict) -> dict:
+    n_layers = values["n_layers"]
+    layer_types = hf.get("layer_types", list)
+    if len(layer_types) != n_layers:
+        hf.fail(f"layer_types has {len(layer_types)} entries but num_hidden_layers is {n_layers}; give one entry "
+                "per layer")
+    windows = []
+    for kind in layer_types:
+        if kind == "sliding_attention":
+            windows.append(hf.int("sliding_window"))
+        elif kind == "full_attention":
+            windows.append(0)
+        else:
+            hf.fail(f"layer type {kind!r} is not supported; layer_types entries must be sliding_attention or "
+                    "full_attention")
+    per_token = "num_experts_per_tok" if hf.cfg.get("num_experts_per_tok") is not None else "experts_per_token"
+    return dict(window_pattern=_window_pattern(windows, hf), qkv_bias=hf.get("attention_bias", bool, False),
+                attn_sinks=True, n_experts=hf.int("num_local_experts"), n_active=hf.int(per_token),
+                expert_ffn=values["ffn"], expert_bias=True,
+                notes=("YaRN rope scaling and the SwiGLU clamp do not change the cost",))
+
+
+def _window_pattern(windows: list[int], hf: _HF) -> tuple[int, ...]:
+    """The shortest period that tiles the per-layer windows exactly; () when no layer is windowed."""
+    n = len(windows)
+    if not n:
+        return ()
+    period = next(p for p in range(1, n + 1) if n % p == 0 and all(windows[i] == windows[i % p] for i in range(n)))
+    if period > 1 and period == n:
+        hf.fail(f"layer_types do not repeat (no period that divides num_hidden_layers = {n} tiles them); a "
+                f"repeating sliding/full pattern is needed, or write a .toml with window_pattern (see {EXAMPLE})")
+    pattern = tuple(windows[:period])
+    return pattern if any(pattern) else ()
+
+
+_ARCH_FIELDS = {"LlamaForCausalLM": _llama, "MixtralForCausalLM": _mixtral, "Qwen3MoeForCausalLM": _qwen3_moe,
+                "DeepseekV3ForCausalLM": _deepseek_v3, "GptOssForCausalLM": _gpt_oss}
+ARCHITECTURES = tuple(_ARCH_FIELDS)

@@ -1,0 +1,172 @@
+"""Feed-forward layers: the dense SwiGLU MLP, and the mixture of experts with its router and dispatch.
+
+Dispatch is written so that the compiled program does the work of a production MoE kernel on every compiler
+(no dense compute over all experts: jax.lax.ragged_dot does that on CPU, xla-facts.md):
+- tokens form one group per batch shard (`ways("batch")`); inside a group each (token, expert) assignment gets a
+  slot in a bin, found by sorting, and tokens are gathered into their slots, computed, and scattered back weighted;
+- grouped kernel (prefill, large batches): one bin per expert with `expert_capacity` slots, then one batched
+  matmul per expert: [G, E, C, D] x [E, D, F];
+- gathered-rows kernel (decode): when a device has no more assignments than local experts, one bin per expert
+  shard with ceil(assignments / shards x capacity_factor) rows, each row reading its own expert's weights. FLOPs are
+  exactly the active ones, and no device reads more expert weights than it holds.
+Experts carry the logical axis "experts": sharded, tokens reach them through the collectives the compiler inserts.
+"""
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from models.config import ModelConfig, expert_capacity
+from models.layers import Linear, matmul, param, zeros
+from models.sharding import constrain, ways
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, ffn: int | None = None):
+        d, f = cfg.hidden, ffn or cfg.ffn
+        kw = dict(dtype=cfg.weights, act_dtype=cfg.jnp_dtype)
+        self.gate = Linear(rngs, (d, f), ("embed", "mlp"), spec="btd,df->btf", **kw)
+        self.up = Linear(rngs, (d, f), ("embed", "mlp"), spec="btd,df->btf", **kw)
+        self.down = Linear(rngs, (f, d), ("mlp", "embed"), spec="btf,fd->btd", **kw)
+
+    def __call__(self, x):
+        h = jax.nn.silu(self.gate(x)) * self.up(x)
+        return self.down(constrain(h, "batch", "seq", "mlp"))
+
+
+@dataclass(frozen=True)
+class DispatchPlan:
+    """How one token group's assignments are binned: the same function plans the program and reports it."""
+
+    kernel: str  # "grouped" (one bin per expert) or "rows" (one bin per expert shard, weights gathered per row)
+    bins: int
+    capacity: int  # slots per bin
+    assignments: int  # tokens x k in the group
+
+    @property
+    def slots(self) -> int:
+        return self.bins * self.capacity
+
+    def expected_drop_fraction(self) -> float:
+        """Assignments beyond a bin's capacity, for uniformly random routing (binomial occupancy per bin)."""
+        n, p, cap = self.assignments, 1 / self.bins, self.capacity
+        if cap >= n:
+            return 0.0
+        mean, sd = n * p, math.sqrt(n * p * (1 - p)) or 1.0
+        top = min(n, int(mean + 40 * sd) + cap + 1)
+        dropped = 0.0
+        for x in range(cap + 1, top + 1):
+            log_pmf = math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1) + x * math.log(p) + (
+                n - x) * math.log1p(-p) if p < 1 else 0.0
+            dropped += (x - cap) * math.exp(log_pmf)
+        return dropped * self.bins / n
+
+
+def dispatch_plan(cfg: ModelConfig, tokens: int, expert_shards: int) -> DispatchPlan:
+    """`tokens` in one group, experts split over `expert_shards` devices."""
+    assignments = tokens * cfg.n_active
+    rows = max(1, math.ceil(assignments / expert_shards * cfg.capacity_factor))
+    if rows <= cfg.n_experts // expert_shards:
+        return DispatchPlan("rows", expert_shards, rows, assignments)
+    return DispatchPlan("grouped", cfg.n_experts, expert_capacity(tokens, cfg), assignments)
+
+
+def _ranks(bins, n_bins: int):
+    """Each assignment's rank among those of its bin, in token order (by a stable sort). bins [A] -> [A]."""
+    order = jnp.argsort(bins, stable=True)
+    sorted_bins = bins[order]
+    first = jnp.searchsorted(sorted_bins, jnp.arange(n_bins))
+    rank_sorted = jnp.arange(bins.shape[0]) - first[sorted_bins]
+    return jnp.zeros_like(bins).at[order].set(rank_sorted)
+
+
+class MoE(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        e, d, f, act = cfg.n_experts, cfg.hidden, cfg.expert_ffn, cfg.jnp_dtype
+        self.cfg = cfg
+        self.router = param(rngs, (d, e), ("embed", None), act)
+        self.router_bias = zeros((e,), (None,), jnp.float32) if cfg.expert_bias or cfg.router == "sigmoid" else None
+        kw = dict(dtype=cfg.experts, act_dtype=act, bias=cfg.expert_bias, contract=1)
+        self.gate = Linear(rngs, (e, d, f), ("experts", "embed", "expert_mlp"), spec="gecd,edf->gecf", **kw)
+        self.up = Linear(rngs, (e, d, f), ("experts", "embed", "expert_mlp"), spec="gecd,edf->gecf", **kw)
+        self.down = Linear(rngs, (e, f, d), ("experts", "expert_mlp", "embed"), spec="gecf,efd->gecd", **kw)
+        self.shared = MLP(cfg, rngs, cfg.n_shared * cfg.expert_ffn) if cfg.n_shared else None
+
+    def route(self, x):
+        """x [G, S, D] -> expert ids [G, S, k] and their weights (normalised over the k chosen)."""
+        cfg = self.cfg
+        with jax.named_scope("router"):
+            logits = jnp.einsum("gsd,de->gse", x, self.router[...]).astype(jnp.float32)
+            if cfg.router == "sigmoid":  # DeepSeek-V3: the bias steers selection only
+                scores = jax.nn.sigmoid(logits)
+                _, idx = jax.lax.top_k(scores + self.router_bias[...], cfg.n_active)
+                weights = jnp.take_along_axis(scores, idx, axis=-1)
+            else:
+                if self.router_bias is not None:
+                    logits = logits + self.router_bias[...]
+                weights, idx = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), cfg.n_active)
+            return idx, (weights / jnp.sum(weights, axis=-1, keepdims=True)).astype(x.dtype)
+
+    def __call__(self, x):
+        """x [B, T, D] -> [B, T, D]."""
+        cfg = self.cfg
+        batch, seq, d = x.shape
+        groups, shards = ways("batch"), ways("experts")
+        xg = constrain(x.reshape(groups, batch // groups * seq, d), "batch", None, "embed")  # [G, S, D]
+        idx, weights = self.route(xg)
+        plan = dispatch_plan(cfg, xg.shape[1], shards)
+        per_shard = cfg.n_experts // plan.bins if plan.kernel == "rows" else 1
+        slot_token, slot_weight, slot_expert = jax.vmap(
+            lambda i, w: _assign(i, w, plan, per_shard))(idx, weights)  # each [G, slots]
+        x_pad = jnp.concatenate([xg, jnp.zeros((groups, 1, d), x.dtype)], axis=1)
+        xe = jnp.take_along_axis(x_pad, slot_token[..., None], axis=1)  # [G, slots, D]
+        xe = constrain(xe.reshape(groups, plan.bins, plan.capacity, d), "batch", "experts", None, "embed")
+        with jax.named_scope("experts"):
+            if plan.kernel == "grouped":
+                h = jax.nn.silu(self.gate(xe)) * self.up(xe)
+                out = self.down(constrain(h, "batch", "experts", None, "expert_mlp"))
+            else:
+                local = slot_expert.reshape(groups, plan.bins, plan.capacity)
+                h = jax.nn.silu(self._rows(self.gate, "gnrd,gnrdf->gnrf", xe, local)) * self._rows(
+                    self.up, "gnrd,gnrdf->gnrf", xe, local)
+                out = self._rows(self.down, "gnrf,gnrfd->gnrd", constrain(h, "batch", "experts", None, None), local)
+            out = constrain(out, "batch", "experts", None, "embed").reshape(groups, plan.slots, d)
+        with jax.named_scope("combine"):
+            out = out * slot_weight[..., None]
+            y = jax.vmap(lambda t, o: jnp.zeros((xg.shape[1] + 1, d), x.dtype).at[t].add(o))(slot_token, out)
+            y = constrain(y[:, :-1], "batch", None, "embed").reshape(batch, seq, d)
+        return y if self.shared is None else y + self.shared(x)
+
+    def _rows(self, linear: Linear, spec: str, x, local):
+        """Each row times its own expert's weights, gathered from the experts its shard holds. local [G, n, R]."""
+        n = local.shape[1]
+
+        def gather(arr):  # [E, ...] -> [G, n, R, ...]
+            shards = arr.reshape(n, arr.shape[0] // n, *arr.shape[1:])
+            return jax.vmap(jax.vmap(lambda a, i: a[i]), in_axes=(None, 0))(shards, local)
+
+        scales = None if linear.scales is None else gather(linear.scales[...])
+        with jax.named_scope("expert_weights"):
+            w = constrain(gather(linear.w[...]), "batch", "experts", None, None, None)
+        y = matmul(spec, x, w, scales, linear.act_dtype, blocked=linear.contract + 2)
+        if linear.b is None:
+            return y
+        return y + gather(linear.b[...])
+
+
+def _assign(idx, weights, plan: DispatchPlan, per_shard: int):
+    """One group: idx, weights [S, k] -> per slot: its token (S: empty), its weight, its expert within the bin."""
+    tokens, k = idx.shape
+    expert = idx.reshape(-1)
+    bins = expert // per_shard  # grouped: per_shard = 1, a bin per expert
+    rank = _ranks(bins, plan.bins)
+    slot = jnp.where(rank < plan.capacity, bins * plan.capacity + rank, plan.slots)  # past the end: dropped
+    token = jnp.arange(tokens * k) // k
+    empty = plan.slots + 1
+    slot_token = jnp.full(empty, tokens).at[slot].set(token)[:-1]
+    slot_weight = jnp.zeros(empty, weights.dtype).at[slot].set(weights.reshape(-1))[:-1]
+    slot_expert = jnp.zeros(empty, jnp.int32).at[slot].set(expert % per_shard)[:-1]
+    return slot_token, slot_weight, slot_expert

@@ -1,0 +1,173 @@
+"""Model files: the project's TOML format and Hugging Face config.json files, loaded into ModelConfig. Pure Python."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+import models
+from models.config import LLAMA3_8B, PRESETS
+from models.files import ARCHITECTURES, load_model_file
+from tracer.errors import ConfigError
+
+DATA = Path(__file__).parent / "data"
+HF_MODELS = ("llama3-70b", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3", "gpt-oss-120b")
+
+
+def hf_config(name: str) -> dict:
+    return json.loads((DATA / name / "config.json").read_text())
+
+
+def write_json(tmp_path: Path, cfg, folder: str = "model") -> str:
+    path = tmp_path / folder / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(cfg if isinstance(cfg, str) else json.dumps(cfg))
+    return str(path)
+
+
+def write_toml(tmp_path: Path, text: str, name: str = "model.toml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def fails(path: str, match: str) -> str:
+    with pytest.raises(ConfigError, match=match) as err:
+        load_model_file(path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+# --- Hugging Face config.json: the published configs price exactly as the presets ---
+
+@pytest.mark.parametrize("name", HF_MODELS)
+def test_hf_config_prices_as_preset(name):
+    cfg, preset = load_model_file(str(DATA / name / "config.json")), PRESETS[name]
+    assert cfg.name == name
+    assert cfg.total_params == preset.total_params
+    assert cfg.active_params == preset.active_params
+    assert cfg.kv_bytes_per_token == preset.kv_bytes_per_token
+    assert cfg.weight_bytes == preset.weight_bytes
+
+
+@pytest.mark.parametrize("name", HF_MODELS)
+def test_hf_config_equals_preset(name):
+    """Every field round-trips (notes aside, which do not take part in equality)."""
+    assert load_model_file(str(DATA / name / "config.json")) == PRESETS[name]
+
+
+def test_hf_features():
+    ds = load_model_file(str(DATA / "deepseek-v3" / "config.json"))
+    assert (ds.is_mla, ds.router, ds.weights, ds.experts, ds.first_dense) == (True, "sigmoid", "float8", "float8", 3)
+    oss = load_model_file(str(DATA / "gpt-oss-120b" / "config.json"))
+    assert oss.window_pattern == (128, 0) and oss.attn_sinks and oss.qkv_bias and oss.expert_bias
+    assert (oss.weights, oss.experts) == ("bfloat16", "mxfp4")
+    assert load_model_file(str(DATA / "qwen3-30b-a3b")).name == "qwen3-30b-a3b"  # a folder holding config.json
+
+
+def test_hf_defaults_and_name(tmp_path):
+    cfg = hf_config("llama3-70b")
+    for key in ("num_key_value_heads", "torch_dtype", "rope_theta", "rms_norm_eps", "tie_word_embeddings"):
+        del cfg[key]
+    cfg["dtype"] = "float16"  # anything but bfloat16 / float32 prices as bfloat16
+    loaded = load_model_file(write_json(tmp_path, cfg, "My-Llama"))
+    assert loaded.name == "my-llama"
+    assert (loaded.n_kv_heads, loaded.head_dim, loaded.dtype) == (64, 128, "bfloat16")
+    other = tmp_path / "Llama-FP32.json"
+    other.write_text(json.dumps({**cfg, "dtype": "float32"}))
+    assert (load_model_file(str(other)).name, load_model_file(str(other)).dtype) == ("llama-fp32", "float32")
+
+
+def test_hf_gpt_oss_experts_per_token_and_null_q_lora(tmp_path):
+    cfg = hf_config("gpt-oss-120b")
+    del cfg["num_experts_per_tok"]
+    assert load_model_file(write_json(tmp_path, cfg, "a")).n_active == 4
+    ds = {**hf_config("deepseek-v3"), "q_lora_rank": None}
+    assert load_model_file(write_json(tmp_path, ds, "b")).q_lora_rank == 0
+
+
+# --- the project's TOML format ---
+
+def test_toml_custom_moe():
+    cfg = load_model_file(str(DATA / "my-moe.toml"))
+    assert (cfg.name, cfg.n_experts, cfg.n_active, cfg.n_shared, cfg.first_dense) == ("my-moe", 16, 2, 1, 2)
+    assert cfg.window_pattern == (1024, 0) and cfg.notes == ("a test fixture, not a published model",)
+    assert cfg.rope_theta == 1e6 and cfg.kv == "float8"
+
+
+def test_toml_base_override():
+    cfg = load_model_file(str(DATA / "llama3-8b-fp8.toml"))
+    assert cfg == dataclasses.replace(LLAMA3_8B, name="llama3-8b-fp8", weight_dtype="float8")
+    assert cfg.weight_bytes < LLAMA3_8B.weight_bytes
+
+
+def test_packaged_example_loads():
+    cfg = load_model_file(str(Path(models.__file__).parent / "examples" / "custom.toml"))
+    assert cfg.name == "custom-moe" and cfg.is_moe
+
+
+def test_toml_name_defaults_to_stem_and_ints_become_floats(tmp_path):
+    cfg = load_model_file(write_toml(tmp_path, 'base = "tiny"\nrope_theta = 10000\n', "Small-One.toml"))
+    assert cfg.name == "Small-One" and cfg.rope_theta == 10000.0 and isinstance(cfg.rope_theta, float)
+
+
+# --- errors: one line, naming the fix ---
+
+def test_unknown_architecture(tmp_path):
+    msg = fails(write_json(tmp_path, {**hf_config("llama3-70b"), "architectures": ["FooForCausalLM"]}),
+                "architecture FooForCausalLM is not supported")
+    assert all(arch in msg for arch in ARCHITECTURES)
+
+
+def test_missing_hf_key(tmp_path):
+    cfg = hf_config("deepseek-v3")
+    del cfg["hidden_size"], cfg["kv_lora_rank"]
+    fails(write_json(tmp_path, cfg), "DeepseekV3ForCausalLM config is missing hidden_size, kv_lora_rank")
+    oss = hf_config("gpt-oss-120b")
+    del oss["num_experts_per_tok"], oss["experts_per_token"]
+    fails(write_json(tmp_path, oss, "oss"), "missing num_experts_per_tok or experts_per_token")
+
+
+def test_malformed_files(tmp_path):
+    fails(write_json(tmp_path, '{"architectures": ["LlamaForCausalLM"],'), "not valid JSON")
+    fails(write_toml(tmp_path, "hidden = = 3\n"), "not valid TOML")
+    fails(write_json(tmp_path, "[1, 2]", "list"), "JSON object")
+    fails(write_json(tmp_path, {"hidden_size": 8}, "noarch"), "no architectures")
+
+
+def test_missing_file_and_wrong_suffix(tmp_path):
+    fails(str(tmp_path / "nowhere.toml"), "not found")
+    fails(write_toml(tmp_path, "x", "model.yaml"), "must end in .toml")
+
+
+def test_unknown_toml_key(tmp_path):
+    msg = fails(write_toml(tmp_path, 'base = "tiny"\nn_expert = 8\n'), "unknown key 'n_expert'")
+    assert "did you mean 'n_experts'" in msg and "valid keys are" in msg and "expert_ffn" in msg
+
+
+def test_toml_missing_fields_bad_base_and_types(tmp_path):
+    fails(write_toml(tmp_path, "vocab_size = 100\nhidden = 64\n"),
+          "missing required fields n_layers, n_heads, n_kv_heads, head_dim, ffn")
+    fails(write_toml(tmp_path, 'base = "llama9"\n'), "base 'llama9' is not a preset")
+    fails(write_toml(tmp_path, 'base = "tiny"\nn_experts = "8"\n'), "n_experts must be an integer")
+    fails(write_toml(tmp_path, 'base = "tiny"\nwindow_pattern = [4, "x"]\n'), "window_pattern must be a list of")
+    fails(write_toml(tmp_path, 'base = "tiny"\nn_kv_heads = 3\n'), "not a multiple of n_kv_heads")  # __post_init__
+
+
+def test_non_repeating_layer_types(tmp_path):
+    cfg = hf_config("gpt-oss-120b")
+    cfg["layer_types"][-1] = "sliding_attention"
+    fails(write_json(tmp_path, cfg), "layer_types do not repeat")
+    cfg["layer_types"] = cfg["layer_types"][:-1]
+    fails(write_json(tmp_path, cfg, "short"), "35 entries but num_hidden_layers is 36")
+
+
+def test_unsupported_layouts(tmp_path):
+    fails(write_json(tmp_path, {**hf_config("qwen3-30b-a3b"), "mlp_only_layers": [3]}), "layout is not supported")
+    fails(write_json(tmp_path, {**hf_config("qwen3-30b-a3b"), "decoder_sparse_step": 2}, "b"), "not supported")
+    fails(write_json(tmp_path, {**hf_config("llama3-70b"), "quantization_config": {"quant_method": "awq"}}, "c"),
+          "quantization 'awq' is not supported")
+    fails(write_json(tmp_path, {**hf_config("llama3-70b"), "hidden_size": "8192"}, "d"),
+          "hidden_size must be an integer")
