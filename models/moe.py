@@ -102,12 +102,14 @@ class MoE(nnx.Module):
             logits = jnp.einsum("gsd,de->gse", x, self.router[...]).astype(jnp.float32)
             if cfg.router == "sigmoid":  # DeepSeek-V3: the bias steers selection only
                 scores = jax.nn.sigmoid(logits)
-                _, idx = jax.lax.top_k(scores + self.router_bias[...], cfg.n_active)
+                idx = _top_k(scores + self.router_bias[...], cfg.n_active)
                 weights = jnp.take_along_axis(scores, idx, axis=-1)
             else:
                 if self.router_bias is not None:
                     logits = logits + self.router_bias[...]
-                weights, idx = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), cfg.n_active)
+                probs = jax.nn.softmax(logits, axis=-1)
+                idx = _top_k(probs, cfg.n_active)
+                weights = jnp.take_along_axis(probs, idx, axis=-1)
             return idx, (weights / jnp.sum(weights, axis=-1, keepdims=True)).astype(x.dtype)
 
     def __call__(self, x):
@@ -155,6 +157,14 @@ class MoE(nnx.Module):
         if linear.b is None:
             return y
         return y + gather(linear.b[...])
+
+
+def _top_k(scores, k: int):
+    """Indices of the k largest scores along the last axis, by a sort: lax.top_k flattens its operand, and the SPMD
+    partitioner then gathers every batch shard's scores onto every device."""
+    iota = jax.lax.broadcasted_iota(jnp.int32, scores.shape, scores.ndim - 1)
+    _, order = jax.lax.sort((-scores, iota), dimension=scores.ndim - 1, num_keys=1)
+    return order[..., :k]
 
 
 def _assign(idx, weights, plan: DispatchPlan, per_shard: int):

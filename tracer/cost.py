@@ -145,6 +145,8 @@ class _Reader:
         elif instr.opcode == "fusion" and self.is_view(instr):
             body = self.module.computations[instr.called("calls")]
             inner = self.stored(body, body.root.name, (*outers, (comp, instr)))
+        elif instr.opcode == "fusion":  # computes, then narrows on its way out (activations quantized to fp8)
+            inner = self.narrowed(instr)
         elif (self.is_view(instr) or instr.opcode in LAYOUT) and instr.operands and instr.opcode not in (
                 "parameter", "get-tuple-element", "tuple", "constant"):
             inner = self.stored(comp, instr.operands[0], outers)
@@ -152,6 +154,19 @@ class _Reader:
                 own.elements, 1):
             return inner
         return own
+
+    def narrowed(self, fusion: Instr) -> Array | None:
+        """The narrowest dtype a fusion's result passes through between its last computation and its output: a
+        real program stores it at that width (the CPU compiler converts fp8 back to f32 for its dot)."""
+        body = self.module.computations[fusion.called("calls")]
+        instr, best = body.root, None
+        while instr.opcode in {"bitcast", "reshape", "convert", "copy", "transpose"} and not instr.is_tuple:
+            operand = body.by_name[instr.operands[0]]
+            if operand.arrays and (best is None or DTYPE_BITS.get(operand.arrays[0].dtype, 32)
+                                   < DTYPE_BITS.get(best.dtype, 32)):
+                best = operand.arrays[0]
+            instr = operand
+        return best
 
     def read_size(self, comp: Computation, name: str) -> float:
         """Bytes a consumer reads of value `name`: its elements at the width it is stored in."""
@@ -259,6 +274,10 @@ class _Reader:
             return self.size(comp.by_name[root.operands[1]])
         if root.opcode == "scatter":
             return self.size(comp.by_name[root.operands[-1]])
+        narrow = self.narrowed(instr) if instr.opcode == "fusion" and not instr.is_tuple else None
+        if narrow is not None and self.array_bytes(narrow) / max(narrow.elements, 1) < self.array_bytes(
+                instr.arrays[0]) / max(instr.arrays[0].elements, 1):
+            return instr.arrays[0].elements * self.array_bytes(narrow) / max(narrow.elements, 1)
         return self.size(instr)
 
     def instr_bytes(self, comp: Computation, instr: Instr) -> float:
@@ -271,12 +290,20 @@ class _Reader:
         """A fused kernel reads each outside input once (the part it slices) and writes only what is used outside."""
         names = {i.name for i in region}
         reads: dict[str, float] = {}
-        for instr in region:
+        for instr in region:  # keyed by the buffer read: keys and values sliced from one cache are one read
             for k, op in enumerate(instr.operands):
-                if self.source(comp, op) not in names:
-                    reads[op] = max(reads.get(op, 0.0), self.operand_read(comp, instr, k))
-        used_outside = {op for i in comp.instrs if i.name not in names for op in i.operands}
-        return sum(reads.values()) + sum(self.size(i) for i in region if i.name in used_outside or i.is_root)
+                src = self.source(comp, op)
+                if src not in names:
+                    reads[src] = max(reads.get(src, 0.0), self.operand_read(comp, instr, k))
+        users = comp.users()
+
+        def escapes(name: str) -> bool:  # read outside the region, looking through views (layout copies included)
+            for user in users.get(name, []):
+                if user.is_root or (escapes(user.name) if self.is_view(user) else user.name not in names):
+                    return True
+            return False
+
+        return sum(reads.values()) + sum(self.size(i) for i in region if i.is_root or escapes(i.name))
 
     def source(self, comp: Computation, name: str) -> str:
         """Follow views back to the buffer they look into."""
