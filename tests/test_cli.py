@@ -19,6 +19,9 @@ ARGS = ["trace", "--model", "tiny", "--batch", "8", "--prompt", "16", "--context
     (["trace", "--system", "gb200-nvl72", "--strategy", "tp-dp", "--batch", "64"],
      "nearest batches that work: 63 or 72"),
     (["trace", "--prompt", "100", "--context", "50"], "raise --context"),
+    (["trace", "--model", "nowhere/config.json"], "not found"),
+    (["trace", "--weights", "float3"], "invalid choice"),
+    (["models", "--model", "tests/data/nope.toml"], "not found"),
 ])
 def test_errors_are_one_line_exit_2(capsys, argv, says):
     with pytest.raises(SystemExit) as exit_:
@@ -65,3 +68,32 @@ def test_largest_batch(small):
     ceiling = int((80e9 - result.phases["decode"].memory.weights) // per_seq)
     assert 0.9 * ceiling <= result.max_batch <= ceiling
     assert "confirmed" in result.max_batch_note
+
+
+def test_models_json_has_the_zoo(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {"deepseek-v3", "kimi-k2", "gpt-oss-120b", "mixtral-8x7b", "qwen3-235b-a22b"} <= rows.keys()
+    ds = rows["deepseek-v3"]
+    assert ds["experts"] == "256/8/1" and ds["attention"] == "MLA" and ds["kv_bytes_per_token"] == 70_272
+    assert {"total_params", "active_params", "weight_bytes", "kv_bytes_per_token"} <= ds.keys()
+    assert rows["gpt-oss-120b"]["kv_window_cap_bytes"] == 4_718_592
+
+
+def test_dtype_flags_on_every_command(capsys):
+    assert main(["models", "--json", "--weights", "float8", "--kv-cache", "float8"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["llama3-70b"]["kv_bytes_per_token"] == 327_680 / 2
+    assert main([*ARGS, "--json", "--no-max-batch", "--weights", "float8", "--kv-cache", "float8"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["weights_dtype"], d["kv_cache_dtype"]) == ("float8", "float8")
+    assert d["decode"]["flops_by_dtype"]["float8"] > d["decode"]["flops_by_dtype"].get("bfloat16", 0)
+    assert any("W8A8" in n for n in d["notes"])
+
+
+def test_model_file(capsys):
+    assert main(["trace", "--model", "tests/data/my-moe.toml", "--batch", "8", "--context", "64", "--json",
+                 "--no-max-batch"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["model"] == "my-moe" and d["decode"]["moe"]["kernel"] in ("rows", "grouped")
+

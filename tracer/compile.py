@@ -1,6 +1,7 @@
 """Abstract step programs -> compiled programs: weights, caches and tokens as ShapeDtypeStructs with shardings
 (nothing allocated), jitted, lowered and compiled over a virtual mesh of emulated CPU devices."""
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -49,10 +50,8 @@ class CompiledStep:
 
 def _shard_bytes(sds: jax.ShapeDtypeStruct) -> float:
     shape = sds.sharding.shard_shape(sds.shape)
-    size = jnp.dtype(sds.dtype).itemsize
-    for d in shape:
-        size *= d
-    return float(size)
+    bits = 4 if jnp.dtype(sds.dtype) == jnp.float4_e2m1fn else 8 * jnp.dtype(sds.dtype).itemsize  # numpy: 1 byte
+    return float(math.prod(shape)) * bits / 8
 
 
 def _tree_bytes(tree) -> float:

@@ -113,12 +113,12 @@ class _Reader:
         users = comp.users()
         orphans = [i for i in comp.instrs if not i.op_name and not self.is_view(i) and i.opcode not in NO_TRAFFIC]
         grown = True
-        while grown:
+        while grown:  # neighbours through views, but not through a loop tuple (it would join unrelated work)
             grown = False
             for instr in orphans:
                 if instr.name in members:
                     continue
-                near = {self.source(comp, op) for op in instr.operands} | self.consumers(comp, users, instr.name)
+                near = {self.buffer(comp, op) for op in instr.operands} | self.consumers(comp, users, instr.name)
                 if near & members:
                     members.add(instr.name)
                     grown = True
@@ -292,9 +292,9 @@ class _Reader:
         reads: dict[str, float] = {}
         for instr in region:  # keyed by the buffer read: keys and values sliced from one cache are one read
             for k, op in enumerate(instr.operands):
-                src = self.source(comp, op)
-                if src not in names:
-                    reads[src] = max(reads.get(src, 0.0), self.operand_read(comp, instr, k))
+                if self.source(comp, op) not in names:
+                    key = self.buffer(comp, op)
+                    reads[key] = max(reads.get(key, 0.0), self.operand_read(comp, instr, k))
         users = comp.users()
 
         def escapes(name: str) -> bool:  # read outside the region, looking through views (layout copies included)
@@ -304,6 +304,14 @@ class _Reader:
             return False
 
         return sum(reads.values()) + sum(self.size(i) for i in region if i.is_root or escapes(i.name))
+
+    def buffer(self, comp: Computation, name: str) -> str:
+        """The buffer a value looks into, stopping at a loop tuple's elements (one tuple holds many buffers)."""
+        instr = comp.by_name.get(name)
+        while instr is not None and self.is_view(instr) and instr.operands and instr.opcode not in (
+                "parameter", "get-tuple-element"):
+            instr = comp.by_name.get(instr.operands[0])
+        return instr.name if instr is not None else name
 
     def source(self, comp: Computation, name: str) -> str:
         """Follow views back to the buffer they look into."""

@@ -1,0 +1,129 @@
+"""The open-weight model zoo: parameter counts and KV bytes against published figures, and the compiled programs
+of MoE, MLA and windowed models against numbers derived by hand."""
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+import pytest
+from conftest import MLA, MOE, WINDOWED
+
+from meshes.strategies import get_strategy
+from meshes.systems import get_system
+from models.attention import cache_capacity
+from models.config import PRESETS
+from models.transformer import abstract_model, cache_layout
+from tracer.compile import Workload, compile_steps
+from tracer.roofline import analytic
+
+# (total, active, whether the publisher counts the embedding table as active): model cards and papers
+# (../shared/reference/models.md). Qwen and Mistral count the embedding; OpenAI, DeepSeek and Moonshot do not.
+PUBLISHED = {"mixtral-8x7b": (46.7e9, 12.9e9, True), "qwen3-30b-a3b": (30.5e9, 3.3e9, True),
+             "qwen3-235b-a22b": (235e9, 22e9, True), "gpt-oss-20b": (20.9e9, 3.6e9, False),
+             "gpt-oss-120b": (116.8e9, 5.1e9, False), "deepseek-v3": (671e9, 37e9, False),
+             "kimi-k2": (1.04e12, 32e9, False)}
+
+
+def close(ours: float, published: float) -> bool:
+    """Within 1.5%, or equal once rounded to the published figure's precision (Qwen's "3.3B" is 3.35B)."""
+    digits = 1 - math.floor(math.log10(published))  # published figures carry 2 or 3 significant digits
+    return abs(ours / published - 1) < 0.015 or round(ours, digits - 9) == round(published, digits - 9)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_parameter_counts_match_published(name):
+    total, active, with_embedding = PUBLISHED[name]
+    cfg = PRESETS[name]
+    assert abs(cfg.total_params / total - 1) < 0.015
+    assert close(cfg.active_params_with_embedding if with_embedding else cfg.active_params, active)
+
+
+@pytest.mark.parametrize("name", [*PUBLISHED, "llama3-70b"])
+def test_model_holds_the_counted_parameters(name):
+    """The NNX model's weights (MXFP4 block scales aside) are exactly the parameters the config counts."""
+    _, state = abstract_model(PRESETS[name])
+    counted = sum(math.prod(x.shape) for x in jax.tree.leaves(state) if x.dtype != np.dtype("float8_e8m0fnu"))
+    assert counted == PRESETS[name].total_params
+
+
+def test_kv_bytes_per_token():
+    assert PRESETS["llama3-70b"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 80 == 327_680
+    assert PRESETS["deepseek-v3"].kv_bytes_per_token == (512 + 64) * 2 * 61 == 70_272  # the latent, bf16
+    oss = PRESETS["gpt-oss-120b"]
+    assert oss.kv_bytes_per_token == 18 * 2 * 8 * 64 * 2 == 36_864  # 18 full-attention layers
+    assert oss.kv_window_bytes_per_sequence == 18 * 128 * 2048 == 4_718_592  # 18 windowed layers of 128 tokens
+    assert oss.kv_bytes(8192) == 8192 * 36_864 + 4_718_592
+
+
+def test_windowed_layers_cache_at_most_the_window():
+    oss = PRESETS["gpt-oss-120b"]
+    assert [cache_capacity(oss, i, 8192) for i in range(2)] == [128, 8192]
+    assert [cache_capacity(oss, i, 64) for i in range(2)] == [64, 64]
+    assert [s["k"][0][2] for s in cache_layout(oss, 1, 8192)] == [128, 8192]
+
+
+def test_dtype_overrides_change_bytes():
+    cfg = PRESETS["llama3-8b"]
+    fp8 = cfg.with_dtypes(weights="float8", kv_cache="float8")
+    assert fp8.kv_bytes_per_token == cfg.kv_bytes_per_token / 2
+    matmul = cfg.total_params - 2 * cfg.embed_params - (2 * cfg.n_layers + 1) * cfg.hidden
+    assert cfg.weight_bytes - fp8.weight_bytes == matmul  # 2 bytes -> 1 per matmul weight; embeddings stay bf16
+    oss = PRESETS["gpt-oss-120b"]
+    routed = oss.routed_expert_params
+    assert oss.weight_bytes == pytest.approx(routed * 4.25 / 8 + (oss.total_params - routed) * 2)
+
+
+# --- compiled programs of small configs on 8 devices (experts over the tensor-parallel group) ---
+WORK = Workload(batch=8, prompt=256, context=256)
+
+
+@pytest.fixture(scope="module", params=[MOE, MLA, WINDOWED], ids=lambda c: c.name)
+def compiled(request):
+    return request.param, compile_steps(request.param, get_system("h100x8"), get_strategy("tp"), WORK)
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_flops_follow_active_parameters(compiled, phase):
+    """2 x active params x tokens + attention (analytic) within 5%: no work on experts a token does not use."""
+    cfg, steps = compiled
+    want = analytic(cfg, WORK, phase, {"dp": 1, "tp": 8})["flops_per_device"]
+    assert steps[phase].cost.flops == pytest.approx(want, rel=0.05)
+
+
+def test_decode_bytes_follow_total_parameters(compiled):
+    cfg, steps = compiled
+    want = analytic(cfg, WORK, "decode", {"dp": 1, "tp": 8})["hbm_bytes_per_device"]
+    assert steps["decode"].cost.hbm_bytes == pytest.approx(want, rel=0.15)
+
+
+def test_more_experts_cost_bytes_not_flops():
+    """Doubling the routed experts at the same k: a decode batch whose 64 x 2 assignments reach every expert reads
+    the extra experts' weights, and its FLOPs stay. (At batch 8 only 16 experts can be reached: bytes stay too.)"""
+    more = dataclasses.replace(MOE, n_experts=32)
+    work = dataclasses.replace(WORK, batch=64)
+    one, two = (compile_steps(c, get_system("h100x8"), get_strategy("tp"), work, phases=("decode",))["decode"]
+                for c in (MOE, more))
+    extra_bytes = (more.weight_bytes - MOE.weight_bytes) / 8  # 2 MoE layers x 16 experts x 3 x 512 x 1024 x 2 B
+    assert two.cost.hbm_bytes - one.cost.hbm_bytes == pytest.approx(extra_bytes, rel=0.05)
+    assert two.cost.flops == pytest.approx(one.cost.flops, rel=0.02)
+
+
+def test_few_tokens_read_only_the_experts_they_reach():
+    more = dataclasses.replace(MOE, n_experts=32)
+    one, two = (compile_steps(c, get_system("h100x8"), get_strategy("tp"), WORK, phases=("decode",))["decode"]
+                for c in (MOE, more))
+    assert two.cost.hbm_bytes == pytest.approx(one.cost.hbm_bytes, rel=0.01)  # 8 tokens x 2 rows per device
+
+
+def test_mla_decode_reads_the_latent_cache():
+    """The absorbed decode reads kv_lora_rank + rope values per token and layer, never per-head K and V: the bytes a
+    longer context adds are the latent's (16 heads, 2 per device: per-head K and V would be twice as many)."""
+    mla = dataclasses.replace(MLA, n_heads=16, n_kv_heads=16)
+    short, long = (compile_steps(mla, get_system("h100x8"), get_strategy("tp"), Workload(8, 256, c),
+                                 phases=("decode",))["decode"] for c in (256, 512))
+    latent = 8 * 256 * mla.n_layers * (mla.kv_lora_rank + mla.qk_rope_head_dim) * 2  # 256 more positions, bf16
+    assert long.kv_cache_bytes - short.kv_cache_bytes == latent  # whole on each device: no head axis to split
+    assert long.cost.hbm_bytes - short.cost.hbm_bytes == pytest.approx(latent, rel=0.1)
+    per_head = 8 * 256 * mla.n_layers * (16 // 8) * (mla.head_dim + mla.v_head_dim) * 2
+    assert per_head == 2 * latent
