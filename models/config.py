@@ -274,8 +274,18 @@ class ModelConfig:
     def replicated_params(self, layer: int) -> int:
         """Matmul weights of a layer that have no axis to split over a tensor-parallel group, so every device of
         the group computes them: MLA's down-projections into the latents and the router."""
-        params = self.hidden * (self.q_lora_rank + self.kv_lora_rank + self.qk_rope_head_dim) if self.is_mla else 0
-        return params + (self.hidden * self.n_experts if self.layer_is_moe(layer) else 0)
+        return self._latent_down_params + (self.hidden * self.n_experts if self.layer_is_moe(layer) else 0)
+
+    @property
+    def _latent_down_params(self) -> int:
+        return self.hidden * (self.q_lora_rank + self.kv_lora_rank + self.qk_rope_head_dim) if self.is_mla else 0
+
+    @property
+    def replicated_weight_bytes(self) -> float:
+        """Bytes of the weights in `replicated_params`, in their stored dtypes (latents: `weights`, router: `dtype`)."""
+        routers = sum(self.hidden * self.n_experts for i in range(self.n_layers) if self.layer_is_moe(i))
+        latents = self.n_layers * self._latent_down_params
+        return (latents * DTYPE_BITS[self.weights] + routers * DTYPE_BITS[self.dtype]) / 8
 
     # --- KV cache ---
     @property

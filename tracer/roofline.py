@@ -109,5 +109,6 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, mesh: dict[str, int])
         flops = 2 * (matmul_active + head) * b + attn
         kv = b * cfg.kv_bytes(work.context)
     weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bytes_per_value)
+    weights_read += cfg.replicated_weight_bytes * (tp - 1)  # whole on every device of the group
     return {"flops_per_device": flops / n_chips,
             "hbm_bytes_per_device": weights_read / tp + kv * kv_replicas / n_chips}
