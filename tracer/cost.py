@@ -305,19 +305,27 @@ class _Reader:
 
         return sum(reads.values()) + sum(self.size(i) for i in region if i.is_root or escapes(i.name))
 
+    def viewed(self, comp: Computation, instr: Instr) -> Instr | None:
+        """The operand a view looks into: the first one, or a view fusion's largest (its data, not the indices of
+        its slices)."""
+        operands = [comp.by_name[o] for o in instr.operands if o in comp.by_name]
+        if instr.opcode == "fusion" and operands:
+            return max(operands, key=self.size)
+        return operands[0] if operands else None
+
     def buffer(self, comp: Computation, name: str) -> str:
         """The buffer a value looks into, stopping at a loop tuple's elements (one tuple holds many buffers)."""
         instr = comp.by_name.get(name)
         while instr is not None and self.is_view(instr) and instr.operands and instr.opcode not in (
                 "parameter", "get-tuple-element"):
-            instr = comp.by_name.get(instr.operands[0])
+            instr = self.viewed(comp, instr)
         return instr.name if instr is not None else name
 
     def source(self, comp: Computation, name: str) -> str:
         """Follow views back to the buffer they look into."""
         instr = comp.by_name.get(name)
         while instr is not None and self.is_view(instr) and instr.operands and instr.opcode != "parameter":
-            instr = comp.by_name.get(instr.operands[0])
+            instr = self.viewed(comp, instr)
         return instr.name if instr is not None else name
 
     # --- collectives ---

@@ -19,7 +19,10 @@ def _ms(seconds: float) -> str:
 
 def trace_text(d: dict) -> str:
     """The `tracer trace` report from the --json object."""
-    head = (f"{d['model']} ({d['dtype']}) on {d['system']}, strategy {d['strategy']} "
+    dtypes = d["dtype"] if d["weights_dtype"] == d["experts_dtype"] == d["kv_cache_dtype"] == d["dtype"] else (
+        f"weights {d['weights_dtype']}, experts {d['experts_dtype']}, KV {d['kv_cache_dtype']}")
+    head = (f"{d['model']} ({d['total_params'] / 1e9:.4g}B, {d['active_params'] / 1e9:.4g}B active; {dtypes}) "
+            f"on {d['system']}, strategy {d['strategy']} "
             f"(mesh dp={d['mesh']['dp']} x tp={d['mesh']['tp']}), compiler {d['compiler']}; "
             f"batch {d['batch']}, prompt {d['prompt']}, context {d['context']}; "
             f"${d['usd_per_chip_hour']:.2f}/chip-hour ({d['price_note']})")
@@ -41,6 +44,8 @@ def trace_text(d: dict) -> str:
         rows = [
             ["FLOPs", _si(x["flops_per_device"], "FLOP"), _si(a["flops_per_device"], "FLOP"),
              f"{a['flops_ratio']:.3f}"],
+            ["FLOPs by precision", ", ".join(f"{k} {_si(v, 'FLOP')}" for k, v in x["flops_by_dtype"].items()), "",
+             ""],
             ["HBM bytes", _si(x["hbm_bytes_per_device"], "B"), _si(a["hbm_bytes_per_device"], "B"),
              f"{a['hbm_bytes_ratio']:.3f}"],
             ["wire bytes", _si(x["comm_bytes_per_device"], "B"), "", ""],
@@ -52,6 +57,13 @@ def trace_text(d: dict) -> str:
         ]
         parts += ["", f"{p} step, per device:",
                   tabulate(rows, headers=["", "compiled", "analytic", "compiled/analytic"])]
+        if "moe" in x:
+            e = x["moe"]
+            parts.append(f"MoE dispatch: {e['kernel']} kernel, {e['token_groups']} token group(s) of "
+                         f"{e['tokens_per_group']} tokens, experts over {e['expert_shards']} device(s); "
+                         f"{e['bins']} bins x {e['slots_per_bin']} slots = {e['slots_over_assignments']:.3g}x the "
+                         f"assignments (capacity factor {e['capacity_factor']:g}); uniformly random routing would "
+                         f"overflow {e['expected_drop_fraction_uniform_routing']:.1%} of them")
         if x["collectives"]:
             parts.append(tabulate([[c["op"], c["group_size"], c["count"], _si(c["wire_bytes_per_device"], "B"),
                                     c["link"]] for c in x["collectives"]],
