@@ -6,7 +6,7 @@ Pure functions of a compiled step's figures and the system's numbers: nothing he
 from dataclasses import dataclass
 
 from meshes.systems import System
-from models.config import ModelConfig
+from models.config import DTYPE_BITS, ModelConfig
 from tracer.compile import CompiledStep, Workload
 from tracer.cost import Collective
 
@@ -85,7 +85,8 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, mesh: dict[str, int])
     FLOPs: 2 x active matmul parameters x tokens (routed experts: only the k a token uses) + attention over the keys
     each query sees (windows included; MLA decode in its absorbed form). Weights with no axis to split (MLA's
     latent down-projections, the router) are computed by every device of the tensor-parallel group.
-    Bytes: every stored weight read once (the embedding table is gathered, not read, unless tied to the LM head),
+    Bytes: every stored weight read once (the embedding table is gathered, not read, unless tied to the LM head;
+    routed experts only as far as the step's tokens can reach them: T tokens x k of E),
     spread over the tensor-parallel group, + the KV cache read (decode) or written (prefill) by the device's own
     sequences (MLA's latent cache and repeated GQA kv heads are replicated across the group, and repeated kv heads'
     projections computed once per copy)."""
@@ -109,6 +110,10 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, mesh: dict[str, int])
         flops = 2 * (matmul_active + head) * b + attn
         kv = b * cfg.kv_bytes(work.context)
     weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bytes_per_value)
+    if cfg.is_moe:  # a group of T tokens reaches at most T x k of the E experts: the rest are not read
+        tokens = b * (work.prompt if phase == "prefill" else 1) // dp
+        reached = min(1.0, tokens * cfg.n_active / cfg.n_experts)
+        weights_read -= (1 - reached) * cfg.routed_expert_params * DTYPE_BITS[cfg.experts] / 8
     weights_read += cfg.replicated_weight_bytes * (tp - 1)  # whole on every device of the group
     return {"flops_per_device": flops / n_chips,
             "hbm_bytes_per_device": weights_read / tp + kv * kv_replicas / n_chips}
