@@ -146,9 +146,9 @@ def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int
 
 
 def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
+    experts = f", routed experts {cfg.experts}" if cfg.is_moe else ""
     notes = [f"model: {cfg.total_params / 1e9:.4g}B parameters, {cfg.active_params / 1e9:.4g}B active per token "
-             f"(embedding lookup excluded); weights {cfg.weights}, routed experts {cfg.experts}, KV cache {cfg.kv}, "
-             f"activations {cfg.dtype}",
+             f"(embedding lookup excluded); weights {cfg.weights}{experts}, KV cache {cfg.kv}, activations {cfg.dtype}",
              "loop bodies (lax.scan over layers) are weighted by their trip counts; cost_analysis counts them once",
              "collective wire bytes use ring formulas: all-reduce 2(n-1)/n x V, all-gather and reduce-scatter "
              "(n-1)/n x V; communication is not overlapped with compute",
