@@ -150,13 +150,12 @@ class MoE(nnx.Module):
             shards = arr.reshape(n, arr.shape[0] // n, *arr.shape[1:])
             return jax.vmap(jax.vmap(lambda a, i: a[i]), in_axes=(None, 0))(shards, local)
 
-        scales = None if linear.scales is None else gather(linear.scales[...])
-        with jax.named_scope("expert_weights"):
+        with jax.named_scope("expert_weights"):  # read in place by the matmul (tracer.cost.WEIGHT_GATHER)
             w = constrain(gather(linear.w[...]), "batch", "experts", None, None, None)
+            scales = None if linear.scales is None else gather(linear.scales[...])
+            bias = None if linear.b is None else gather(linear.b[...])
         y = matmul(spec, x, w, scales, linear.act_dtype, blocked=linear.contract + 2)
-        if linear.b is None:
-            return y
-        return y + gather(linear.b[...])
+        return y if bias is None else y + bias
 
 
 def _top_k(scores, k: int):

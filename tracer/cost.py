@@ -101,8 +101,13 @@ class _Reader:
             return True
         if instr.opcode == "fusion":
             body = self.module.computations[instr.called("calls")]
-            return all(self.is_view(i) or i.opcode in LAYOUT for i in body.instrs)
+            return all(self.is_view(i) or i.opcode in LAYOUT or self.index_math(i) for i in body.instrs)
         return instr.opcode == "transpose"
+
+    @staticmethod
+    def index_math(instr: Instr) -> bool:
+        """Arithmetic on a few integers: the offsets of a slice (a device's share of a replicated weight)."""
+        return all(a.dtype[0] in "sup" and a.elements <= 64 for a in instr.arrays) and bool(instr.arrays)
 
     def region(self, comp: Computation) -> set[str]:
         """Instructions of the fused scope, plus the ones the compiler stripped of metadata (CPU's rewritten dots)
