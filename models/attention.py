@@ -25,11 +25,10 @@ CACHE_AXES = {"k": ("layers", "batch", "cache_seq", "kv_heads", "head_dim"),
 
 @dataclass(frozen=True)
 class Step:
-    """What a forward pass is doing: prefill of `prompt` tokens per sequence, or decode of one."""
+    """What a forward pass is doing: prefill of the whole prompt, or decode of one token per sequence."""
 
     decode: bool
     positions: jax.Array  # [B, T]
-    prompt: int = 1
 
 
 def kv_repeat(cfg: ModelConfig) -> int:

@@ -133,7 +133,7 @@ def prefill(weights: nnx.State, tokens, *, graphdef: nnx.GraphDef, capacity: int
     batch, prompt = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(prompt), (batch, prompt))
     x = constrain(model.embed[...][tokens], "batch", "seq", "embed")  # [B, P, D]
-    x, cache = model.run_layers(x, empty_cache(model.cfg, batch, capacity), Step(False, positions, prompt))
+    x, cache = model.run_layers(x, empty_cache(model.cfg, batch, capacity), Step(False, positions))
     return model.logits(x[:, -1]), cache
 
 

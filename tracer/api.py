@@ -187,10 +187,12 @@ def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
 def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["system"],
           strategy: str = DEFAULTS["strategy"], batch: int = DEFAULTS["batch"], prompt: int | None = None,
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
-          find_max_batch: bool = True, weights: str | None = None, kv_cache: str | None = None) -> TraceResult:
+          find_max_batch: bool = True, weights: str | None = None, kv_cache: str | None = None,
+          capacity_factor: float | None = None) -> TraceResult:
     """prompt: prefill tokens per sequence; None fills the whole context. model: a preset name, a model file
     (.toml or a Hugging Face config.json) or a ModelConfig. dtype, weights, kv_cache: override the model's
-    activation, weight and KV-cache dtypes."""
+    activation, weight and KV-cache dtypes. capacity_factor: MoE expert slots per expert, as a multiple of the
+    balanced load (1.0 computes exactly the active parameters)."""
     prompt = context if prompt is None else prompt
     for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
         if not isinstance(value, int) or value <= 0:
@@ -199,6 +201,10 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
         raise ConfigError(f"--prompt {prompt} exceeds --context {context}: the cache must hold the prompt; "
                           f"raise --context to at least {prompt}")
     cfg = (get_model(model) if isinstance(model, str) else model).with_dtypes(weights, kv_cache, dtype)
+    if capacity_factor is not None:
+        if not cfg.is_moe:
+            raise ConfigError(f"--capacity-factor applies to mixture-of-experts models; {cfg.name} is dense")
+        cfg = dataclasses.replace(cfg, capacity_factor=capacity_factor)
     sys_ = get_system(system, usd_per_chip_hour)
     strat = get_strategy(strategy)
     mesh = strat.mesh_shape(sys_)

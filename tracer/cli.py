@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                                                                             "attends over")
     t.add_argument("--dtype", choices=list(ACT_DTYPES), help="override the model's activation dtype")
     t.add_argument("--price", type=float, help="USD per chip-hour (overrides the system's dated default)")
+    t.add_argument("--capacity-factor", type=float, help="MoE: expert slots as a multiple of the balanced load "
+                                                          "(default 1.0: exactly the active parameters' work)")
     t.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
     t.add_argument("--json", action="store_true", help="print one JSON object")
     m = sub.add_parser("models", help="list the model presets (and model files given with --model)")
@@ -65,7 +67,7 @@ def _run(args) -> str:
     result = trace(model=args.model, system=args.system, strategy=args.strategy, batch=args.batch,
                    prompt=args.prompt, context=args.context,
                    dtype=args.dtype, usd_per_chip_hour=args.price, find_max_batch=not args.no_max_batch,
-                   weights=args.weights, kv_cache=args.kv_cache)
+                   weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor)
     d = result.to_dict()
     return json.dumps(d, indent=2) if args.json else report.trace_text(d)
 
