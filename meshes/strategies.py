@@ -1,8 +1,14 @@
 """Sharding strategies as values: a mesh layout and one rules table from logical axes to mesh axes.
 
 Comparing strategies means swapping this value and nothing else; model code only speaks logical names.
+
+A strategy's mesh lists its axes outer to inner, each sized by an integer, "domain" (the system's scale-up domain,
+an NVLink node or rack), "domain/k", or "rest" (the chips left over). Devices are laid out in id order, so the inner
+axes stay inside one scale-up domain. A rule maps a logical axis to one mesh axis or a tuple of them; `weight_rules`
+override the rules for weights only (FSDP shards weights along their hidden axis, not the activations').
 """
 
+import math
 from dataclasses import dataclass
 
 import jax
@@ -12,47 +18,88 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from meshes.systems import System
 from tracer.errors import ConfigError
 
+Target = str | tuple[str, ...] | None
+
 # Megatron-style tensor parallelism: heads and the MLP's hidden split over 'tp', the vocabulary too (embedding
-# and LM head); sequences split over 'dp' replicas. The KV cache follows: kv heads over 'tp', then batch over 'dp'.
-# Routed experts are spread over the same 'tp' devices (expert parallelism inside the group, as servers run MoE
-# models with tensor-parallel attention); MLA's latent cache has no head axis and is replicated across 'tp'.
-TENSOR_RULES = (
-    ("batch", "dp"),
-    ("heads", "tp"),
-    ("kv_heads", "tp"),
-    ("mlp", "tp"),
-    ("vocab", "tp"),
-    ("experts", "tp"),
-)
+# and LM head), and each routed expert's hidden split likewise (tensor-parallel experts); sequences split over
+# 'dp' replicas. The KV cache follows: kv heads over 'tp', then batch over 'dp'. MLA's latent cache has no head
+# axis and is replicated across 'tp'.
+TENSOR_RULES = (("batch", "dp"), ("heads", "tp"), ("kv_heads", "tp"), ("mlp", "tp"), ("vocab", "tp"),
+                ("expert_mlp", "tp"))
 
 
 @dataclass(frozen=True)
 class Strategy:
     name: str
     description: str
-    tp: int | None  # devices in one tensor-parallel group; None: the whole scale-up domain
-    rules: tuple[tuple[str, str], ...]
+    mesh: tuple[tuple[str, int | str], ...]  # (axis, size) outer to inner
+    rules: tuple[tuple[str, Target], ...]
+    weight_rules: tuple[tuple[str, Target], ...] = ()
 
     def mesh_shape(self, system: System) -> dict[str, int]:
-        tp = min(self.tp or system.domain_size, system.n_chips)
-        if system.n_chips % tp:
-            raise ConfigError(f"strategy {self.name}: tp={tp} does not divide {system.n_chips} chips of {system.name}")
-        return {"dp": system.n_chips // tp, "tp": tp}
+        sizes: dict[str, int] = {}
+        for axis, size in self.mesh:
+            if size == "rest":
+                continue
+            if isinstance(size, str):
+                part = size.removeprefix("domain")
+                size = min(system.domain_size, system.n_chips) // (int(part[1:]) if part else 1)
+            if size < 1:
+                raise ConfigError(f"strategy {self.name}: axis {axis} has no devices on {system.name}")
+            sizes[axis] = size
+        fixed = math.prod(sizes.values())
+        if system.n_chips % fixed:
+            raise ConfigError(f"strategy {self.name}: its groups of {fixed} ({sizes}) do not divide the "
+                              f"{system.n_chips} chips of {system.name}")
+        return {axis: sizes.get(axis, system.n_chips // fixed) for axis, _ in self.mesh}
 
-    def spec(self, logical_axes) -> PartitionSpec:
-        """Logical axes -> PartitionSpec; two logical axes may not claim one mesh axis."""
-        rules = dict(self.rules)
-        mesh_axes = [rules.get(a) if a is not None else None for a in logical_axes]
-        used = [m for m in mesh_axes if m is not None]
+    def axes(self, logical: str | None, weights: bool = False) -> tuple[str, ...]:
+        """The mesh axes a logical axis is split over."""
+        if logical is None:
+            return ()
+        target = dict(self.weight_rules).get(logical, dict(self.rules).get(logical)) if weights else dict(
+            self.rules).get(logical)
+        return () if target is None else (target,) if isinstance(target, str) else tuple(target)
+
+    def spec(self, logical_axes, weights: bool = False, prefer: str | None = None) -> PartitionSpec:
+        """Logical axes -> PartitionSpec. Two logical axes may not claim one mesh axis, unless `prefer` names the
+        one that keeps it (the others give it up: experts taking over the devices that held token groups)."""
+        mesh_axes = [self.axes(a, weights) for a in logical_axes]
+        if prefer in logical_axes:
+            kept = set(mesh_axes[list(logical_axes).index(prefer)])
+            mesh_axes = [m if a == prefer else tuple(x for x in m if x not in kept)
+                         for a, m in zip(logical_axes, mesh_axes, strict=True)]
+        used = [x for m in mesh_axes for x in m]
         if len(used) != len(set(used)):
-            raise ConfigError(f"strategy {self.name}: axes {logical_axes} map twice onto one mesh axis ({used})")
-        return PartitionSpec(*mesh_axes)
+            raise ConfigError(f"strategy {self.name}: axes {tuple(logical_axes)} map twice onto one mesh axis "
+                              f"({used}); give each logical axis of an array its own mesh axes")
+        return PartitionSpec(*(None if not m else m[0] if len(m) == 1 else m for m in mesh_axes))
+
+    def ways(self, logical: str, shape: dict[str, int], weights: bool = False, shared: str | None = None) -> int:
+        """Shards of a logical axis (with `shared`: over the mesh axes it has in common with that one)."""
+        axes = self.axes(logical, weights)
+        if shared is not None:
+            axes = tuple(a for a in axes if a in self.axes(shared, weights))
+        return math.prod(shape[a] for a in axes)
 
 
 STRATEGIES = {s.name: s for s in (
-    Strategy("tp", "tensor parallel across one scale-up domain (8 GPUs in a node, 72 in an NVL72)", None,
-             TENSOR_RULES),
-    Strategy("tp-dp", "tensor parallel inside each group of 8, independent replicas across groups", 8, TENSOR_RULES),
+    Strategy("tp", "tensor parallel across one scale-up domain (8 GPUs in a node, 72 in an NVL72)",
+             (("dp", "rest"), ("tp", "domain")), TENSOR_RULES),
+    Strategy("tp-dp", "tensor parallel inside each group of 8, independent replicas across groups",
+             (("dp", "rest"), ("tp", 8)), TENSOR_RULES),
+    Strategy("ep", "experts spread over every device of the scale-up domain; attention, dense layers and LM head "
+             "data-parallel (each device serves its own sequences), as large-EP servers run on an NVL72",
+             (("dp", "rest"), ("ep", "domain")), (("batch", ("dp", "ep")), ("experts", "ep"))),
+    Strategy("tp-ep", "attention, dense layers and LM head tensor-parallel in groups of 8; experts spread over "
+             "every device of the scale-up domain",
+             (("dp", "rest"), ("ep", "domain/8"), ("tp", 8)),
+             (("batch", ("dp", "ep")), ("heads", "tp"), ("kv_heads", "tp"), ("mlp", "tp"), ("vocab", "tp"),
+              ("experts", ("ep", "tp")))),
+    Strategy("fsdp", "weights sharded over the scale-up domain along their hidden axis and gathered layer by layer "
+             "where they are used; sequences spread over every device",
+             (("dp", "rest"), ("fsdp", "domain")), (("batch", ("dp", "fsdp")),),
+             weight_rules=(("embed", "fsdp"),)),
 )}
 
 
@@ -63,8 +110,8 @@ def get_strategy(name: str) -> Strategy:
 
 
 def virtual_mesh(system: System, strategy: Strategy) -> Mesh:
-    """A mesh of emulated devices in id order, reshaped (dp, tp): each tp group holds consecutive ids, so it sits
-    inside one scale-up domain (System.node_of) and uses the links it would use on the real topology."""
+    """A mesh of emulated devices in id order, reshaped to the strategy's axes: the inner axes hold consecutive ids,
+    so they sit inside one scale-up domain (System.node_of) and use the links they would use on the real topology."""
     shape = strategy.mesh_shape(system)
     devices = jax.devices()
     if len(devices) < system.n_chips:
@@ -79,21 +126,22 @@ def _nearest_multiples(value: int, step: int) -> str:
     return " or ".join(str(b) for b in (lower, upper) if b > 0)
 
 
-def sharding(mesh: Mesh, strategy: Strategy, logical_axes, shape, what: str) -> NamedSharding:
+def sharding(mesh: Mesh, strategy: Strategy, logical_axes, shape, what: str, weights: bool = False,
+             prefer: str | None = None) -> NamedSharding:
     """The NamedSharding of an array, after checking that every sharded dimension divides."""
-    spec = strategy.spec(logical_axes)
-    for size, axis, mesh_axis in zip(shape, logical_axes, spec, strict=True):
-        if mesh_axis is None:
+    spec = list(strategy.spec(logical_axes, weights, prefer))
+    for i, (size, axis, target) in enumerate(zip(shape, logical_axes, spec, strict=True)):
+        if target is None:
             continue
-        ways = mesh.shape[mesh_axis]
+        ways = math.prod(mesh.shape[a] for a in ((target,) if isinstance(target, str) else target))
         if size % ways == 0:
             continue
         if axis == "kv_heads" and ways % size == 0:  # fewer kv heads than devices: their weights are replicated
-            spec = PartitionSpec(*(None if a == axis else m for a, m in zip(logical_axes, spec, strict=True)))
+            spec[i] = None
             continue
         if axis == "batch":
-            raise ConfigError(f"batch {size} does not divide over {ways} replicas ({mesh_axis}={ways} in strategy "
+            raise ConfigError(f"batch {size} does not divide over {ways} replicas ({target} in strategy "
                               f"{strategy.name}); nearest batches that work: {_nearest_multiples(size, ways)}")
-        raise ConfigError(f"{what}: {axis}={size} does not divide over {mesh_axis}={ways} (strategy {strategy.name}); "
-                          f"choose a strategy with a tensor-parallel group that divides {size}, e.g. tp-dp")
-    return NamedSharding(mesh, spec)
+        raise ConfigError(f"{what}: {axis}={size} does not divide over {target}={ways} (strategy {strategy.name}); "
+                          f"choose a strategy whose groups divide {size}, e.g. tp-dp")
+    return NamedSharding(mesh, PartitionSpec(*spec))

@@ -6,7 +6,6 @@ Features are switched by fields, never by a model's name: `n_experts > 0` (mixtu
 """
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import jax.numpy as jnp
@@ -317,11 +316,6 @@ class ModelConfig:
         """The cap of the windowed layers' cache, per sequence."""
         per_layer = self.kv_values_per_layer * self.kv_bytes_per_value
         return sum(per_layer * self.window(i) for i in range(self.n_layers) if self.window(i))
-
-
-def expert_capacity(tokens: int, cfg: ModelConfig) -> int:
-    """Slots per expert for `tokens` routed tokens: ceil(tokens x k / E x capacity_factor)."""
-    return max(1, math.ceil(tokens * cfg.n_active / cfg.n_experts * cfg.capacity_factor))
 
 
 # Llama 3.1 family: meta-llama/llama-models sku_list.py and the config.json files.

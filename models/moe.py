@@ -4,8 +4,8 @@ Dispatch is written so that the compiled program does the work of a production M
 (no dense compute over all experts: jax.lax.ragged_dot does that on CPU, xla-facts.md):
 - tokens form one group per batch shard (`ways("batch")`); inside a group each (token, expert) assignment gets a
   slot in a bin, found by sorting, and tokens are gathered into their slots, computed, and scattered back weighted;
-- grouped kernel (prefill, large batches): one bin per expert with `expert_capacity` slots, then one batched
-  matmul per expert: [G, E, C, D] x [E, D, F];
+- grouped kernel (prefill, large batches): one bin per expert with ceil(assignments / E x capacity_factor) slots,
+  then one batched matmul per expert: [G, E, C, D] x [E, D, F];
 - gathered-rows kernel (decode): when a device has no more assignments than local experts, one bin per expert
   shard with ceil(assignments / shards x capacity_factor) rows, each row reading its own expert's weights. FLOPs are
   exactly the active ones, and no device reads more expert weights than it holds.
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.config import ModelConfig, expert_capacity
+from models.config import ModelConfig
 from models.layers import Linear, matmul, param, zeros
 from models.sharding import constrain, ways
 
@@ -65,13 +65,22 @@ class DispatchPlan:
         return dropped * self.bins / n
 
 
-def dispatch_plan(cfg: ModelConfig, tokens: int, expert_shards: int) -> DispatchPlan:
-    """`tokens` in one group, experts split over `expert_shards` devices."""
+def expert_slots(cfg: ModelConfig, expert_shards: int) -> int:
+    """Experts held over `expert_shards` devices: when E does not divide, every device holds ceil(E / shards) and
+    the extra slots replicate the first experts (as redundant experts balance hot ones: 256 over 72 -> 288)."""
+    return -(-cfg.n_experts // expert_shards) * expert_shards
+
+
+def dispatch_plan(cfg: ModelConfig, tokens: int, expert_shards: int, colocated: int = 1) -> DispatchPlan:
+    """`tokens` in one group, experts split over `expert_shards` devices, `colocated` groups sending their rows to
+    each expert device (expert parallelism over the devices that hold the groups)."""
     assignments = tokens * cfg.n_active
+    slots = expert_slots(cfg, expert_shards)
     rows = max(1, math.ceil(assignments / expert_shards * cfg.capacity_factor))
-    if rows <= cfg.n_experts // expert_shards:
+    if rows * colocated <= slots // expert_shards:
         return DispatchPlan("rows", expert_shards, rows, assignments)
-    return DispatchPlan("grouped", cfg.n_experts, expert_capacity(tokens, cfg), assignments)
+    capacity = max(1, math.ceil(assignments / slots * cfg.capacity_factor))
+    return DispatchPlan("grouped", slots, capacity, assignments)
 
 
 def _ranks(bins, n_bins: int):
@@ -85,10 +94,12 @@ def _ranks(bins, n_bins: int):
 
 class MoE(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        e, d, f, act = cfg.n_experts, cfg.hidden, cfg.expert_ffn, cfg.jnp_dtype
+        d, f, act = cfg.hidden, cfg.expert_ffn, cfg.jnp_dtype
         self.cfg = cfg
-        self.router = param(rngs, (d, e), ("embed", None), act)
-        self.router_bias = zeros((e,), (None,), jnp.float32) if cfg.expert_bias or cfg.router == "sigmoid" else None
+        self.slots = e = expert_slots(cfg, ways("experts"))  # E, plus replicas when E does not divide
+        self.router = param(rngs, (d, cfg.n_experts), ("embed", None), act)
+        biased = cfg.expert_bias or cfg.router == "sigmoid"
+        self.router_bias = zeros((cfg.n_experts,), (None,), jnp.float32) if biased else None
         kw = dict(dtype=cfg.experts, act_dtype=act, bias=cfg.expert_bias, contract=1)
         self.gate = Linear(rngs, (e, d, f), ("experts", "embed", "expert_mlp"), spec="gecd,edf->gecf", **kw)
         self.up = Linear(rngs, (e, d, f), ("experts", "embed", "expert_mlp"), spec="gecd,edf->gecf", **kw)
@@ -119,23 +130,31 @@ class MoE(nnx.Module):
         groups, shards = ways("batch"), ways("experts")
         xg = constrain(x.reshape(groups, batch // groups * seq, d), "batch", None, "embed")  # [G, S, D]
         idx, weights = self.route(xg)
-        plan = dispatch_plan(cfg, xg.shape[1], shards)
-        per_shard = cfg.n_experts // plan.bins if plan.kernel == "rows" else 1
+        if self.slots > cfg.n_experts:  # every other token of a replicated expert goes to its replica
+            replicas = self.slots - cfg.n_experts
+            odd = (jnp.arange(idx.shape[1]) % 2 == 1)[None, :, None]
+            idx = jnp.where((idx < replicas) & odd, idx + cfg.n_experts, idx)
+        plan = dispatch_plan(cfg, xg.shape[1], shards, ways("batch", shared_with="experts"))
+        per_shard = self.slots // plan.bins if plan.kernel == "rows" else 1
         slot_token, slot_weight, slot_expert = jax.vmap(
             lambda i, w: _assign(i, w, plan, per_shard))(idx, weights)  # each [G, slots]
         x_pad = jnp.concatenate([xg, jnp.zeros((groups, 1, d), x.dtype)], axis=1)
         xe = jnp.take_along_axis(x_pad, slot_token[..., None], axis=1)  # [G, slots, D]
-        xe = constrain(xe.reshape(groups, plan.bins, plan.capacity, d), "batch", "experts", None, "embed")
+        xe = constrain(xe.reshape(groups, plan.bins, plan.capacity, d), "batch", None, None, "embed")
+        xe = _to_experts(xe)
         with jax.named_scope("experts"):
             if plan.kernel == "grouped":
                 h = jax.nn.silu(self.gate(xe)) * self.up(xe)
-                out = self.down(constrain(h, "batch", "experts", None, "expert_mlp"))
+                out = self.down(constrain(h, "batch", "experts", None, "expert_mlp", prefer="experts"))
             else:
-                local = slot_expert.reshape(groups, plan.bins, plan.capacity)
+                # each row's expert id travels with its token, so each device gathers only the experts it holds
+                local = _to_experts(slot_expert.reshape(groups, plan.bins, plan.capacity))
                 h = jax.nn.silu(self._rows(self.gate, "gnrd,gnrdf->gnrf", xe, local)) * self._rows(
                     self.up, "gnrd,gnrdf->gnrf", xe, local)
-                out = self._rows(self.down, "gnrf,gnrfd->gnrd", constrain(h, "batch", "experts", None, None), local)
-            out = constrain(out, "batch", "experts", None, "embed").reshape(groups, plan.slots, d)
+                h = constrain(h, "batch", "experts", None, "expert_mlp", prefer="experts")
+                out = self._rows(self.down, "gnrf,gnrfd->gnrd", h, local)
+            out = constrain(out, "batch", "experts", None, "embed", prefer="experts")
+        out = _to_groups(out).reshape(groups, plan.slots, d)
         with jax.named_scope("combine"):
             out = out * slot_weight[..., None]
             y = jax.vmap(lambda t, o: jnp.zeros((xg.shape[1] + 1, d), x.dtype).at[t].add(o))(slot_token, out)
@@ -151,11 +170,26 @@ class MoE(nnx.Module):
             return jax.vmap(jax.vmap(lambda a, i: a[i]), in_axes=(None, 0))(shards, local)
 
         with jax.named_scope("expert_weights"):  # read in place by the matmul (tracer.cost.WEIGHT_GATHER)
-            w = constrain(gather(linear.w[...]), "batch", "experts", None, None, None)
+            w_axes = linear.w.get_metadata()["logical_axes"][1:]  # after "experts": [G, n, R, ...]
+            w = constrain(gather(linear.w[...]), "batch", "experts", None, *w_axes, prefer="experts")
             scales = None if linear.scales is None else gather(linear.scales[...])
             bias = None if linear.b is None else gather(linear.b[...])
         y = matmul(spec, x, w, scales, linear.act_dtype, blocked=linear.contract + 2)
         return y if bias is None else y + bias
+
+
+def _to_experts(x):
+    """[G, bins, ...] from its group's devices to its bin's: first split the bins over the axes the groups do not
+    use (a local slice), then hand the shared axes from groups to bins (an all-to-all)."""
+    rest = (None,) * (x.ndim - 2)
+    x = constrain(x, "batch", "experts", *rest, prefer="batch")
+    return constrain(x, "batch", "experts", *rest, prefer="experts")
+
+
+def _to_groups(x):
+    """The way back: the shared axes from bins to groups (an all-to-all). Bins stay split over the other axes: the
+    weighted scatter-add into the tokens then sums over them (an all-reduce of the tokens, not a gather of slots)."""
+    return constrain(x, "batch", "experts", *(None,) * (x.ndim - 2), prefer="batch")
 
 
 def _top_k(scores, k: int):

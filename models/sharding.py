@@ -18,7 +18,7 @@ _TRANSLATOR: contextvars.ContextVar[tuple[Callable, Callable] | None] = contextv
 
 @contextlib.contextmanager
 def use_translator(to_sharding: Callable, ways: Callable[[str], int]):
-    """to_sharding(logical_axes, shape) -> a jax Sharding; ways(logical_axis) -> shards of that axis."""
+    """to_sharding(logical_axes, shape, prefer) -> a jax Sharding; ways(logical_axis) -> shards of that axis."""
     token = _TRANSLATOR.set((to_sharding, ways))
     try:
         yield
@@ -26,13 +26,17 @@ def use_translator(to_sharding: Callable, ways: Callable[[str], int]):
         _TRANSLATOR.reset(token)
 
 
-def constrain(x: jax.Array, *logical_axes: str | None) -> jax.Array:
+def constrain(x: jax.Array, *logical_axes: str | None, prefer: str | None = None) -> jax.Array:
+    """`prefer`: where two of the logical axes share mesh axes, the one that keeps them (the other is gathered
+    along them): how tokens move from their groups' devices to their experts' devices."""
     active = _TRANSLATOR.get()
     if active is None:
         return x
-    return jax.lax.with_sharding_constraint(x, active[0](logical_axes, x.shape))
+    return jax.lax.with_sharding_constraint(x, active[0](logical_axes, x.shape, prefer))
 
 
-def ways(logical_axis: str) -> int:
+def ways(logical_axis: str, shared_with: str | None = None) -> int:
+    """Shards of a logical axis; with `shared_with`, only over the mesh axes the two have in common (token groups
+    that live on the same devices as the experts)."""
     active = _TRANSLATOR.get()
-    return 1 if active is None else active[1](logical_axis)
+    return 1 if active is None else active[1](logical_axis, shared_with)

@@ -15,7 +15,9 @@ from models.attention import cache_capacity
 from models.config import PRESETS
 from models.transformer import abstract_model, cache_layout
 from tracer.compile import Workload, compile_steps
-from tracer.roofline import analytic
+from tracer.roofline import analytic, layout
+
+TP8 = layout(get_strategy("tp"), {"dp": 1, "tp": 8})
 
 # (total, active, whether the publisher counts the embedding table as active): model cards and papers
 # (../shared/reference/models.md). Qwen and Mistral count the embedding; OpenAI, DeepSeek and Moonshot do not.
@@ -87,13 +89,13 @@ def compiled(request):
 def test_flops_follow_active_parameters(compiled, phase):
     """2 x active params x tokens + attention (analytic) within 5%: no work on experts a token does not use."""
     cfg, steps = compiled
-    want = analytic(cfg, WORK, phase, {"dp": 1, "tp": 8})["flops_per_device"]
+    want = analytic(cfg, WORK, phase, TP8)["flops_per_device"]
     assert steps[phase].cost.flops == pytest.approx(want, rel=0.05)
 
 
 def test_decode_bytes_follow_total_parameters(compiled):
     cfg, steps = compiled
-    want = analytic(cfg, WORK, "decode", {"dp": 1, "tp": 8})["hbm_bytes_per_device"]
+    want = analytic(cfg, WORK, "decode", TP8)["hbm_bytes_per_device"]
     assert steps["decode"].cost.hbm_bytes == pytest.approx(want, rel=0.15)
 
 

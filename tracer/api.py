@@ -4,16 +4,17 @@ Its result's `to_dict()` is the object `tracer trace --json` prints.
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from meshes.strategies import Strategy, get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
-from models.moe import dispatch_plan
+from models.moe import dispatch_plan, expert_slots
 from tracer.compile import CompiledStep, Workload, compile_steps
 from tracer.defaults import DEFAULTS
 from tracer.errors import ConfigError
-from tracer.roofline import Memory, StepTime, analytic, link, memory, step_time, usd_per_mtok
+from tracer.roofline import Memory, StepTime, analytic, layout, link, memory, step_time, usd_per_mtok
 
 MAX_BATCH_TRIES = 4  # compiles spent confirming the largest batch that fits
 
@@ -77,7 +78,7 @@ class TraceResult:
     def to_dict(self) -> dict:
         out = {
             "model": self.model.name, "system": self.system_name, "strategy": self.strategy,
-            "compiler": self.compiler, "devices": self.mesh["dp"] * self.mesh["tp"], "mesh": self.mesh,
+            "compiler": self.compiler, "devices": math.prod(self.mesh.values()), "mesh": self.mesh,
             "batch": self.work.batch, "prompt": self.work.prompt, "context": self.work.context,
             "dtype": self.model.dtype, "weights_dtype": self.model.weights, "experts_dtype": self.model.experts,
             "kv_cache_dtype": self.model.kv, "total_params": self.model.total_params,
@@ -96,24 +97,26 @@ def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, 
     """The dispatch plan the model compiled (models.moe.dispatch_plan, same inputs) and what it implies."""
     if not cfg.is_moe:
         return None
-    rules = dict(strategy.rules)
-    groups, shards = mesh.get(rules.get("batch"), 1), mesh.get(rules.get("experts"), 1)
+    groups, shards = strategy.ways("batch", mesh), strategy.ways("experts", mesh)
     tokens = work.batch * (work.prompt if phase == "prefill" else 1) // groups
-    plan = dispatch_plan(cfg, tokens, shards)
-    return {"kernel": plan.kernel, "token_groups": groups, "tokens_per_group": tokens, "expert_shards": shards,
+    plan = dispatch_plan(cfg, tokens, shards, strategy.ways("batch", mesh, shared="experts"))
+    slots = expert_slots(cfg, shards)
+    return {"kernel": plan.kernel, "expert_slots": slots, "replicated_experts": slots - cfg.n_experts,
+            "token_groups": groups, "tokens_per_group": tokens, "expert_shards": shards,
             "capacity_factor": cfg.capacity_factor, "bins": plan.bins, "slots_per_bin": plan.capacity,
             "slots_over_assignments": plan.slots / plan.assignments,
             "expected_drop_fraction_uniform_routing": plan.expected_drop_fraction()}
 
 
 def _phase(name, step, cfg, system, work, mesh, strategy) -> Phase:
-    n_chips = mesh["dp"] * mesh["tp"]
+    n_chips = math.prod(mesh.values())
     time = step_time(step, system)
     tokens = work.batch * (work.prompt if name == "prefill" else 1)
     per_chip = tokens / time.step_s / n_chips
     collectives = tuple({**c.to_dict(), "link": link(system, c)[0]} for c in step.cost.collectives)
     return Phase(name, step, time, memory(step, system, name), tokens, per_chip, usd_per_mtok(system, per_chip),
-                 analytic(cfg, work, name, mesh), collectives, _moe_plan(cfg, strategy, mesh, work, name))
+                 analytic(cfg, work, name, layout(strategy, mesh)), collectives,
+                 _moe_plan(cfg, strategy, mesh, work, name))
 
 
 def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int) -> tuple[int, str]:
@@ -211,7 +214,8 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     work = Workload(batch, prompt, context)
     steps = compile_steps(cfg, sys_, strat, work)
     phases = {name: _phase(name, step, cfg, sys_, work, mesh, strat) for name, step in steps.items()}
-    max_batch, note = (_max_batch(cfg, sys_, strat, work, phases["decode"].memory, mesh["dp"]) if find_max_batch
+    max_batch, note = (_max_batch(cfg, sys_, strat, work, phases["decode"].memory, strat.ways("batch", mesh))
+                       if find_max_batch
                        else (0, "not searched"))
     return TraceResult(cfg, sys_.name, strat.name, mesh, work, sys_.usd_per_chip_hour, sys_.price_note, phases,
                        max_batch, note, _notes(cfg, next(iter(steps.values())).compiler))

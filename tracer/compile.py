@@ -59,8 +59,10 @@ def _tree_bytes(tree) -> float:
 
 
 def abstract_weights(cfg: ModelConfig, mesh, strategy: Strategy):
-    """(graphdef, weights) with every weight a sharded ShapeDtypeStruct; stacked layers gain a 'layers' axis."""
-    graphdef, state = abstract_model(cfg)
+    """(graphdef, weights) with every weight a sharded ShapeDtypeStruct; stacked layers gain a 'layers' axis. The
+    model is built under the strategy's translator: its layout may depend on how axes are split (expert slots)."""
+    with _translator(mesh, strategy):
+        graphdef, state = abstract_model(cfg)
 
     def place(path, var):
         axes = var.get_metadata()["logical_axes"]
@@ -69,20 +71,17 @@ def abstract_weights(cfg: ModelConfig, mesh, strategy: Strategy):
             axes = ("layers", *axes)
         what = "/".join(str(p) for p in path)
         return var.replace(jax.ShapeDtypeStruct(value.shape, value.dtype,
-                                                sharding=sharding(mesh, strategy, axes, value.shape, what)))
+                                                sharding=sharding(mesh, strategy, axes, value.shape, what,
+                                                                  weights=True)))
 
     return graphdef, nnx.map_state(place, state)
 
 
 def _translator(mesh, strategy: Strategy):
-    def to_sharding(axes, shape):
-        return sharding(mesh, strategy, axes, shape, "activation " + str(axes))
+    def to_sharding(axes, shape, prefer=None):
+        return sharding(mesh, strategy, axes, shape, "activation " + str(axes), prefer=prefer)
 
-    def ways(axis):
-        mesh_axis = dict(strategy.rules).get(axis)
-        return mesh.shape[mesh_axis] if mesh_axis else 1
-
-    return use_translator(to_sharding, ways)
+    return use_translator(to_sharding, lambda axis, shared=None: strategy.ways(axis, dict(mesh.shape), shared=shared))
 
 
 def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, **jit_kw):

@@ -23,7 +23,7 @@ def trace_text(d: dict) -> str:
         f"weights {d['weights_dtype']}, experts {d['experts_dtype']}, KV {d['kv_cache_dtype']}")
     head = (f"{d['model']} ({d['total_params'] / 1e9:.4g}B, {d['active_params'] / 1e9:.4g}B active; {dtypes}) "
             f"on {d['system']}, strategy {d['strategy']} "
-            f"(mesh dp={d['mesh']['dp']} x tp={d['mesh']['tp']}), compiler {d['compiler']}; "
+            f"(mesh {' x '.join(f'{k}={v}' for k, v in d['mesh'].items())}), compiler {d['compiler']}; "
             f"batch {d['batch']}, prompt {d['prompt']}, context {d['context']}; "
             f"${d['usd_per_chip_hour']:.2f}/chip-hour ({d['price_note']})")
     phases = [p for p in ("prefill", "decode") if p in d]

@@ -3,6 +3,7 @@
 Pure functions of a compiled step's figures and the system's numbers: nothing here reads a program.
 """
 
+import math
 from dataclasses import dataclass
 
 from meshes.systems import System
@@ -80,40 +81,81 @@ def _keys_seen(prompt: int, window: int) -> float:
     return window * (window + 1) / 2 + (prompt - window) * window
 
 
-def analytic(cfg: ModelConfig, work: Workload, phase: str, mesh: dict[str, int]) -> dict:
+@dataclass(frozen=True)
+class Layout:
+    """How many ways a strategy splits each kind of work: what the analytic estimate needs of it."""
+
+    n_chips: int
+    batch: int  # sequences split over this many devices (data parallelism)
+    heads: int  # attention heads
+    kv_heads: int
+    mlp: int  # dense MLP hidden
+    experts: int  # routed experts spread over this many devices
+    expert_mlp: int  # each expert's hidden
+    vocab: int
+    gathered: bool  # weights are sharded but gathered whole where used (FSDP)
+
+
+def layout(strategy, mesh: dict[str, int]) -> Layout:
+    w = strategy.ways
+    return Layout(math.prod(mesh.values()), w("batch", mesh), w("heads", mesh), w("kv_heads", mesh), w("mlp", mesh),
+                  w("experts", mesh), w("expert_mlp", mesh), w("vocab", mesh),
+                  gathered=w("embed", mesh, weights=True) > 1)
+
+
+def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
     """Textbook estimates per device.
     FLOPs: 2 x active matmul parameters x tokens (routed experts: only the k a token uses) + attention over the keys
-    each query sees (windows included; MLA decode in its absorbed form). Weights with no axis to split (MLA's
-    latent down-projections, the router) are computed by every device of the tensor-parallel group.
+    each query sees (windows included; MLA decode in its absorbed form), each kind of work divided by the ways the
+    layout splits it: a device computes its own sequences' share of each tensor-parallel matmul, and its share of
+    all expert assignments. Weights with no axis to split (MLA's latent down-projections, the router) are computed
+    by every device that holds the sequences' tokens.
     Bytes: every stored weight read once (the embedding table is gathered, not read, unless tied to the LM head;
-    routed experts only as far as the step's tokens can reach them: T tokens x k of E),
-    spread over the tensor-parallel group, + the KV cache read (decode) or written (prefill) by the device's own
-    sequences (MLA's latent cache and repeated GQA kv heads are replicated across the group, and repeated kv heads'
-    projections computed once per copy)."""
-    dp, tp = mesh["dp"], mesh["tp"]
-    n_chips = dp * tp
-    head = cfg.hidden * cfg.vocab_size
-    matmul_active = sum(cfg.attn_params_per_layer + cfg.mlp_params(i, active=True) for i in range(cfg.n_layers))
-    replicated = sum(cfg.replicated_params(i) for i in range(cfg.n_layers))
-    matmul_active += replicated * (tp - 1)  # counted once per device of the group, then divided by all devices
-    kv_replicas = tp if cfg.is_mla else max(1, tp // cfg.n_kv_heads) if tp % cfg.n_kv_heads == 0 else 1
+    routed experts only as far as the step's tokens can reach them: T tokens x k of E), each divided by the ways it
+    is sharded (gathered whole under FSDP), + the KV cache read (decode) or written (prefill) by the device's own
+    sequences (MLA's latent cache and repeated GQA kv heads are replicated across the head-parallel group)."""
+    tokens = work.batch * (work.prompt if phase == "prefill" else 1)
+    per_seq = tokens / lay.batch  # tokens a device's sequences hold
+    attn_split = 1 if lay.gathered else lay.heads
+    mlp_split = 1 if lay.gathered else lay.mlp
+    kv_rep = 1 if cfg.is_mla else max(1, lay.kv_heads // cfg.n_kv_heads) if lay.kv_heads % cfg.n_kv_heads == 0 else 1
+    attn = sum(cfg.attn_params_per_layer for _ in range(cfg.n_layers))
     if not cfg.is_mla:  # repeated kv heads: their projections are computed once per copy
-        matmul_active += (kv_replicas - 1) * cfg.n_layers * 2 * cfg.hidden * cfg.n_kv_heads * cfg.head_dim
-    b = work.batch
+        attn += (kv_rep - 1) * cfg.n_layers * 2 * cfg.hidden * cfg.n_kv_heads * cfg.head_dim
+    latent_down = sum(cfg.replicated_params(i) for i in range(cfg.n_layers)) - sum(
+        cfg.hidden * cfg.n_experts for i in range(cfg.n_layers) if cfg.layer_is_moe(i))  # every head shard's
+    routers = sum(cfg.router_params for i in range(cfg.n_layers) if cfg.layer_is_moe(i))  # every device's tokens
+    dense = sum(cfg.dense_mlp_params for i in range(cfg.n_layers) if not cfg.layer_is_moe(i))
+    shared = sum(cfg.shared_params for i in range(cfg.n_layers) if cfg.layer_is_moe(i))
+    routed = sum(cfg.n_active * cfg.expert_params for i in range(cfg.n_layers) if cfg.layer_is_moe(i))
+    head = cfg.hidden * cfg.vocab_size
+    head_tokens = work.batch / lay.batch  # the LM head runs on one position per sequence
+    per_device_params = (attn - latent_down) / attn_split + latent_down + routers + (dense + shared) / mlp_split
+    flops = 2 * (per_seq * per_device_params + tokens * routed / lay.n_chips
+                 + head_tokens * head / (1 if lay.gathered else lay.vocab))
     pair = cfg.attn_pair_flops(decode=phase == "decode")
+    b = work.batch
     if phase == "prefill":
-        attn = pair * b * sum(_keys_seen(work.prompt, cfg.window(i)) for i in range(cfg.n_layers))
-        flops = 2 * matmul_active * b * work.prompt + 2 * head * b + attn  # LM head on the last position only
+        keys = sum(_keys_seen(work.prompt, cfg.window(i)) for i in range(cfg.n_layers))
         kv = b * cfg.kv_bytes(work.prompt)
     else:
-        attn = pair * b * sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
-        flops = 2 * (matmul_active + head) * b + attn
+        keys = sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
         kv = b * cfg.kv_bytes(work.context)
+    flops += pair * b / lay.batch * keys / attn_split
     weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bytes_per_value)
+    slots = -(-cfg.n_experts // lay.experts) * lay.experts if cfg.is_moe else 0  # models.moe.expert_slots
+    routed_bytes = cfg.routed_expert_params * DTYPE_BITS[cfg.experts] / 8
+    weights_read += (slots / cfg.n_experts - 1) * routed_bytes if cfg.is_moe else 0  # replicas are read too
+    routed_bytes *= slots / cfg.n_experts if cfg.is_moe else 1
     if cfg.is_moe:  # a group of T tokens reaches at most T x k of the E experts: the rest are not read
-        tokens = b * (work.prompt if phase == "prefill" else 1) // dp
-        reached = min(1.0, tokens * cfg.n_active / cfg.n_experts)
-        weights_read -= (1 - reached) * cfg.routed_expert_params * DTYPE_BITS[cfg.experts] / 8
-    weights_read += cfg.replicated_weight_bytes * (tp - 1)  # whole on every device of the group
-    return {"flops_per_device": flops / n_chips,
-            "hbm_bytes_per_device": weights_read / tp + kv * kv_replicas / n_chips}
+        reached = min(1.0, per_seq * cfg.n_active / cfg.n_experts)
+        weights_read -= (1 - reached) * routed_bytes
+        routed_bytes *= reached
+    if lay.gathered:
+        per_device = weights_read
+    else:
+        other = weights_read - routed_bytes - cfg.replicated_weight_bytes
+        per_device = (other / attn_split + routed_bytes / (lay.experts * lay.expert_mlp)
+                      + cfg.replicated_weight_bytes)
+    kv_split = 1 if cfg.is_mla else lay.kv_heads / kv_rep
+    return {"flops_per_device": flops, "hbm_bytes_per_device": per_device + kv / lay.batch / kv_split}
