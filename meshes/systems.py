@@ -19,6 +19,11 @@ class Chip:
     hbm_bw: float  # HBM bandwidth, bytes/s
     scale_up_bw: float  # NVLink per direction per chip, bytes/s
     scale_out_bw: float  # InfiniBand/Ethernet NIC per chip, bytes/s
+    # Per-hop latency of a collective step, seconds. Assumed orders of magnitude (NCCL's tuning model uses about a
+    # microsecond per NVLink step and several per network step), not measured figures: they matter only for
+    # small messages, and each collective's time in the output shows them.
+    scale_up_latency: float = 1e-6
+    scale_out_latency: float = 5e-6
 
     def flops_for(self, dtype: str) -> float:
         if dtype not in self.peak_flops:
@@ -81,10 +86,25 @@ SYSTEMS = {s.name: s for s in (
 )}
 
 
+NODES = ("h100x8", "h200x8", "b200x8")  # 8-GPU NVLink nodes that join into clusters as NODE*N
+
+
 def get_system(name: str, usd_per_chip_hour: float | None = None) -> System:
-    if name not in SYSTEMS:
-        raise ConfigError(f"unknown system {name!r}; choose one of: {', '.join(SYSTEMS)} (see `tracer systems`)")
-    system = SYSTEMS[name]
+    """A system by name; `NODE*N` is N of an 8-GPU node system joined by their scale-out network (h200x8*9)."""
+    base, _, count = name.partition("*")
+    if base not in SYSTEMS:
+        raise ConfigError(f"unknown system {name!r}; choose one of: {', '.join(SYSTEMS)}, or NODE*N for N nodes of "
+                          "an 8-GPU system (e.g. h200x8*9) (see `tracer systems`)")
+    system = SYSTEMS[base]
+    if count:
+        if not count.isdigit() or int(count) < 1:
+            raise ConfigError(f"system {name!r}: the node count after '*' must be a positive integer, e.g. {base}*2")
+        if system.n_chips != system.domain_size or system.n_chips == 1:
+            raise ConfigError(f"system {name!r}: only multi-GPU nodes ({', '.join(NODES)}) join into clusters")
+        nodes = int(count)
+        system = dataclasses.replace(system, name=name, n_chips=system.n_chips * nodes,
+                                     description=f"{nodes} x {system.description}, joined by InfiniBand "
+                                                 f"({system.chip.scale_out_bw / 1e9:.0f} GB/s per GPU)")
     if usd_per_chip_hour is not None:
         if usd_per_chip_hour <= 0:
             raise ConfigError(f"--price must be > 0 USD per chip-hour, got {usd_per_chip_hour}")

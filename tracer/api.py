@@ -14,7 +14,7 @@ from models.moe import dispatch_plan, expert_slots
 from tracer.compile import CompiledStep, Workload, compile_steps
 from tracer.defaults import DEFAULTS
 from tracer.errors import ConfigError
-from tracer.roofline import Memory, StepTime, analytic, layout, link, memory, step_time, usd_per_mtok
+from tracer.roofline import Memory, StepTime, analytic, collective_time, layout, link, memory, step_time, usd_per_mtok
 
 MAX_BATCH_TRIES = 4  # compiles spent confirming the largest batch that fits
 
@@ -113,7 +113,8 @@ def _phase(name, step, cfg, system, work, mesh, strategy) -> Phase:
     time = step_time(step, system)
     tokens = work.batch * (work.prompt if name == "prefill" else 1)
     per_chip = tokens / time.step_s / n_chips
-    collectives = tuple({**c.to_dict(), "link": link(system, c)[0]} for c in step.cost.collectives)
+    collectives = tuple({**c.to_dict(), "link": link(system, c), "time_s": collective_time(system, c)}
+                        for c in step.cost.collectives)
     return Phase(name, step, time, memory(step, system, name), tokens, per_chip, usd_per_mtok(system, per_chip),
                  analytic(cfg, work, name, layout(strategy, mesh)), collectives,
                  _moe_plan(cfg, strategy, mesh, work, name))
@@ -153,8 +154,10 @@ def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
     notes = [f"model: {cfg.total_params / 1e9:.4g}B parameters, {cfg.active_params / 1e9:.4g}B active per token "
              f"(embedding lookup excluded); weights {cfg.weights}{experts}, KV cache {cfg.kv}, activations {cfg.dtype}",
              "loop bodies (lax.scan over layers) are weighted by their trip counts; cost_analysis counts them once",
-             "collective wire bytes use ring formulas: all-reduce 2(n-1)/n x V, all-gather and reduce-scatter "
-             "(n-1)/n x V; communication is not overlapped with compute",
+             "collective wire bytes use ring formulas: all-reduce 2(n-1)/n x V, all-gather, reduce-scatter and "
+             "all-to-all (n-1)/n x V; priced at NVLink bandwidth inside a scale-up domain and at the per-GPU network "
+             "NIC across domains, plus an assumed latency per algorithm step (1 us NVLink, 5 us network); "
+             "communication is not overlapped with compute",
              "attention core counted as a fused flash kernel: scores stay on chip",
              "analytic HBM bytes count weights and KV cache only; prefill also moves activations (B x P x hidden per "
              "tensor), which is most of its compiled bytes",

@@ -66,8 +66,8 @@ def trace_text(d: dict) -> str:
                          f"overflow {e['expected_drop_fraction_uniform_routing']:.1%} of them")
         if x["collectives"]:
             parts.append(tabulate([[c["op"], c["group_size"], c["count"], _si(c["wire_bytes_per_device"], "B"),
-                                    c["link"]] for c in x["collectives"]],
-                                  headers=["collective", "group", "count", "wire bytes/device", "link"]))
+                                    c["link"], _ms(c["time_s"])] for c in x["collectives"]],
+                                  headers=["collective", "group", "count", "wire bytes/device", "link", "time"]))
     parts += ["", "How the figures were read:"] + [f"- {n}" for n in d["notes"]]
     return "\n".join(parts)
 

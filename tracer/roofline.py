@@ -30,17 +30,36 @@ class StepTime:
         return max(terms, key=terms.get)
 
 
-def link(system: System, collective: Collective) -> tuple[str, float]:
-    """(link class, bytes/s one way): scale-up when every group stays inside one domain, else scale-out."""
+HOPS = {"all-reduce": lambda n: 2 * (n - 1), "all-gather": lambda n: n - 1, "reduce-scatter": lambda n: n - 1,
+        "all-to-all": lambda n: 1, "collective-permute": lambda n: 1}  # latency steps: rings, or direct sends
+
+
+def link(system: System, collective: Collective) -> str:
+    """scale-up when every group stays inside one domain (NVLink), else scale-out (the per-GPU network NIC)."""
     inside = all(len({system.node_of(d) for d in group}) == 1 for group in collective.groups)
-    if inside:
-        return "scale-up", system.chip.scale_up_bw
-    return "scale-out", system.chip.scale_out_bw
+    return "scale-up" if inside else "scale-out"
+
+
+def collective_time(system: System, c: Collective) -> float:
+    """Seconds per step: wire bytes over the links the groups span, plus a latency per step of the algorithm.
+    Rings across domains run at the NIC's bandwidth; an all-to-all across domains sends the share of its bytes
+    bound for other domains over the NICs while the rest moves over NVLink."""
+    chip = system.chip
+    latency = c.count * HOPS[c.op](c.group_size)
+    if link(system, c) == "scale-up":
+        return latency * chip.scale_up_latency + c.wire_bytes_per_device / chip.scale_up_bw
+    if c.op == "all-to-all":
+        group = c.groups[0]
+        same = sum(1 for d in group if system.node_of(d) == system.node_of(group[0])) - 1  # peers in my domain
+        inside = c.wire_bytes_per_device * same / (c.group_size - 1)
+        bandwidth = max(inside / chip.scale_up_bw, (c.wire_bytes_per_device - inside) / chip.scale_out_bw)
+        return latency * chip.scale_out_latency + bandwidth
+    return latency * chip.scale_out_latency + c.wire_bytes_per_device / chip.scale_out_bw
 
 
 def step_time(step: CompiledStep, system: System) -> StepTime:
     """Compute: each precision's FLOPs at the chip's dense peak for it (fp8 matmuls at the fp8 peak)."""
-    comms = sum(c.wire_bytes_per_device / link(system, c)[1] for c in step.cost.collectives)
+    comms = sum(collective_time(system, c) for c in step.cost.collectives)
     compute = sum(flops / system.chip.flops_for(dtype) for dtype, flops in step.cost.flops_by_dtype.items())
     return StepTime(compute, step.cost.hbm_bytes / system.chip.hbm_bw, comms)
 
@@ -94,13 +113,14 @@ class Layout:
     expert_mlp: int  # each expert's hidden
     vocab: int
     gathered: bool  # weights are sharded but gathered whole where used (FSDP)
+    colocated: int = 1  # token groups whose tokens meet on one copy of the experts (EP over their devices)
 
 
 def layout(strategy, mesh: dict[str, int]) -> Layout:
     w = strategy.ways
     return Layout(math.prod(mesh.values()), w("batch", mesh), w("heads", mesh), w("kv_heads", mesh), w("mlp", mesh),
                   w("experts", mesh), w("expert_mlp", mesh), w("vocab", mesh),
-                  gathered=w("embed", mesh, weights=True) > 1)
+                  gathered=w("embed", mesh, weights=True) > 1, colocated=w("batch", mesh, shared="experts"))
 
 
 def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
@@ -148,7 +168,7 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
     weights_read += (slots / cfg.n_experts - 1) * routed_bytes if cfg.is_moe else 0  # replicas are read too
     routed_bytes *= slots / cfg.n_experts if cfg.is_moe else 1
     if cfg.is_moe:  # a group of T tokens reaches at most T x k of the E experts: the rest are not read
-        reached = min(1.0, per_seq * cfg.n_active / cfg.n_experts)
+        reached = min(1.0, per_seq * lay.colocated * cfg.n_active / cfg.n_experts)
         weights_read -= (1 - reached) * routed_bytes
         routed_bytes *= reached
     if lay.gathered:
