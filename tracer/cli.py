@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 
+from meshes.strategies import STRATEGIES
 from models.config import ACT_DTYPES, DTYPES, KV_DTYPES
 from tracer.defaults import DEFAULTS
 from tracer.errors import ConfigError
@@ -15,32 +16,58 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _batch(text: str) -> int | str:
+    if text == "max":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid batch {text!r}: a positive integer or 'max'") from None
+
+
+def _names(text: str) -> list[str]:
+    return [n for n in text.split(",") if n]
+
+
+def _workload_options(p: argparse.ArgumentParser, batch_type=int):
+    p.add_argument("--model", default=DEFAULTS["model"], help="a preset (see `tracer models`), or a model file: "
+                   ".toml (see models/examples/custom.toml) or a Hugging Face config.json")
+    p.add_argument("--batch", type=batch_type, default=DEFAULTS["batch"], help="sequences per step")
+    p.add_argument("--prompt", type=int, default=None, help="prefill tokens per sequence (default: the context)")
+    p.add_argument("--context", type=int, default=DEFAULTS["context"], help="KV cache capacity the decode step "
+                                                                            "attends over")
+    p.add_argument("--dtype", choices=list(ACT_DTYPES), help="override the model's activation dtype")
+    p.add_argument("--price", type=float, help="USD per chip-hour (overrides the system's dated default)")
+    p.add_argument("--capacity-factor", type=float, help="MoE: expert slots as a multiple of the balanced load "
+                                                          "(default 1.0: exactly the active parameters' work)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tracer", description="What LLM input and output tokens cost to serve, read off "
                                                 "compiled JAX programs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("trace", help="compile prefill and decode of a model on a system and price the tokens")
-    t.add_argument("--model", default=DEFAULTS["model"], help="a preset (see `tracer models`), or a model file: "
-                   ".toml (see models/examples/custom.toml) or a Hugging Face config.json")
-    t.add_argument("--system", default=DEFAULTS["system"], help="a system (see `tracer systems`)")
-    t.add_argument("--strategy", default=DEFAULTS["strategy"], help="tp or tp-dp (routed experts are spread over "
-                                                                     "the tensor-parallel group)")
-    t.add_argument("--batch", type=int, default=DEFAULTS["batch"], help="sequences per step")
-    t.add_argument("--prompt", type=int, default=None, help="prefill tokens per sequence (default: the context)")
-    t.add_argument("--context", type=int, default=DEFAULTS["context"], help="KV cache capacity the decode step "
-                                                                            "attends over")
-    t.add_argument("--dtype", choices=list(ACT_DTYPES), help="override the model's activation dtype")
-    t.add_argument("--price", type=float, help="USD per chip-hour (overrides the system's dated default)")
-    t.add_argument("--capacity-factor", type=float, help="MoE: expert slots as a multiple of the balanced load "
-                                                          "(default 1.0: exactly the active parameters' work)")
+    _workload_options(t)
+    t.add_argument("--system", default=DEFAULTS["system"], help="a system (see `tracer systems`), or NODE*N for N "
+                                                                "8-GPU nodes over InfiniBand (h200x8*9)")
+    t.add_argument("--strategy", default=DEFAULTS["strategy"], help=f"one of {', '.join(STRATEGIES)}")
     t.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
-    t.add_argument("--json", action="store_true", help="print one JSON object")
+    c = sub.add_parser("compare", help="the same model and workload over several strategies or systems")
+    _workload_options(c, _batch)
+    c.add_argument("--system", default=DEFAULTS["system"], help="the system (with --strategies)")
+    c.add_argument("--systems", type=_names, help="compare these systems (comma-separated) for each strategy")
+    c.add_argument("--strategy", default=DEFAULTS["strategy"], help="the strategy (with --systems)")
+    c.add_argument("--strategies", type=_names, help=f"compare these strategies, comma-separated: "
+                                                     f"{', '.join(STRATEGIES)}")
+    c.add_argument("--tpot-ms", type=float, help="take the largest batch whose decode step (time per output token) "
+                                                 "stays under this many milliseconds, and price it")
     m = sub.add_parser("models", help="list the model presets (and model files given with --model)")
     m.add_argument("--model", action="append", default=[], help="also list this model file (repeatable)")
     m.add_argument("--json", action="store_true")
     s = sub.add_parser("systems", help="list the systems")
     s.add_argument("--json", action="store_true")
-    for p in (t, m):
+    for p in (t, c, m):
         p.add_argument("--weights", choices=list(DTYPES), help="store every matmul weight (experts included) in "
                                                                "this dtype")
         p.add_argument("--kv-cache", choices=list(KV_DTYPES), help="store the KV cache in this dtype")
@@ -62,12 +89,23 @@ def _run(args) -> str:
 
         rows = report.systems_rows(list(SYSTEMS.values()))
         return json.dumps(rows, indent=2) if args.json else report.table(rows)
+    kw = dict(prompt=args.prompt, context=args.context, dtype=args.dtype, usd_per_chip_hour=args.price,
+              weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor)
+    if args.command == "compare":
+        from tracer.compare import compare, rows
+
+        if args.batch != "max" and args.batch <= 0:
+            raise ConfigError(f"--batch must be a positive integer or 'max', got {args.batch}")
+        points = compare(args.model, args.systems or [args.system], args.strategies or [args.strategy],
+                         batch=args.batch, tpot_ms=args.tpot_ms, **kw)
+        if args.json:
+            return json.dumps([p.result.to_dict() if p.result else {"system": p.system, "strategy": p.strategy,
+                                                                     "error": p.error} for p in points], indent=2)
+        return report.compare_text(rows(points))
     from tracer.api import trace
 
     result = trace(model=args.model, system=args.system, strategy=args.strategy, batch=args.batch,
-                   prompt=args.prompt, context=args.context,
-                   dtype=args.dtype, usd_per_chip_hour=args.price, find_max_batch=not args.no_max_batch,
-                   weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor)
+                   find_max_batch=not args.no_max_batch, **kw)
     d = result.to_dict()
     return json.dumps(d, indent=2) if args.json else report.trace_text(d)
 

@@ -1,0 +1,114 @@
+"""Comparing layouts: the same model and workload traced over several strategies or systems, each at a batch
+chosen the same way (given, the largest that fits, or the largest whose decode step meets a latency target)."""
+
+from dataclasses import dataclass
+
+from meshes.strategies import get_strategy
+from meshes.systems import get_system
+from tracer.api import TraceResult, trace
+from tracer.errors import ConfigError
+
+TPOT_TRIES = 4  # compiles spent confirming the batch that meets a decode-step target
+
+
+@dataclass(frozen=True)
+class Point:
+    """One row of a comparison: the trace, or why there is none."""
+
+    system: str
+    strategy: str
+    result: TraceResult | None
+    batch_note: str
+    error: str | None = None
+
+
+def _replicas(system: str, strategy: str) -> int:
+    strat = get_strategy(strategy)
+    return strat.ways("batch", strat.mesh_shape(get_system(system)))
+
+
+def trace_point(model, system: str, strategy: str, batch: int | str, tpot_ms: float | None, **kw) -> Point:
+    """Trace at `batch`, or at the largest batch that fits ("max"), or at the largest whose decode step stays
+    under `tpot_ms` (within what fits). Every chosen batch is confirmed by compiling it."""
+    if batch != "max" and tpot_ms is None:
+        return Point(system, strategy, trace(model, system, strategy, batch=batch, **kw), "as given")
+    step = _replicas(system, strategy)
+    probe = trace(model, system, strategy, batch=step, **kw)  # finds the largest batch that fits
+    cap = probe.max_batch
+    if cap == 0:
+        return Point(system, strategy, probe, f"nothing fits: {probe.max_batch_note}")
+    if tpot_ms is None:
+        return Point(system, strategy, _at(model, system, strategy, cap, kw),
+                     f"largest that fits ({probe.max_batch_note})")
+    target = tpot_ms / 1e3
+    t_small = probe.phases["decode"].time.step_s
+    if t_small > target:
+        return Point(system, strategy, probe, f"no batch meets {tpot_ms:g} ms: {step} sequence(s) take "
+                                              f"{t_small * 1e3:.3g} ms per decode step")
+    top = _at(model, system, strategy, cap, kw)
+    t_top = top.phases["decode"].time.step_s
+    if t_top <= target:
+        return Point(system, strategy, top, f"largest that fits ({cap}) meets {tpot_ms:g} ms")
+    lo, lo_result = step, probe  # meets the target
+    hi = cap  # does not
+    for _ in range(TPOT_TRIES):  # the decode step grows about linearly with the batch: interpolate, then confirm
+        t_lo = lo_result.phases["decode"].time.step_s
+        guess = lo + (hi - lo) * (target - t_lo) / (t_top - t_lo) if t_top > t_lo else lo
+        guess = max(lo + step, min(hi - step, int(guess) // step * step))
+        if guess <= lo or guess >= hi:
+            break
+        trial = _at(model, system, strategy, guess, kw)
+        if trial.phases["decode"].time.step_s <= target:
+            lo, lo_result = guess, trial
+        else:
+            hi, t_top = guess, trial.phases["decode"].time.step_s
+        if hi - lo <= step:
+            break
+    exact = "exact" if hi - lo <= step else f"within [{lo}, {hi})"
+    return Point(system, strategy, lo_result, f"largest whose decode step meets {tpot_ms:g} ms ({exact})")
+
+
+def _at(model, system, strategy, batch, kw) -> TraceResult:
+    return trace(model, system, strategy, batch=batch, **{**kw, "find_max_batch": False})
+
+
+def compare(model, systems: list[str], strategies: list[str], batch: int | str = 64, tpot_ms: float | None = None,
+            **kw) -> list[Point]:
+    """Every (system, strategy) pair; a pair that cannot run (a layout that does not divide) keeps its reason."""
+    points = []
+    for system in systems:
+        for strategy in strategies:
+            try:
+                points.append(trace_point(model, system, strategy, batch, tpot_ms, **kw))
+            except ConfigError as err:
+                points.append(Point(system, strategy, None, "", str(err)))
+    if all(p.error for p in points):
+        raise ConfigError(points[0].error)
+    return points
+
+
+def rows(points: list[Point]) -> list[dict]:
+    """The comparison table: one row per point, from its trace object."""
+    out = []
+    for p in points:
+        row = {"system": p.system, "strategy": p.strategy}
+        if p.result is None:
+            out.append({**row, "error": p.error})
+            continue
+        d = p.result.to_dict()
+        pre, dec = d["prefill"], d["decode"]
+        out.append({**row, "mesh": " x ".join(f"{k}={v}" for k, v in d["mesh"].items()),
+                    "fits": dec["memory_per_device"]["fits"], "max_batch": d["max_batch"], "batch": d["batch"],
+                    "batch_note": p.batch_note,
+                    "prefill_ms": _terms(pre), "prefill_bound": pre["bound"],
+                    "decode_ms": _terms(dec), "decode_bound": dec["bound"],
+                    "decode_comm_share": dec["time_s"]["comms"] / dec["time_s"]["step"],
+                    "decode_tokens_per_s_per_chip": dec["tokens_per_s_per_chip"],
+                    "usd_per_mtok_in": pre["usd_per_mtok"], "usd_per_mtok_out": dec["usd_per_mtok"]})
+    return out
+
+
+def _terms(phase: dict) -> str:
+    t = phase["time_s"]
+    return f"{t['step'] * 1e3:.4g} ({t['compute'] * 1e3:.3g}/{t['memory'] * 1e3:.3g}/{t['comms'] * 1e3:.3g})"
+
