@@ -104,8 +104,12 @@ STRATEGIES = {s.name: s for s in (
 
 
 def get_strategy(name: str) -> Strategy:
+    """A strategy by name, or from a TOML file of rules (see load_strategy)."""
+    if name.endswith(".toml"):
+        return load_strategy(name)
     if name not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+        raise ConfigError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}, or a .toml file of "
+                          "rules (see meshes/examples/ep.toml)")
     return STRATEGIES[name]
 
 
@@ -145,3 +149,66 @@ def sharding(mesh: Mesh, strategy: Strategy, logical_axes, shape, what: str, wei
         raise ConfigError(f"{what}: {axis}={size} does not divide over {target}={ways} (strategy {strategy.name}); "
                           f"choose a strategy whose groups divide {size}, e.g. tp-dp")
     return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+# Logical axes of the arrays the models use, to check a strategy file's rules before compiling anything.
+WEIGHT_ARRAYS = (("vocab", "embed"), ("embed", "vocab"), ("embed", "heads", "head_dim"),
+                 ("embed", "kv_heads", "head_dim"), ("heads", "embed"), ("embed", "mlp"), ("mlp", "embed"),
+                 ("experts", "embed", "expert_mlp"), ("experts", "expert_mlp", "embed"), ("embed", "latent"),
+                 ("latent", "heads", "head_dim"))
+ACTIVATION_ARRAYS = (("batch", "seq", "embed"), ("batch", "seq", "heads"), ("batch", "seq", "kv_heads"),
+                     ("batch", "seq", "mlp"), ("batch", "vocab"), ("batch", "cache_seq", "kv_heads", "head_dim"),
+                     ("batch", "cache_seq", "latent"), ("batch", "experts", "expert_mlp"))
+LOGICAL_AXES = sorted({a for arr in WEIGHT_ARRAYS + ACTIVATION_ARRAYS for a in arr} | {"layers", "q_lora"})
+
+
+def load_strategy(path: str) -> Strategy:
+    """A strategy from a TOML file: name, description, [mesh] axis = size (outer to inner: an integer, "domain",
+    "domain/k" or "rest"), [rules] logical axis = mesh axis or [mesh axes], optional [weight_rules]."""
+    import tomllib
+    from pathlib import Path
+
+    where = f"strategy file {path}"
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{where} not found; give a .toml strategy file or one of {', '.join(STRATEGIES)}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{where} is not valid TOML: {str(err).splitlines()[0]}") from None
+    unknown = set(data) - {"name", "description", "mesh", "rules", "weight_rules"}
+    if unknown or not isinstance(data.get("mesh"), dict) or not isinstance(data.get("rules"), dict):
+        raise ConfigError(f"{where}: needs [mesh] and [rules] tables (and may have name, description, "
+                          f"[weight_rules]){'; unknown keys: ' + ', '.join(sorted(unknown)) if unknown else ''}")
+    mesh = tuple(data["mesh"].items())
+    for axis, size in mesh:
+        ok = (isinstance(size, int) and size > 0) or size in ("domain", "rest") or (
+            isinstance(size, str) and size.startswith("domain/") and size[7:].isdigit() and int(size[7:]) > 0)
+        if not ok:
+            raise ConfigError(f"{where}: mesh axis {axis} = {size!r}; a size is a positive integer, \"domain\", "
+                              "\"domain/k\" or \"rest\"")
+    if sum(1 for _, size in mesh if size == "rest") > 1:
+        raise ConfigError(f"{where}: at most one mesh axis may be \"rest\"")
+
+    def rules(table: str) -> tuple:
+        out = []
+        for logical, target in data.get(table, {}).items():
+            if logical not in LOGICAL_AXES:
+                raise ConfigError(f"{where}: [{table}] {logical} is not a logical axis; known: "
+                                  f"{', '.join(LOGICAL_AXES)}")
+            targets = (target,) if isinstance(target, str) else tuple(target)
+            missing = [t for t in targets if t not in dict(mesh)]
+            if missing or not targets:
+                raise ConfigError(f"{where}: [{table}] {logical} = {target!r} names no mesh axis of [mesh] "
+                                  f"({', '.join(dict(mesh))})")
+            out.append((logical, target if isinstance(target, str) else targets))
+        return tuple(out)
+
+    strategy = Strategy(data.get("name", Path(path).stem), data.get("description", f"from {path}"), mesh,
+                        rules("rules"), rules("weight_rules"))
+    for arrays, weights in ((WEIGHT_ARRAYS, True), (ACTIVATION_ARRAYS, False)):
+        for arr in arrays:
+            try:
+                strategy.spec(arr, weights, prefer="experts" if "experts" in arr and "batch" in arr else None)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
+    return strategy

@@ -86,11 +86,11 @@ SYSTEMS = {s.name: s for s in (
 )}
 
 
-NODES = ("h100x8", "h200x8", "b200x8")  # 8-GPU NVLink nodes that join into clusters as NODE*N
+NODES = ("h100x8", "h200x8", "b200x8", "gb200-nvl72")  # NVLink domains that join into clusters as NODE*N
 
 
 def get_system(name: str, usd_per_chip_hour: float | None = None) -> System:
-    """A system by name; `NODE*N` is N of an 8-GPU node system joined by their scale-out network (h200x8*9)."""
+    """A system by name; `NODE*N` is N of a multi-GPU NVLink system joined by their scale-out network (h200x8*9)."""
     base, _, count = name.partition("*")
     if base not in SYSTEMS:
         raise ConfigError(f"unknown system {name!r}; choose one of: {', '.join(SYSTEMS)}, or NODE*N for N nodes of "

@@ -20,6 +20,7 @@ class Point:
     result: TraceResult | None
     batch_note: str
     error: str | None = None
+    max_batch: int | None = None  # the largest batch that fits, where it was searched
 
 
 def _replicas(system: str, strategy: str) -> int:
@@ -39,16 +40,16 @@ def trace_point(model, system: str, strategy: str, batch: int | str, tpot_ms: fl
         return Point(system, strategy, probe, f"nothing fits: {probe.max_batch_note}")
     if tpot_ms is None:
         return Point(system, strategy, _at(model, system, strategy, cap, kw),
-                     f"largest that fits ({probe.max_batch_note})")
+                     f"largest that fits ({probe.max_batch_note})", max_batch=cap)
     target = tpot_ms / 1e3
     t_small = probe.phases["decode"].time.step_s
     if t_small > target:
         return Point(system, strategy, probe, f"no batch meets {tpot_ms:g} ms: {step} sequence(s) take "
-                                              f"{t_small * 1e3:.3g} ms per decode step")
+                                              f"{t_small * 1e3:.3g} ms per decode step", max_batch=cap)
     top = _at(model, system, strategy, cap, kw)
     t_top = top.phases["decode"].time.step_s
     if t_top <= target:
-        return Point(system, strategy, top, f"largest that fits ({cap}) meets {tpot_ms:g} ms")
+        return Point(system, strategy, top, f"largest that fits ({cap}) meets {tpot_ms:g} ms", max_batch=cap)
     lo, lo_result = step, probe  # meets the target
     hi = cap  # does not
     for _ in range(TPOT_TRIES):  # the decode step grows about linearly with the batch: interpolate, then confirm
@@ -65,7 +66,8 @@ def trace_point(model, system: str, strategy: str, batch: int | str, tpot_ms: fl
         if hi - lo <= step:
             break
     exact = "exact" if hi - lo <= step else f"within [{lo}, {hi})"
-    return Point(system, strategy, lo_result, f"largest whose decode step meets {tpot_ms:g} ms ({exact})")
+    return Point(system, strategy, lo_result, f"largest whose decode step meets {tpot_ms:g} ms ({exact})",
+                 max_batch=cap)
 
 
 def _at(model, system, strategy, batch, kw) -> TraceResult:
@@ -98,7 +100,8 @@ def rows(points: list[Point]) -> list[dict]:
         d = p.result.to_dict()
         pre, dec = d["prefill"], d["decode"]
         out.append({**row, "mesh": " x ".join(f"{k}={v}" for k, v in d["mesh"].items()),
-                    "fits": dec["memory_per_device"]["fits"], "max_batch": d["max_batch"], "batch": d["batch"],
+                    "fits": dec["memory_per_device"]["fits"], "batch": d["batch"],
+                    "max_batch": p.max_batch if p.max_batch is not None else d["max_batch"],
                     "batch_note": p.batch_note,
                     "prefill_ms": _terms(pre), "prefill_bound": pre["bound"],
                     "decode_ms": _terms(dec), "decode_bound": dec["bound"],

@@ -1,0 +1,119 @@
+"""Strategies, topologies and comparisons: the collectives each layout compiles to against the formulas, link
+pricing across nodes, strategy files, and batch selection."""
+
+import pytest
+from conftest import MOE
+
+from meshes.strategies import get_strategy
+from meshes.systems import get_system
+from tracer.compare import compare
+from tracer.compile import Workload, compile_steps
+from tracer.cost import Collective
+from tracer.errors import ConfigError
+from tracer.roofline import collective_time, link
+
+WORK = Workload(batch=8, prompt=32, context=64)
+
+
+def collectives(cfg, strategy, phase="decode"):
+    step = compile_steps(cfg, get_system("h100x8"), get_strategy(strategy), WORK, phases=(phase,))[phase]
+    return step.cost.collectives
+
+
+def test_tp_all_reduces_each_layer_output(small):
+    """Megatron TP: one all-reduce after attention and one after the MLP per layer, plus the vocab-sharded
+    embedding lookup's; each of B x D bf16 values, ring all-reduce 2 (n-1)/n x V."""
+    (c,) = collectives(small, "tp")
+    assert (c.op, c.group_size, c.count) == ("all-reduce", 8, 2 * small.n_layers + 1)
+    volume = WORK.batch * small.hidden * 2
+    assert c.wire_bytes_per_device == pytest.approx(c.count * 2 * 7 / 8 * volume, rel=0.02)
+
+
+def test_fsdp_gathers_every_weight_each_step(small):
+    """FSDP decode: every weight with a hidden axis is all-gathered where it is used: (n-1)/n of them per device."""
+    cs = collectives(small, "fsdp")
+    gathered = sum(c.wire_bytes_per_device for c in cs if c.op == "all-gather")
+    layer = small.attn_params_per_layer + small.dense_mlp_params
+    weights = (small.n_layers * layer + small.head_params) * 2  # bf16; the embedding table is looked up instead
+    assert gathered == pytest.approx(7 / 8 * weights, rel=0.02)
+    assert gathered > 0.99 * sum(c.wire_bytes_per_device for c in cs)
+
+
+def test_ep_moves_tokens_by_all_to_all():
+    """EP: each MoE layer sends its tokens' slots to the experts' devices and back: two all-to-alls of the group's
+    [E slots x capacity x D] dispatch buffer (16 experts, 8 tokens x 2 assignments: capacity 1), nothing else."""
+    cs = collectives(MOE, "ep")
+    assert {c.op for c in cs} == {"all-to-all"}
+    moe_layers = MOE.n_layers - MOE.first_dense
+    buffer = MOE.n_experts * 1 * MOE.hidden * 2
+    assert sum(c.count for c in cs) == 2 * moe_layers
+    assert sum(c.wire_bytes_per_device for c in cs) == pytest.approx(2 * moe_layers * 7 / 8 * buffer, rel=0.02)
+
+
+def test_tp_experts_all_reduce_like_an_mlp():
+    """Tensor-parallel experts: the MoE output is all-reduced once per layer (with its shared expert's)."""
+    cs = collectives(MOE, "tp")
+    assert {c.op for c in cs} == {"all-reduce"}
+
+
+def test_links_by_the_groups_they_span():
+    system = get_system("h100x8*2")
+    assert system.n_chips == 16 and system.domain_size == 8
+    inside = Collective("all-reduce", 8, (tuple(range(8)), tuple(range(8, 16))), 1, 1e6, 1.75e6)
+    across = Collective("all-reduce", 2, tuple((i, i + 8) for i in range(8)), 1, 1e6, 1e6)
+    assert link(system, inside) == "scale-up" and link(system, across) == "scale-out"
+    chip = system.chip
+    assert collective_time(system, inside) == pytest.approx(1.75e6 / chip.scale_up_bw + 14 * chip.scale_up_latency)
+    assert collective_time(system, across) == pytest.approx(1e6 / chip.scale_out_bw + 2 * chip.scale_out_latency)
+    a2a = Collective("all-to-all", 16, (tuple(range(16)),), 1, 16e6, 15e6)  # 7 of 15 peers in the node
+    want = max(7e6 / chip.scale_up_bw, 8e6 / chip.scale_out_bw) + chip.scale_out_latency
+    assert collective_time(system, a2a) == pytest.approx(want)
+
+
+def test_racks_join_too():
+    racks = get_system("gb200-nvl72*2")
+    assert (racks.n_chips, racks.domain_size, racks.node_of(71), racks.node_of(72)) == (144, 72, 0, 1)
+
+
+@pytest.mark.parametrize("name, says", [("h100x8*0", "positive integer"), ("h100x1*2", "only multi-GPU nodes"),
+                                        ("x100*2", "unknown system")])
+def test_cluster_names(name, says):
+    with pytest.raises(ConfigError, match=says):
+        get_system(name)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_strategy_file(tmp_path):
+    s = get_strategy(write(tmp_path, '[mesh]\ndp = "rest"\ntp = 4\n[rules]\nbatch = "dp"\nheads = "tp"\n'))
+    assert s.name == "s" and s.mesh_shape(get_system("h100x8")) == {"dp": 2, "tp": 4}
+    assert get_strategy("meshes/examples/ep.toml").rules == get_strategy("ep").rules
+
+
+@pytest.mark.parametrize("text, says", [
+    ('[mesh]\ntp = "domain"\n[rules]\nbatch = "tp"\nheads = "tp"\n', "map twice onto one mesh axis"),
+    ('[mesh]\ntp = 3\n[rules]\nheads = "tp"\n', "do not divide the 8 chips"),
+    ('[mesh]\ntp = "domain"\n[rules]\nhedas = "tp"\n', "not a logical axis"),
+    ('[mesh]\ntp = "domain"\n[rules]\nheads = "xp"\n', "names no mesh axis"),
+    ('[mesh]\ntp = "half"\n[rules]\nheads = "tp"\n', "a size is a positive integer"),
+    ('[rules]\nheads = "tp"\n', r"needs \[mesh\] and \[rules\]"),
+    ('[mesh\n', "not valid TOML"),
+])
+def test_strategy_file_errors(tmp_path, text, says):
+    with pytest.raises(ConfigError, match=says):
+        get_strategy(write(tmp_path, text)).mesh_shape(get_system("h100x8"))
+
+
+def test_compare_batch_max_and_latency_target(small):
+    (fit,) = compare(small, ["h100x8"], ["tp"], batch="max", context=4096)
+    assert fit.result.work.batch == fit.max_batch > 8
+    step = fit.result.phases["decode"].time.step_s
+    (fast,) = compare(small, ["h100x8"], ["tp"], tpot_ms=step * 1e3 * 0.99, context=4096)
+    assert fast.result.work.batch < fit.max_batch
+    assert fast.result.phases["decode"].time.step_s <= step * 0.99
+    err = compare(small, ["h100x8"], ["tp", "nope"], batch=8, context=4096)[1]
+    assert err.result is None and "unknown strategy" in err.error
