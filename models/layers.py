@@ -38,7 +38,9 @@ class Linear(nnx.Module):
         self.w = param(rngs, shape, axes, DTYPES[dtype], scale=scale, fan_in=fan_in or shape[contract])
         if dtype == "mxfp4":  # one power-of-two scale (e8m0) per block of 32 values along the contracted axis
             s_shape = tuple(d // MXFP4_BLOCK if i == contract else d for i, d in enumerate(shape))
-            self.scales = nnx.Param(jnp.ones(s_shape, jnp.float8_e8m0fnu), logical_axes=tuple(axes))
+            # blocks need not divide a tensor-parallel split of their axis (2880 / 32 = 90 over 8): kept whole there
+            s_axes = tuple(None if i == contract else a for i, a in enumerate(axes))
+            self.scales = nnx.Param(jnp.ones(s_shape, jnp.float8_e8m0fnu), logical_axes=s_axes)
         else:
             self.scales = None
         out_axes = [a for i, a in enumerate(axes) if i != contract]
