@@ -140,8 +140,8 @@ def sharding(mesh: Mesh, strategy: Strategy, logical_axes, shape, what: str, wei
         ways = math.prod(mesh.shape[a] for a in ((target,) if isinstance(target, str) else target))
         if size % ways == 0:
             continue
-        if axis == "kv_heads" and ways % size == 0:  # fewer kv heads than devices: their weights are replicated
-            spec[i] = None
+        if (axis == "kv_heads" and ways % size == 0) or axis == "seq":
+            spec[i] = None  # fewer kv heads than devices: weights replicated; decode's one position: not split
             continue
         if axis == "batch":
             raise ConfigError(f"batch {size} does not divide over {ways} replicas ({target} in strategy "
