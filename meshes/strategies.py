@@ -57,6 +57,9 @@ class Strategy:
         """The mesh axes a logical axis is split over."""
         if logical is None:
             return ()
+        if "-" in logical and logical not in dict(self.rules):  # "batch-experts": batch's axes that experts lack
+            base, minus = logical.split("-", 1)
+            return tuple(a for a in self.axes(base, weights) if a not in self.axes(minus, weights))
         target = dict(self.weight_rules).get(logical, dict(self.rules).get(logical)) if weights else dict(
             self.rules).get(logical)
         return () if target is None else (target,) if isinstance(target, str) else tuple(target)

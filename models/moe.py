@@ -83,6 +83,23 @@ def dispatch_plan(cfg: ModelConfig, tokens: int, expert_shards: int, colocated: 
     return DispatchPlan("grouped", slots, capacity, assignments)
 
 
+def choose_groups(cfg: ModelConfig, tokens: int, batch_shards: int, expert_shards: int,
+                  colocated: int) -> tuple[bool, int, DispatchPlan]:
+    """(merged, groups, plan). Token groups follow the batch shards, and where they share devices with the experts
+    (`colocated` groups per expert device) each group's slots round up per expert: with a few tokens per device
+    (decode) that computes mostly empty slots. Merging the colocated groups into one (their tokens gathered onto
+    each expert device, the outputs summed back) rounds up once; it is taken when the groups would compute over
+    twice its slots (gathering every token onto every expert device costs more traffic than an all-to-all)."""
+    plan = dispatch_plan(cfg, tokens // batch_shards, expert_shards, colocated)
+    if colocated == 1:
+        return False, batch_shards, plan
+    groups = batch_shards // colocated
+    merged = dispatch_plan(cfg, tokens // groups, expert_shards)
+    if 2 * merged.slots < colocated * plan.slots:
+        return True, groups, merged
+    return False, batch_shards, plan
+
+
 def _ranks(bins, n_bins: int):
     """Each assignment's rank among those of its bin, in token order (by a stable sort). bins [A] -> [A]."""
     order = jnp.argsort(bins, stable=True)
@@ -127,41 +144,43 @@ class MoE(nnx.Module):
         """x [B, T, D] -> [B, T, D]."""
         cfg = self.cfg
         batch, seq, d = x.shape
-        groups, shards = ways("batch"), ways("experts")
-        xg = constrain(x.reshape(groups, batch // groups * seq, d), "batch", None, "embed")  # [G, S, D]
+        shards = ways("experts")
+        merged, groups, plan = choose_groups(cfg, batch * seq, ways("batch"), shards,
+                                             ways("batch", shared_with="experts"))
+        g_axis = "batch-experts" if merged else "batch"  # merged: the groups span the experts' devices
+        xg = constrain(x.reshape(groups, batch // groups * seq, d), g_axis, None, "embed")  # [G, S, D]
         idx, weights = self.route(xg)
         if self.slots > cfg.n_experts:  # every other token of a replicated expert goes to its replica
             replicas = self.slots - cfg.n_experts
             odd = (jnp.arange(idx.shape[1]) % 2 == 1)[None, :, None]
             idx = jnp.where((idx < replicas) & odd, idx + cfg.n_experts, idx)
-        plan = dispatch_plan(cfg, xg.shape[1], shards, ways("batch", shared_with="experts"))
         per_shard = self.slots // plan.bins if plan.kernel == "rows" else 1
         slot_token, slot_weight, slot_expert = jax.vmap(
             lambda i, w: _assign(i, w, plan, per_shard))(idx, weights)  # each [G, slots]
         x_pad = jnp.concatenate([xg, jnp.zeros((groups, 1, d), x.dtype)], axis=1)
         xe = jnp.take_along_axis(x_pad, slot_token[..., None], axis=1)  # [G, slots, D]
-        xe = constrain(xe.reshape(groups, plan.bins, plan.capacity, d), "batch", None, None, "embed")
-        xe = _to_experts(xe)
+        xe = constrain(xe.reshape(groups, plan.bins, plan.capacity, d), g_axis, None, None, "embed")
+        xe = _to_experts(xe, g_axis)
         with jax.named_scope("experts"):
             if plan.kernel == "grouped":
                 h = jax.nn.silu(self.gate(xe)) * self.up(xe)
-                out = self.down(constrain(h, "batch", "experts", None, "expert_mlp", prefer="experts"))
+                out = self.down(constrain(h, g_axis, "experts", None, "expert_mlp", prefer="experts"))
             else:
                 # each row's expert id travels with its token, so each device gathers only the experts it holds
-                local = _to_experts(slot_expert.reshape(groups, plan.bins, plan.capacity))
-                h = jax.nn.silu(self._rows(self.gate, "gnrd,gnrdf->gnrf", xe, local)) * self._rows(
-                    self.up, "gnrd,gnrdf->gnrf", xe, local)
-                h = constrain(h, "batch", "experts", None, "expert_mlp", prefer="experts")
-                out = self._rows(self.down, "gnrf,gnrfd->gnrd", h, local)
-            out = constrain(out, "batch", "experts", None, "embed", prefer="experts")
-        out = _to_groups(out).reshape(groups, plan.slots, d)
+                local = _to_experts(slot_expert.reshape(groups, plan.bins, plan.capacity), g_axis)
+                h = jax.nn.silu(self._rows(self.gate, "gnrd,gnrdf->gnrf", xe, local, g_axis)) * self._rows(
+                    self.up, "gnrd,gnrdf->gnrf", xe, local, g_axis)
+                h = constrain(h, g_axis, "experts", None, "expert_mlp", prefer="experts")
+                out = self._rows(self.down, "gnrf,gnrfd->gnrd", h, local, g_axis)
+            out = constrain(out, g_axis, "experts", None, "embed", prefer="experts")
+        out = _to_groups(out, g_axis).reshape(groups, plan.slots, d)
         with jax.named_scope("combine"):
             out = out * slot_weight[..., None]
             y = jax.vmap(lambda t, o: jnp.zeros((xg.shape[1] + 1, d), x.dtype).at[t].add(o))(slot_token, out)
-            y = constrain(y[:, :-1], "batch", None, "embed").reshape(batch, seq, d)
+            y = constrain(y[:, :-1], g_axis, None, "embed").reshape(batch, seq, d)
         return y if self.shared is None else y + self.shared(x)
 
-    def _rows(self, linear: Linear, spec: str, x, local):
+    def _rows(self, linear: Linear, spec: str, x, local, g_axis: str):
         """Each row times its own expert's weights, gathered from the experts its shard holds. local [G, n, R]."""
         n = local.shape[1]
 
@@ -171,25 +190,25 @@ class MoE(nnx.Module):
 
         with jax.named_scope("expert_weights"):  # read in place by the matmul (tracer.cost.WEIGHT_GATHER)
             w_axes = linear.w.get_metadata()["logical_axes"][1:]  # after "experts": [G, n, R, ...]
-            w = constrain(gather(linear.w[...]), "batch", "experts", None, *w_axes, prefer="experts")
+            w = constrain(gather(linear.w[...]), g_axis, "experts", None, *w_axes, prefer="experts")
             scales = None if linear.scales is None else gather(linear.scales[...])
             bias = None if linear.b is None else gather(linear.b[...])
         y = matmul(spec, x, w, scales, linear.act_dtype, blocked=linear.contract + 2)
         return y if bias is None else y + bias
 
 
-def _to_experts(x):
+def _to_experts(x, g_axis: str):
     """[G, bins, ...] from its group's devices to its bin's: first split the bins over the axes the groups do not
     use (a local slice), then hand the shared axes from groups to bins (an all-to-all)."""
     rest = (None,) * (x.ndim - 2)
-    x = constrain(x, "batch", "experts", *rest, prefer="batch")
-    return constrain(x, "batch", "experts", *rest, prefer="experts")
+    x = constrain(x, g_axis, "experts", *rest, prefer=g_axis)
+    return constrain(x, g_axis, "experts", *rest, prefer="experts")
 
 
-def _to_groups(x):
+def _to_groups(x, g_axis: str):
     """The way back: the shared axes from bins to groups (an all-to-all). Bins stay split over the other axes: the
     weighted scatter-add into the tokens then sums over them (an all-reduce of the tokens, not a gather of slots)."""
-    return constrain(x, "batch", "experts", *(None,) * (x.ndim - 2), prefer="batch")
+    return constrain(x, g_axis, "experts", *(None,) * (x.ndim - 2), prefer=g_axis)
 
 
 def _top_k(scores, k: int):

@@ -69,3 +69,11 @@ def test_input_follows_active_output_follows_total_and_kv(run, request):
     assert d["prefill"]["analytic"]["flops_ratio"] == pytest.approx(1, abs=0.05)  # 2 x active x tokens + attention
     assert d["decode"]["analytic"]["hbm_bytes_ratio"] == pytest.approx(1, abs=0.1)  # total weights + KV cache
     assert d["decode"]["bound"] == "memory" and d["output_to_input_cost"] > 1
+
+
+def test_deepseek_in_bf16_does_not_fit_an_h200_server():
+    """671B parameters in bf16 over 8 GPUs: 169.6 GB each against 141 GB of HBM (fp8: 85 GB, batch 97 at 8k)."""
+    d = tracer.trace(model="deepseek-v3", system="h200x8", strategy="tp", batch=8, context=8192,
+                     weights="bfloat16").to_dict()
+    assert d["max_batch"] == 0 and "weights alone" in d["max_batch_note"]
+    assert d["decode"]["memory_per_device"]["weights"] == pytest.approx(169.6e9, rel=0.01)

@@ -40,14 +40,27 @@ def test_fsdp_gathers_every_weight_each_step(small):
 
 
 def test_ep_moves_tokens_by_all_to_all():
-    """EP: each MoE layer sends its tokens' slots to the experts' devices and back: two all-to-alls of the group's
-    [E slots x capacity x D] dispatch buffer (16 experts, 8 tokens x 2 assignments: capacity 1), nothing else."""
-    cs = collectives(MOE, "ep")
+    """EP prefill: each MoE layer sends its tokens' slots to the experts' devices and back: two all-to-alls of the
+    device's [E x capacity x D] dispatch buffer (32 tokens x 2 of 16 experts: capacity 4), nothing else."""
+    cs = collectives(MOE, "ep", "prefill")
     assert {c.op for c in cs} == {"all-to-all"}
     moe_layers = MOE.n_layers - MOE.first_dense
-    buffer = MOE.n_experts * 1 * MOE.hidden * 2
+    buffer = MOE.n_experts * 4 * MOE.hidden * 2
     assert sum(c.count for c in cs) == 2 * moe_layers
     assert sum(c.wire_bytes_per_device for c in cs) == pytest.approx(2 * moe_layers * 7 / 8 * buffer, rel=0.02)
+
+
+def test_ep_decode_of_one_token_per_device_gathers_tokens():
+    """EP decode with one token per device: per-device groups would round each expert's slots up to one (16 slots
+    for 2 assignments, on 8 devices); the groups merge instead: the 8 tokens are gathered onto every device
+    (B x D bf16), each computes its experts' slots, and the outputs are summed back (an all-reduce of B x D)."""
+    cs = collectives(MOE, "ep")
+    moe_layers = MOE.n_layers - MOE.first_dense
+    tokens = WORK.batch * MOE.hidden * 2
+    gather = next(c for c in cs if c.op == "all-gather" and c.bytes == tokens)
+    assert (gather.count, gather.wire_bytes_per_device) == (moe_layers, pytest.approx(moe_layers * 7 / 8 * tokens))
+    summed = next(c for c in cs if c.op == "all-reduce")
+    assert summed.count == moe_layers and summed.bytes == (WORK.batch + 1) * MOE.hidden * 2  # + the empty slot's row
 
 
 def test_tp_experts_all_reduce_like_an_mlp():

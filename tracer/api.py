@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from meshes.strategies import Strategy, get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
-from models.moe import dispatch_plan, expert_slots
+from models.moe import choose_groups, expert_slots
 from tracer.compile import CompiledStep, Workload, compile_steps
 from tracer.defaults import DEFAULTS
 from tracer.errors import ConfigError
@@ -94,15 +94,16 @@ class TraceResult:
 
 
 def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, phase: str) -> dict | None:
-    """The dispatch plan the model compiled (models.moe.dispatch_plan, same inputs) and what it implies."""
+    """The dispatch plan the model compiled (models.moe.choose_groups, same inputs) and what it implies."""
     if not cfg.is_moe:
         return None
-    groups, shards = strategy.ways("batch", mesh), strategy.ways("experts", mesh)
-    tokens = work.batch * (work.prompt if phase == "prefill" else 1) // groups
-    plan = dispatch_plan(cfg, tokens, shards, strategy.ways("batch", mesh, shared="experts"))
+    shards, colocated = strategy.ways("experts", mesh), strategy.ways("batch", mesh, shared="experts")
+    tokens = work.batch * (work.prompt if phase == "prefill" else 1)
+    merged, groups, plan = choose_groups(cfg, tokens, strategy.ways("batch", mesh), shards, colocated)
     slots = expert_slots(cfg, shards)
     return {"kernel": plan.kernel, "expert_slots": slots, "replicated_experts": slots - cfg.n_experts,
-            "token_groups": groups, "tokens_per_group": tokens, "expert_shards": shards,
+            "token_groups": groups, "tokens_per_group": tokens // groups, "expert_shards": shards,
+            "groups_merged_across_expert_devices": merged,
             "capacity_factor": cfg.capacity_factor, "bins": plan.bins, "slots_per_bin": plan.capacity,
             "slots_over_assignments": plan.slots / plan.assignments,
             "expected_drop_fraction_uniform_routing": plan.expected_drop_fraction()}
