@@ -122,8 +122,9 @@ def virtual_mesh(system: System, strategy: Strategy) -> Mesh:
     shape = strategy.mesh_shape(system)
     devices = jax.devices()
     if len(devices) < system.n_chips:
-        raise ConfigError(f"{system.name} needs {system.n_chips} devices but jax has {len(devices)}; "
-                          "import tracer before running anything in jax (or set TRACER_CPU_DEVICES)")
+        raise ConfigError(f"{system.name} needs {system.n_chips} devices but jax has {len(devices)}: set "
+                          f"TRACER_CPU_DEVICES={system.n_chips} in the environment (and import tracer before "
+                          "anything else starts jax)")
     grid = np.array(devices[: system.n_chips]).reshape(tuple(shape.values()))
     return Mesh(grid, tuple(shape), axis_types=(AxisType.Auto,) * len(shape))
 
