@@ -174,7 +174,9 @@ def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
     if cfg.kv != cfg.dtype:
         notes.append(f"KV cache stored in {cfg.kv}: read and written at its own width")
     if cfg.is_moe:
-        notes.append(f"MoE: tokens grouped per batch shard; each expert computes only the tokens routed to it, in "
+        notes.append(f"MoE: tokens grouped per batch shard (merged across the experts' devices when a few tokens per "
+                     f"device would leave most expert slots empty); each expert computes only the tokens routed to "
+                     f"it, in "
                      f"slots of capacity factor {cfg.capacity_factor:g} (see `moe` per phase); when a device has no "
                      "more tokens than experts, a gathered-rows kernel computes each token with its own experts' "
                      "weights (decode): FLOPs follow active parameters, weight bytes the experts a device holds")
