@@ -32,12 +32,8 @@ class Step:
 
 
 def kv_repeat(cfg: ModelConfig) -> int:
-    """GQA with fewer kv heads than the tensor-parallel group: each kv head is repeated so that every device holds
-    the one its query heads read, as serving engines do."""
-    shards = ways("kv_heads")
-    if cfg.is_mla or shards <= cfg.n_kv_heads or shards % cfg.n_kv_heads:
-        return 1
-    return shards // cfg.n_kv_heads
+    """Copies of each kv head under the current layout (ModelConfig.kv_copies)."""
+    return cfg.kv_copies(ways("kv_heads"))
 
 
 def cache_capacity(cfg: ModelConfig, layer: int, context: int) -> int:

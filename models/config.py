@@ -199,11 +199,6 @@ class ModelConfig:
         routed = self.n_active if active else self.n_experts
         return routed * self.expert_params + self.shared_params + self.router_params
 
-    @property
-    def mlp_params_per_layer(self) -> int:
-        """Dense models: the MLP of every layer."""
-        return self.dense_mlp_params
-
     def layer_params(self, layer: int, active: bool = False) -> int:
         norms = 2 * self.hidden
         return self.attn_params_per_layer + self.attn_small_params_per_layer + self.mlp_params(layer, active) + norms
@@ -270,21 +265,27 @@ class ModelConfig:
             return 2 * self.n_heads * (self.head_dim + self.v_head_dim)
         return 4 * self.n_heads * self.head_dim
 
-    def replicated_params(self, layer: int) -> int:
-        """Matmul weights of a layer that have no axis to split over a tensor-parallel group, so every device of
-        the group computes them: MLA's down-projections into the latents and the router."""
-        return self._latent_down_params + (self.hidden * self.n_experts if self.layer_is_moe(layer) else 0)
-
     @property
-    def _latent_down_params(self) -> int:
+    def latent_down_params(self) -> int:
+        """MLA's down-projections into the latents, per layer: no head axis to split over a tensor-parallel group,
+        so every device of the group holds and computes them whole (as it does the router)."""
         return self.hidden * (self.q_lora_rank + self.kv_lora_rank + self.qk_rope_head_dim) if self.is_mla else 0
 
     @property
     def replicated_weight_bytes(self) -> float:
-        """Bytes of the weights in `replicated_params`, in their stored dtypes (latents: `weights`, router: `dtype`)."""
+        """Bytes of the weights no tensor-parallel group splits, in their stored dtypes: the latent
+        down-projections (`weights`) and the routers (`dtype`)."""
         routers = sum(self.hidden * self.n_experts for i in range(self.n_layers) if self.layer_is_moe(i))
-        latents = self.n_layers * self._latent_down_params
+        latents = self.n_layers * self.latent_down_params
         return (latents * DTYPE_BITS[self.weights] + routers * DTYPE_BITS[self.dtype]) / 8
+
+    def kv_copies(self, shards: int) -> int:
+        """Copies of each kv head when a group of `shards` devices splits the heads and there are fewer kv heads
+        than devices: each is repeated so that every device holds the one its query heads read, as serving
+        engines do."""
+        if self.is_mla or shards <= self.n_kv_heads or shards % self.n_kv_heads:
+            return 1
+        return shards // self.n_kv_heads
 
     # --- KV cache ---
     @property

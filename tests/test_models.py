@@ -33,12 +33,8 @@ def test_unknown_model():
         get_model("gpt-5")
 
 
-@pytest.mark.parametrize("scan", [True, False])
-def test_decode_continues_prefill(monkeypatch, scan):
-    """Prefill of P tokens then one decode step equals a prefill of P + 1 tokens; query blocks of 4 exercise the
-    causal block skipping."""
-    monkeypatch.setattr(attention, "PREFILL_QUERY_BLOCK", 4)
-    cfg = dataclasses.replace(TINY, dtype="float32", scan_layers=scan)
+def check_decode_continues_prefill(cfg, logits_atol):
+    """Prefill of P tokens then one decode step equals a prefill of P + 1 tokens, logits and cache."""
     graphdef, weights = nnx.split(tf.Transformer(cfg, nnx.Rngs(0)))
     tokens = jnp.array([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [5, 4, 3, 2, 1, 9, 8, 7, 6, 5]])
     prefill = jax.jit(lambda w, t: tf.prefill(w, t, graphdef=graphdef, capacity=16))
@@ -46,8 +42,15 @@ def test_decode_continues_prefill(monkeypatch, scan):
     want, want_cache = prefill(weights, tokens)
     got, got_cache = jax.jit(lambda w, c, t, p: tf.decode(w, c, t, p, graphdef=graphdef))(
         weights, cache, tokens[:, -1], jnp.array([9, 9]))
-    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(got, want, atol=logits_atol)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), got_cache, want_cache)
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_decode_continues_prefill(monkeypatch, scan):
+    """Query blocks of 4 exercise the causal block skipping."""
+    monkeypatch.setattr(attention, "PREFILL_QUERY_BLOCK", 4)
+    check_decode_continues_prefill(dataclasses.replace(TINY, dtype="float32", scan_layers=scan), 1e-4)
 
 
 @pytest.mark.parametrize("cfg", [MOE, MLA, WINDOWED], ids=lambda c: c.name)
@@ -55,13 +58,5 @@ def test_decode_continues_prefill_every_feature(monkeypatch, cfg):
     """MoE dispatch (no token dropped: capacity for every assignment), MLA's absorbed decode against its expanded
     prefill, and ring-buffer windows with sinks all give the logits of a longer prefill."""
     monkeypatch.setattr(attention, "PREFILL_QUERY_BLOCK", 4)
-    cfg = dataclasses.replace(cfg, dtype="float32", capacity_factor=float(cfg.n_experts))
-    graphdef, weights = nnx.split(tf.Transformer(cfg, nnx.Rngs(0)))
-    tokens = jnp.array([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [5, 4, 3, 2, 1, 9, 8, 7, 6, 5]])
-    prefill = jax.jit(lambda w, t: tf.prefill(w, t, graphdef=graphdef, capacity=16))
-    _, cache = prefill(weights, tokens[:, :-1])
-    want, want_cache = prefill(weights, tokens)
-    got, got_cache = jax.jit(lambda w, c, t, p: tf.decode(w, c, t, p, graphdef=graphdef))(
-        weights, cache, tokens[:, -1], jnp.array([9, 9]))
-    np.testing.assert_allclose(got, want, atol=2e-4)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), got_cache, want_cache)
+    check_decode_continues_prefill(dataclasses.replace(cfg, dtype="float32", capacity_factor=float(cfg.n_experts)),
+                                   2e-4)

@@ -176,10 +176,10 @@ def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
     if cfg.is_moe:
         notes.append(f"MoE: tokens grouped per batch shard (merged across the experts' devices when a few tokens per "
                      f"device would leave most expert slots empty); each expert computes only the tokens routed to "
-                     f"it, in "
-                     f"slots of capacity factor {cfg.capacity_factor:g} (see `moe` per phase); when a device has no "
-                     "more tokens than experts, a gathered-rows kernel computes each token with its own experts' "
-                     "weights (decode): FLOPs follow active parameters, weight bytes the experts a device holds")
+                     f"it, in slots of capacity factor {cfg.capacity_factor:g} (see `moe` per phase); when a device "
+                     "has no more tokens than experts, a gathered-rows kernel computes each token with its own "
+                     "experts' weights (decode): FLOPs follow active parameters, weight bytes the experts a device "
+                     "holds")
     if cfg.is_mla:
         notes.append("MLA decode in the absorbed form: the latent cache (kv_lora_rank + rope values per token and "
                      "layer) is read, not per-head K and V; it has no head axis, so each device of a tensor-parallel "

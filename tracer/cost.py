@@ -90,6 +90,10 @@ class _Reader:
             return Array(self.f32_as, a.dims).bytes
         return a.bytes
 
+    def width(self, a: Array) -> float:
+        """Bytes per element, in the program's own dtypes."""
+        return self.array_bytes(a) / max(a.elements, 1)
+
     def size(self, instr: Instr) -> float:
         return sum(self.array_bytes(a) for a in instr.arrays)
 
@@ -155,10 +159,7 @@ class _Reader:
         elif (self.is_view(instr) or instr.opcode in LAYOUT) and instr.operands and instr.opcode not in (
                 "parameter", "get-tuple-element", "tuple", "constant"):
             inner = self.stored(comp, instr.operands[0], outers)
-        if inner is not None and self.array_bytes(inner) / max(inner.elements, 1) < self.array_bytes(own) / max(
-                own.elements, 1):
-            return inner
-        return own
+        return inner if inner is not None and self.width(inner) < self.width(own) else own
 
     def narrowed(self, fusion: Instr) -> Array | None:
         """The narrowest dtype a fusion's result passes through between its last computation and its output: a
@@ -167,8 +168,7 @@ class _Reader:
         instr, best = body.root, None
         while instr.opcode in {"bitcast", "reshape", "convert", "copy", "transpose"} and not instr.is_tuple:
             operand = body.by_name[instr.operands[0]]
-            if operand.arrays and (best is None or DTYPE_BITS.get(operand.arrays[0].dtype, 32)
-                                   < DTYPE_BITS.get(best.dtype, 32)):
+            if operand.arrays and (best is None or self.width(operand.arrays[0]) < self.width(best)):
                 best = operand.arrays[0]
             instr = operand
         return best
@@ -179,7 +179,7 @@ class _Reader:
         stored = self.stored(comp, name)
         if stored is None:
             return self.size(instr)
-        return instr.arrays[0].elements * self.array_bytes(stored) / max(stored.elements, 1)
+        return instr.arrays[0].elements * self.width(stored)
 
     # --- FLOPs ---
     def dot_dtype(self, comp: Computation, instr: Instr, outers: tuple) -> str:
@@ -280,9 +280,8 @@ class _Reader:
         if root.opcode == "scatter":
             return self.size(comp.by_name[root.operands[-1]])
         narrow = self.narrowed(instr) if instr.opcode == "fusion" and not instr.is_tuple else None
-        if narrow is not None and self.array_bytes(narrow) / max(narrow.elements, 1) < self.array_bytes(
-                instr.arrays[0]) / max(instr.arrays[0].elements, 1):
-            return instr.arrays[0].elements * self.array_bytes(narrow) / max(narrow.elements, 1)
+        if narrow is not None and self.width(narrow) < self.width(instr.arrays[0]):
+            return instr.arrays[0].elements * self.width(narrow)
         return self.size(instr)
 
     def instr_bytes(self, comp: Computation, instr: Instr) -> float:
@@ -318,20 +317,16 @@ class _Reader:
             return max(operands, key=self.size)
         return operands[0] if operands else None
 
-    def buffer(self, comp: Computation, name: str) -> str:
-        """The buffer a value looks into, stopping at a loop tuple's elements (one tuple holds many buffers)."""
+    def source(self, comp: Computation, name: str, stop=("parameter",)) -> str:
+        """Follow views back to the buffer they look into (no further than an instruction in `stop`)."""
         instr = comp.by_name.get(name)
-        while instr is not None and self.is_view(instr) and instr.operands and instr.opcode not in (
-                "parameter", "get-tuple-element"):
+        while instr is not None and self.is_view(instr) and instr.operands and instr.opcode not in stop:
             instr = self.viewed(comp, instr)
         return instr.name if instr is not None else name
 
-    def source(self, comp: Computation, name: str) -> str:
-        """Follow views back to the buffer they look into."""
-        instr = comp.by_name.get(name)
-        while instr is not None and self.is_view(instr) and instr.operands and instr.opcode != "parameter":
-            instr = self.viewed(comp, instr)
-        return instr.name if instr is not None else name
+    def buffer(self, comp: Computation, name: str) -> str:
+        """The buffer a value looks into, stopping at a loop tuple's elements (one tuple holds many buffers)."""
+        return self.source(comp, name, stop=("parameter", "get-tuple-element"))
 
     # --- collectives ---
     def record_collective(self, comp: Computation, instr: Instr, times: int):

@@ -138,12 +138,11 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
     per_seq = tokens / lay.batch  # tokens a device's sequences hold
     attn_split = 1 if lay.gathered else lay.heads
     mlp_split = 1 if lay.gathered else lay.mlp
-    kv_rep = 1 if cfg.is_mla else max(1, lay.kv_heads // cfg.n_kv_heads) if lay.kv_heads % cfg.n_kv_heads == 0 else 1
+    kv_rep = cfg.kv_copies(lay.kv_heads)
     attn = sum(cfg.attn_params_per_layer for _ in range(cfg.n_layers))
     if not cfg.is_mla:  # repeated kv heads: their projections are computed once per copy
         attn += (kv_rep - 1) * cfg.n_layers * 2 * cfg.hidden * cfg.n_kv_heads * cfg.head_dim
-    latent_down = sum(cfg.replicated_params(i) for i in range(cfg.n_layers)) - sum(
-        cfg.hidden * cfg.n_experts for i in range(cfg.n_layers) if cfg.layer_is_moe(i))  # every head shard's
+    latent_down = cfg.n_layers * cfg.latent_down_params  # every head shard's
     routers = sum(cfg.router_params for i in range(cfg.n_layers) if cfg.layer_is_moe(i))  # every device's tokens
     dense = sum(cfg.dense_mlp_params for i in range(cfg.n_layers) if not cfg.layer_is_moe(i))
     shared = sum(cfg.shared_params for i in range(cfg.n_layers) if cfg.layer_is_moe(i))
