@@ -307,7 +307,7 @@ class _Reader:
                     return True
             return False
 
-        return sum(reads.values()) + sum(self.size(i) for i in region if i.is_root or escapes(i.name))
+        return sum(reads.values()) + sum(self.written(comp, i) for i in region if i.is_root or escapes(i.name))
 
     def viewed(self, comp: Computation, instr: Instr) -> Instr | None:
         """The operand a view looks into: the first one, or a view fusion's largest (its data, not the indices of
@@ -318,10 +318,16 @@ class _Reader:
         return operands[0] if operands else None
 
     def source(self, comp: Computation, name: str, stop=("parameter",)) -> str:
-        """Follow views back to the buffer they look into (no further than an instruction in `stop`)."""
+        """Follow views, and updates in place, back to the buffer they look into (no further than an instruction
+        in `stop`): a kernel reading the cache just updated reads the cache."""
         instr = comp.by_name.get(name)
-        while instr is not None and self.is_view(instr) and instr.operands and instr.opcode not in stop:
-            instr = self.viewed(comp, instr)
+        while instr is not None and instr.operands and instr.opcode not in stop:
+            if self.is_view(instr):
+                instr = self.viewed(comp, instr)
+            elif (k := self.in_place_operand(instr)) is not None or instr.opcode in IN_PLACE:
+                instr = comp.by_name.get(instr.operands[k or 0])
+            else:
+                break
         return instr.name if instr is not None else name
 
     def buffer(self, comp: Computation, name: str) -> str:

@@ -16,7 +16,7 @@ DTYPE_BITS = {
     "f16": 16, "bf16": 16, "f32": 32, "f64": 64, "f8e4m3fn": 8, "f8e5m2": 8, "f8e4m3": 8, "f8e4m3fnuz": 8,
     "f8e5m2fnuz": 8, "f8e8m0fnu": 8, "f4e2m1fn": 4, "c64": 64, "c128": 128, "token": 0,
 }
-_ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
+_ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\](?:\{([0-9,]*))?")
 _HEADER = re.compile(r"^(ENTRY\s+)?%?([^\s(]+)\s*\(.*->.*\{\s*$")
 _INSTR = re.compile(r"^\s*(ROOT\s+)?%?([^\s=]+)\s*=\s*(.*)$")
 _OPERAND = re.compile(r"%([^\s,()]+)")
@@ -26,6 +26,14 @@ _OPERAND = re.compile(r"%([^\s,()]+)")
 class Array:
     dtype: str
     dims: tuple[int, ...]
+    layout: tuple[int, ...] | None = field(default=None, compare=False)  # minor to major, as printed
+
+    def order(self) -> tuple[int, ...] | None:
+        """The dimensions that are not 1, major to minor in memory: two arrays with the same order and dims hold
+        the same bytes in the same places."""
+        if self.layout is None:
+            return None
+        return tuple(d for d in reversed(self.layout) if self.dims[d] != 1)
 
     @property
     def elements(self) -> int:
@@ -136,9 +144,16 @@ def _parse_instr(line: str) -> Instr | None:
         depth -= after[j] == ")"
         j += 1
     operand_text, attrs = after[: j - 1], after[j:]
-    arrays = [Array(d, tuple(int(x) for x in dims.split(",") if x)) for d, dims in _ARRAY.findall(type_text)]
+    arrays = [Array(d, tuple(int(x) for x in dims.split(",") if x),
+                    tuple(int(x) for x in layout.split(",") if x) if layout else None)
+              for d, dims, layout in _ARRAY.findall(type_text)]
     return Instr(m.group(2), arrays, type_text.startswith("("), opcode.strip(), _OPERAND.findall(operand_text),
                  attrs.lstrip(", "), operand_text, bool(m.group(1)))
+
+
+def _same_bytes(a: list[Array], b: list[Array]) -> bool:
+    return (len(a) == len(b) == 1 and a[0].dims == b[0].dims and a[0].dtype == b[0].dtype
+            and a[0].order() is not None and a[0].order() == b[0].order())
 
 
 def parse_module(text: str) -> Module:
@@ -158,6 +173,9 @@ def parse_module(text: str) -> Module:
             continue
         instr = _parse_instr(line)
         if instr:
+            operand = current.by_name.get(instr.operands[0]) if instr.operands else None
+            if instr.opcode == "copy" and operand is not None and _same_bytes(operand.arrays, instr.arrays):
+                instr.opcode = "bitcast"  # a copy that moves nothing (layouts differing only in dims of size 1)
             current.instrs.append(instr)
             current.by_name[instr.name] = instr
     if not entry:
