@@ -57,6 +57,9 @@ class Strategy:
         """The mesh axes a logical axis is split over."""
         if logical is None:
             return ()
+        if logical == "tokens" and logical not in dict(self.rules):  # a sequence's shards, then the batch's
+            seq = self.axes("seq", weights)
+            return seq + tuple(a for a in self.axes("batch", weights) if a not in seq)
         if "-" in logical and logical not in dict(self.rules):  # "batch-experts": batch's axes that experts lack
             base, minus = logical.split("-", 1)
             return tuple(a for a in self.axes(base, weights) if a not in self.axes(minus, weights))
@@ -99,6 +102,13 @@ STRATEGIES = {s.name: s for s in (
              (("dp", "rest"), ("ep", "domain/8"), ("tp", 8)),
              (("batch", ("dp", "ep")), ("heads", "tp"), ("kv_heads", "tp"), ("mlp", "tp"), ("vocab", "tp"),
               ("experts", ("ep", "tp")))),
+    Strategy("sp", "sequences split over the scale-up domain: prefill's prompt positions and decode's KV cache "
+             "positions spread over its devices, weights replicated, as context parallelism serves long contexts",
+             (("dp", "rest"), ("sp", "domain")), (("batch", "dp"), ("seq", "sp"), ("cache_seq", "sp"))),
+    Strategy("tp-sp", "tensor parallel in groups of 8, sequences' positions (prompt and KV cache) striped over the "
+             "groups: context parallelism over the rest of an NVL72, or across the nodes of a cluster",
+             (("sp", "rest"), ("tp", 8)),
+             tuple(r for r in TENSOR_RULES if r[0] != "batch") + (("seq", "sp"), ("cache_seq", "sp"))),
     Strategy("fsdp", "weights sharded over the scale-up domain along their hidden axis and gathered layer by layer "
              "where they are used; sequences spread over every device",
              (("dp", "rest"), ("fsdp", "domain")), (("batch", ("dp", "fsdp")),),
@@ -129,7 +139,7 @@ def virtual_mesh(system: System, strategy: Strategy) -> Mesh:
     return Mesh(grid, tuple(shape), axis_types=(AxisType.Auto,) * len(shape))
 
 
-def _nearest_multiples(value: int, step: int) -> str:
+def nearest_multiples(value: int, step: int) -> str:
     lower, upper = value // step * step, -(-value // step) * step
     return " or ".join(str(b) for b in (lower, upper) if b > 0)
 
@@ -144,12 +154,12 @@ def sharding(mesh: Mesh, strategy: Strategy, logical_axes, shape, what: str, wei
         ways = math.prod(mesh.shape[a] for a in ((target,) if isinstance(target, str) else target))
         if size % ways == 0:
             continue
-        if (axis == "kv_heads" and ways % size == 0) or axis == "seq":
-            spec[i] = None  # fewer kv heads than devices: weights replicated; decode's one position: not split
-            continue
+        if (axis == "kv_heads" and ways % size == 0) or axis in ("seq", "cache_seq"):
+            spec[i] = None  # fewer kv heads than devices: weights replicated; decode's one position, or a window's
+            continue  # few slots: kept whole on every device
         if axis == "batch":
             raise ConfigError(f"batch {size} does not divide over {ways} replicas ({target} in strategy "
-                              f"{strategy.name}); nearest batches that work: {_nearest_multiples(size, ways)}")
+                              f"{strategy.name}); nearest batches that work: {nearest_multiples(size, ways)}")
         raise ConfigError(f"{what}: {axis}={size} does not divide over {target}={ways} (strategy {strategy.name}); "
                           f"choose a strategy whose groups divide {size}, e.g. tp-dp")
     return NamedSharding(mesh, PartitionSpec(*spec))

@@ -3,7 +3,13 @@ multi-head latent attention (DeepSeek-V3), each in a prefill and a decode form.
 
 A layer's cache is a dict of arrays stacked over the layers of one kind: GQA {"k", "v"} [L, B, C, K, H], MLA
 {"latent"} [L, B, C, R + rope] (the compressed KV and the shared rotary key, as DeepSeek serves it). A windowed
-layer's cache holds C = min(window, context) slots used as a ring: position p lives in slot p % C.
+layer's cache holds C = min(window, context) slots used as a ring: position p lives at ring index p % C.
+
+Context parallelism (a strategy that splits "seq" and "cache_seq" over s devices) stripes positions over the
+devices, as striped attention and large-context servers do: position p goes to device p % s. The cache stores ring
+index r in slot (r % s) x C/s + r // s, so each device's contiguous block holds every s-th position and any prefix
+is spread evenly; prefill runs the prompt in the same order (index i x P/s + j holds position j x s + i), so causal
+attention costs every device the same and its cache lands on its own device without moving.
 """
 
 import math
@@ -15,7 +21,7 @@ from flax import nnx
 
 from models.config import ModelConfig
 from models.layers import Linear, RMSNorm, attend, matmul, param, rope
-from models.sharding import constrain, ways
+from models.sharding import constrain, stripes, ways
 
 PREFILL_QUERY_BLOCK = 1024  # causal prefill attention skips key blocks outside each query block, as flash kernels do
 CACHE_AXES = {"k": ("layers", "batch", "cache_seq", "kv_heads", "head_dim"),
@@ -48,24 +54,51 @@ def cache_arrays(cfg: ModelConfig, layers: int, batch: int, capacity: int) -> di
     return {"k": (shape, CACHE_AXES["k"]), "v": (shape, CACHE_AXES["v"])}
 
 
+def striped_order(length: int, s: int) -> jax.Array:
+    """The position at each index of a sequence striped over s devices: index i x length/s + j holds j x s + i."""
+    return jnp.arange(length).reshape(length // s, s).T.reshape(length)
+
+
+def cache_slot(position, cap: int, s: int):
+    """The slot that holds `position` in a cache of `cap` slots striped over s devices (a ring when cap is a
+    window shorter than the context)."""
+    ring = position % cap
+    return ring if s == 1 else ring % s * (cap // s) + ring // s
+
+
+def slot_positions(cap: int, s: int) -> jax.Array:
+    """The ring index each slot holds (the inverse of cache_slot)."""
+    slots = jnp.arange(cap)
+    return slots if s == 1 else slots % (cap // s) * s + slots // (cap // s)
+
+
 def write_cache(cache: dict, new: dict, layer, step: Step) -> dict:
-    """Store this pass's entries (name -> [B, T, ...]) for `layer` of the stack."""
+    """Store this pass's entries (name -> [B, T, ...], prefill's in the prompt's own order) for `layer`."""
     with jax.named_scope("cache_update"):
         out = {}
         for name, arr in cache.items():
             x = new[name].astype(arr.dtype)
             cap = arr.shape[2]
-            zero = jnp.zeros((), jnp.int32)
+            s = stripes("cache_seq", cap)
             if step.decode:  # per sequence, in place at its own slot; vmapped so that it stays sharded by batch
-                def write(c, row, p, cap=cap, zero=zero):  # c [L, C, ...], row [1, ...]
-                    return jax.lax.dynamic_update_slice(c, row[None], (layer, p % cap) + (zero,) * (c.ndim - 2))
+                def write(c, row, p, cap=cap, s=s):  # c [L, C, ...], row [1, ...]
+                    return c.at[layer, cache_slot(p, cap, s)].set(row[0], mode="drop")
 
                 out[name] = jax.vmap(write, in_axes=(1, 0, 0), out_axes=1)(arr, x, step.positions[:, 0])
                 continue
-            prompt = x.shape[1]
-            if prompt > cap:  # a window: keep the last `cap` positions, each in slot position % cap
+            prompt, zero = x.shape[1], jnp.zeros((), jnp.int32)
+            if prompt <= cap and stripes("seq", prompt) == s:  # each device's share of the prompt to its own block
+                blocks = arr.reshape(arr.shape[0], arr.shape[1], s, cap // s, *arr.shape[3:])
+                rows = x.reshape(x.shape[0], s, prompt // s, *x.shape[2:])
+                blocks = jax.lax.dynamic_update_slice(blocks, rows[None], (layer,) + (zero,) * (blocks.ndim - 1))
+                out[name] = constrain(blocks.reshape(arr.shape), *CACHE_AXES[name])
+            elif s == 1 and stripes("seq", prompt) == 1:  # a window: the last `cap` positions, each at p % cap
                 x = jnp.roll(x[:, prompt - cap:], (prompt - cap) % cap, axis=1)
-            out[name] = jax.lax.dynamic_update_slice(arr, x[None], (layer,) + (zero,) * (arr.ndim - 1))
+                out[name] = jax.lax.dynamic_update_slice(arr, x[None], (layer,) + (zero,) * (arr.ndim - 1))
+            else:  # orders that differ: each kept position to its slot (the rest dropped)
+                positions = striped_order(prompt, stripes("seq", prompt))
+                slots = jnp.where(positions >= prompt - cap, cache_slot(positions, cap, s), cap)
+                out[name] = arr.at[layer, :, slots].set(jnp.moveaxis(x, 1, 0), mode="drop")
         return out
 
 
@@ -75,6 +108,8 @@ def causal_blocks(q, k, v, window: int, scale: float, sinks=None):
     their own block and the one before (a banded flash kernel's work: about 2 x window keys per query).
     q [B, P, K, G, H], k [B, P, K, H], v [B, P, K, Hv] -> [B, P, K, G, Hv]."""
     batch, prompt = q.shape[:2]
+    if (s := stripes("seq", prompt)) > 1:
+        return _striped(q, k, v, window, scale, sinks, s)
     if window and window < prompt:
         return _banded(q, k, v, window, scale, sinks)
     block = min(PREFILL_QUERY_BLOCK, prompt)
@@ -85,6 +120,39 @@ def causal_blocks(q, k, v, window: int, scale: float, sinks=None):
         mask = jnp.broadcast_to(s <= t, (batch, end - start, end))
         outs.append(attend(q[:, start:end], k[:, :end], v[:, :end], mask, scale, sinks))
     return jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
+
+
+def _striped(q, k, v, window: int, scale: float, sinks, s: int):
+    """Context-parallel prefill over a prompt striped across s devices (index i x n + j holds position j x s + i):
+    keys and values are gathered whole, and each device takes blocks of its own queries, j in [j0, j1), against
+    the keys of every stripe up to j1 (from j0 - window / s under a window). Every device sees the same key range,
+    so causal work is balanced: about P^2 / 2s query-key pairs each."""
+    batch, prompt = q.shape[:2]
+    n = prompt // s
+    k, v = constrain(k, "batch", None, "kv_heads", None), constrain(v, "batch", None, "kv_heads", None)
+    qs = constrain(q.reshape(batch, s, n, *q.shape[2:]), "batch", "seq", None, "kv_heads", None, None)
+    ks, vs = k.reshape(batch, s, n, *k.shape[2:]), v.reshape(batch, s, n, *v.shape[2:])
+    block = max(1, PREFILL_QUERY_BLOCK // s)  # as many blocks as without the split: finer causal skipping
+    reach = -(-window // s) if window and window < prompt else n  # stripes' keys a query block can see before it
+    stripe = jnp.arange(s)
+    outs = []
+    for j0 in range(0, n, block):
+        j1, lo = min(j0 + block, n), max(0, j0 - reach)
+        q_pos = (jnp.arange(j0, j1)[None, :] * s + stripe[:, None]).reshape(-1)  # [s x jb]
+        k_pos = (jnp.arange(lo, j1)[None, :] * s + stripe[:, None]).reshape(-1)
+        visible = k_pos[None, :] <= q_pos[:, None]
+        if window and window < prompt:
+            visible &= k_pos[None, :] > q_pos[:, None] - window
+        mask = jnp.broadcast_to(visible, (batch, *visible.shape))
+        qb = qs[:, :, j0:j1].reshape(batch, -1, *q.shape[2:])
+
+        def keys(x, lo=lo, j1=j1):
+            return x[:, :, lo:j1].reshape(batch, -1, *x.shape[3:])
+
+        out = attend(qb, keys(ks), keys(vs), mask, scale, sinks)
+        outs.append(out.reshape(batch, s, j1 - j0, *out.shape[2:]))
+    out = jnp.concatenate(outs, axis=2) if len(outs) > 1 else outs[0]
+    return out.reshape(batch, prompt, *out.shape[3:])
 
 
 def _banded(q, k, v, window: int, scale: float, sinks=None):
@@ -113,8 +181,9 @@ def _banded(q, k, v, window: int, scale: float, sinks=None):
 
 def decode_mask(cache_arr, step: Step):
     """[B, 1, C]: slots written so far (all of them once a ring has wrapped)."""
-    slots = jnp.arange(cache_arr.shape[2])
-    return (slots[None, :] <= step.positions[:, :1])[:, None, :]
+    cap = cache_arr.shape[2]
+    held = slot_positions(cap, stripes("cache_seq", cap))
+    return (held[None, :] <= step.positions[:, :1])[:, None, :]
 
 
 class GQA(nnx.Module):
@@ -199,9 +268,12 @@ class MLA(nnx.Module):
             o_lat = attend(qc, latent[:, :, None], latent[:, :, None, :r], decode_mask(cache["latent"], step), scale)
             o = self.wv_b.apply("btnr,rnh->btnh", o_lat[:, :, 0])  # [B, 1, N, v]
         else:
-            k = jnp.concatenate([self.wk_b(c), jnp.broadcast_to(k_pe[:, :, None], (*q_pe.shape[:3], k_pe.shape[-1]))],
-                                axis=-1)
-            k, v = constrain(k, "batch", "seq", "heads", None), constrain(self.wv_b(c), "batch", "seq", "heads", None)
+            seq = "seq"
+            if stripes("seq", c.shape[1]) > 1:  # context parallel: gather the latent, not the keys it expands to
+                c, k_pe, seq = constrain(c, "batch", None, None), constrain(k_pe, "batch", None, None), None
+            k = jnp.concatenate([self.wk_b(c), jnp.broadcast_to(k_pe[:, :, None], (*c.shape[:2], *q_pe.shape[2:3],
+                                                                                    k_pe.shape[-1]))], axis=-1)
+            k, v = constrain(k, "batch", seq, "heads", None), constrain(self.wv_b(c), "batch", seq, "heads", None)
             qh = jnp.concatenate([q_nope, q_pe], axis=-1)[:, :, :, None]  # [B, P, N, 1, qk]
             o = causal_blocks(qh, k, v, window, scale)[:, :, :, 0]
         return self.wo(o.reshape(*o.shape[:2], -1)), cache

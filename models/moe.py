@@ -21,7 +21,7 @@ from flax import nnx
 
 from models.config import ModelConfig
 from models.layers import Linear, matmul, param, zeros
-from models.sharding import constrain, ways
+from models.sharding import constrain, stripes, ways
 
 
 class MLP(nnx.Module):
@@ -144,10 +144,12 @@ class MoE(nnx.Module):
         """x [B, T, D] -> [B, T, D]."""
         cfg = self.cfg
         batch, seq, d = x.shape
-        shards = ways("experts")
-        merged, groups, plan = choose_groups(cfg, batch * seq, ways("batch"), shards,
-                                             ways("batch", shared_with="experts"))
-        g_axis = "batch-experts" if merged else "batch"  # merged: the groups span the experts' devices
+        shards, tok, inputs = ways("experts"), "batch", x
+        if (s := stripes("seq", seq)) > 1:  # a split sequence: each device's part of it is a row of its own
+            tok, seq, batch = "tokens", seq // s, batch * s
+            x = constrain(x.reshape(-1, s, seq, d).transpose(1, 0, 2, 3).reshape(batch, seq, d), tok, None, "embed")
+        merged, groups, plan = choose_groups(cfg, batch * seq, ways(tok), shards, ways(tok, shared_with="experts"))
+        g_axis = f"{tok}-experts" if merged else tok  # merged: the groups span the experts' devices
         xg = constrain(x.reshape(groups, batch // groups * seq, d), g_axis, None, "embed")  # [G, S, D]
         idx, weights = self.route(xg)
         if self.slots > cfg.n_experts:  # every other token of a replicated expert goes to its replica
@@ -159,8 +161,7 @@ class MoE(nnx.Module):
             lambda i, w: _assign(i, w, plan, per_shard))(idx, weights)  # each [G, slots]
         x_pad = jnp.concatenate([xg, jnp.zeros((groups, 1, d), x.dtype)], axis=1)
         xe = jnp.take_along_axis(x_pad, slot_token[..., None], axis=1)  # [G, slots, D]
-        xe = constrain(xe.reshape(groups, plan.bins, plan.capacity, d), g_axis, None, None, "embed")
-        xe = _to_experts(xe, g_axis)
+        xe = _to_experts(xe.reshape(groups, plan.bins, plan.capacity, d), g_axis)
         with jax.named_scope("experts"):
             if plan.kernel == "grouped":
                 h = jax.nn.silu(self.gate(xe)) * self.up(xe)
@@ -178,7 +179,9 @@ class MoE(nnx.Module):
             out = out * slot_weight[..., None]
             y = jax.vmap(lambda t, o: jnp.zeros((xg.shape[1] + 1, d), x.dtype).at[t].add(o))(slot_token, out)
             y = constrain(y[:, :-1], g_axis, None, "embed").reshape(batch, seq, d)
-        return y if self.shared is None else y + self.shared(x)
+        if tok == "tokens":
+            y = y.reshape(s, -1, seq, d).transpose(1, 0, 2, 3).reshape(inputs.shape)
+        return y if self.shared is None else y + self.shared(inputs)
 
     def _rows(self, linear: Linear, spec: str, x, local, g_axis: str):
         """Each row times its own expert's weights, gathered from the experts its shard holds. local [G, n, R]."""

@@ -40,3 +40,10 @@ def ways(logical_axis: str, shared_with: str | None = None) -> int:
     that live on the same devices as the experts)."""
     active = _TRANSLATOR.get()
     return 1 if active is None else active[1](logical_axis, shared_with)
+
+
+def stripes(axis: str, length: int) -> int:
+    """Devices a sequence axis of `length` positions is split over (1 when it is not split, or does not divide:
+    the strategy then keeps it whole)."""
+    s = ways(axis)
+    return s if s > 1 and length % s == 0 else 1

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.attention import Step, cache_arrays, cache_capacity, make_attention
+from models.attention import Step, cache_arrays, cache_capacity, make_attention, striped_order
 from models.config import DTYPES, ModelConfig
 from models.layers import ATTN_CORE, RMSNorm, param
 from models.moe import MLP, MoE
-from models.sharding import constrain
+from models.sharding import constrain, stripes
 
 __all__ = ["ATTN_CORE", "KVCache", "Transformer", "abstract_model", "cache_layout", "decode", "prefill", "segments"]
 
@@ -131,10 +131,11 @@ def prefill(weights: nnx.State, tokens, *, graphdef: nnx.GraphDef, capacity: int
     """tokens [B, P] -> (logits of the last position [B, V], KV cache with capacity C >= P)."""
     model: Transformer = nnx.merge(graphdef, weights)
     batch, prompt = tokens.shape
-    positions = jnp.broadcast_to(jnp.arange(prompt), (batch, prompt))
-    x = constrain(model.embed[...][tokens], "batch", "seq", "embed")  # [B, P, D]
+    order = striped_order(prompt, stripes("seq", prompt))  # the prompt in the order its devices hold it
+    positions = jnp.broadcast_to(order, (batch, prompt))
+    x = constrain(model.embed[...][tokens[:, order]], "batch", "seq", "embed")  # [B, P, D]
     x, cache = model.run_layers(x, empty_cache(model.cfg, batch, capacity), Step(False, positions))
-    return model.logits(x[:, -1]), cache
+    return model.logits(x[:, -1]), cache  # the last position is last in either order
 
 
 def decode(weights: nnx.State, cache: KVCache, tokens, positions, *, graphdef: nnx.GraphDef):

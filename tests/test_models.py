@@ -1,4 +1,5 @@
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -6,10 +7,14 @@ import numpy as np
 import pytest
 from conftest import MLA, MOE, WINDOWED
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 import models.attention as attention
 import models.transformer as tf
+from meshes.strategies import get_strategy, virtual_mesh
+from meshes.systems import get_system
 from models.config import PRESETS, TINY, get_model
+from tracer.compile import translator
 from tracer.errors import ConfigError
 
 
@@ -33,9 +38,15 @@ def test_unknown_model():
         get_model("gpt-5")
 
 
+@functools.cache
+def built(cfg):
+    """(graphdef, weights) of a model with random weights: built once per config (eager init is slow on CPU)."""
+    return nnx.split(tf.Transformer(cfg, nnx.Rngs(0)))
+
+
 def check_decode_continues_prefill(cfg, logits_atol):
     """Prefill of P tokens then one decode step equals a prefill of P + 1 tokens, logits and cache."""
-    graphdef, weights = nnx.split(tf.Transformer(cfg, nnx.Rngs(0)))
+    graphdef, weights = built(cfg)
     tokens = jnp.array([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [5, 4, 3, 2, 1, 9, 8, 7, 6, 5]])
     prefill = jax.jit(lambda w, t: tf.prefill(w, t, graphdef=graphdef, capacity=16))
     _, cache = prefill(weights, tokens[:, :-1])
@@ -60,3 +71,29 @@ def test_decode_continues_prefill_every_feature(monkeypatch, cfg):
     monkeypatch.setattr(attention, "PREFILL_QUERY_BLOCK", 4)
     check_decode_continues_prefill(dataclasses.replace(cfg, dtype="float32", capacity_factor=float(cfg.n_experts)),
                                    2e-4)
+
+
+@pytest.mark.parametrize("cfg", [MLA, dataclasses.replace(WINDOWED, window_pattern=(8, 0))], ids=lambda c: c.name)
+def test_context_parallel_equals_unsharded(monkeypatch, cfg):
+    """Run (not just compiled) on 8 emulated devices under `sp`: the prompt striped over them, each device's
+    cache holding every 8th position (MLA's latent gathered in prefill), a window of 8 as a striped ring, MoE
+    groups per stripe. Three decode steps after the prefill (writes landing on three devices) give the
+    logits of one longer prefill."""
+    monkeypatch.setattr(attention, "PREFILL_QUERY_BLOCK", 8)  # a device's 2 queries in two blocks
+    cfg = dataclasses.replace(cfg, dtype="float32", capacity_factor=float(cfg.n_experts or 1))
+    graphdef, weights = built(cfg)
+    tokens = jnp.array(np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 19)))
+    prefill = functools.partial(tf.prefill, graphdef=graphdef, capacity=32)
+    want, _ = jax.jit(prefill)(weights, tokens)
+    strategy = get_strategy("sp")
+    mesh = virtual_mesh(get_system("h100x8"), strategy)
+
+    def put(x):
+        return jax.device_put(x, NamedSharding(mesh, PartitionSpec()))
+
+    with translator(mesh, strategy):
+        _, cache = jax.jit(prefill)(put(weights), put(tokens[:, :16]))
+        step = jax.jit(functools.partial(tf.decode, graphdef=graphdef))
+        for p in (16, 17, 18):
+            got, cache = step(put(weights), cache, put(tokens[:, p]), put(jnp.array([p, p])))
+    np.testing.assert_allclose(got, want, atol=2e-4)

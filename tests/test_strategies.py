@@ -10,7 +10,7 @@ from tracer.compare import compare
 from tracer.compile import Workload, compile_steps
 from tracer.cost import Collective
 from tracer.errors import ConfigError
-from tracer.roofline import collective_time, link
+from tracer.roofline import analytic, collective_time, layout, link
 
 WORK = Workload(batch=8, prompt=32, context=64)
 
@@ -67,6 +67,52 @@ def test_tp_experts_all_reduce_like_an_mlp():
     """Tensor-parallel experts: the MoE output is all-reduced once per layer (with its shared expert's)."""
     cs = collectives(MOE, "tp")
     assert {c.op for c in cs} == {"all-reduce"}
+
+
+def test_tp_ep_all_reduces_attention_and_combines_experts(small):
+    """tp-ep on one node: attention, the dense MLP and the embedding lookup all-reduce their B x P x D outputs over
+    the tensor-parallel group; each device computes its experts' slots of the (replicated) tokens, and the MoE
+    output is summed by one all-reduce per layer of the routed rows (T + 1 with the empty slot's) and the shared
+    expert's T rows. Nothing gathers the dispatch buffer."""
+    cs = collectives(MOE, "tp-ep", "prefill")
+    assert {c.op for c in cs} - {"collective-permute"} == {"all-reduce"}
+    assert sum(c.wire_bytes_per_device for c in cs if c.op == "collective-permute") < 100  # top-k's indices
+    tokens = WORK.batch * WORK.prompt
+    dense, moe = sorted((c for c in cs if c.op == "all-reduce"), key=lambda c: c.bytes)
+    assert (dense.count, dense.bytes) == (MOE.n_layers + MOE.first_dense + 1, tokens * MOE.hidden * 2)
+    moe_layers = MOE.n_layers - MOE.first_dense
+    assert (moe.count, moe.bytes) == (moe_layers, (2 * tokens + 1) * MOE.hidden * 2)
+    assert moe.wire_bytes_per_device == pytest.approx(moe_layers * 2 * 7 / 8 * moe.bytes)
+
+
+def test_sp_prefill_gathers_keys_and_values(small):
+    """Context parallelism: each device keeps its stripe of the prompt (queries, MLP, cache writes) and all-gathers
+    every layer's keys and values: (n-1)/n x B x P x K x H x 2 bytes each. The rest (the last position's hidden
+    state for the LM head, token ids) is under 5%."""
+    cs = collectives(small, "sp", "prefill")
+    gathered = sum(c.wire_bytes_per_device for c in cs if c.op == "all-gather")
+    kv = WORK.batch * WORK.prompt * small.n_kv_heads * small.head_dim * 2
+    assert gathered == pytest.approx(small.n_layers * 2 * 7 / 8 * kv, rel=0.02)
+    assert gathered > 0.95 * sum(c.wire_bytes_per_device for c in cs)
+
+
+def test_sp_decode_combines_partial_attention(small):
+    """Decode over a cache split along its positions (flash decoding across devices): each device attends over its
+    own slots; per layer the softmax's max and sum ([B, N] f32, counted at bf16 width) and the partial outputs
+    (B x N x H) are all-reduced. Weights are whole on every device, the cache is 1/8 each: bytes and FLOPs as the
+    analytic estimate for that layout."""
+    step = compile_steps(small, get_system("h100x8"), get_strategy("sp"), WORK, phases=("decode",))["decode"]
+    cs = step.cost.collectives
+    assert {c.op for c in cs} == {"all-reduce"}
+    stats, out = sorted(cs, key=lambda c: c.bytes)
+    heads = WORK.batch * small.n_heads
+    assert (stats.count, stats.bytes) == (2 * small.n_layers, heads * 2)
+    assert (out.count, out.bytes) == (small.n_layers, heads * small.head_dim * 2)
+    assert out.wire_bytes_per_device == pytest.approx(small.n_layers * 2 * 7 / 8 * out.bytes)
+    assert step.kv_cache_bytes == pytest.approx(WORK.batch * small.kv_bytes(WORK.context) / 8)
+    want = analytic(small, WORK, "decode", layout(get_strategy("sp"), {"dp": 1, "sp": 8}))
+    assert step.cost.flops == pytest.approx(want["flops_per_device"], rel=0.02)
+    assert step.cost.hbm_bytes == pytest.approx(want["hbm_bytes_per_device"], rel=0.06)
 
 
 def test_links_by_the_groups_they_span():

@@ -97,9 +97,10 @@ def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, 
     """The dispatch plan the model compiled (models.moe.choose_groups, same inputs) and what it implies."""
     if not cfg.is_moe:
         return None
-    shards, colocated = strategy.ways("experts", mesh), strategy.ways("batch", mesh, shared="experts")
+    tok = "tokens" if phase == "prefill" and strategy.ways("seq", mesh) > 1 else "batch"  # split prompts: per part
+    shards, colocated = strategy.ways("experts", mesh), strategy.ways(tok, mesh, shared="experts")
     tokens = work.batch * (work.prompt if phase == "prefill" else 1)
-    merged, groups, plan = choose_groups(cfg, tokens, strategy.ways("batch", mesh), shards, colocated)
+    merged, groups, plan = choose_groups(cfg, tokens, strategy.ways(tok, mesh), shards, colocated)
     slots = expert_slots(cfg, shards)
     return {"kernel": plan.kernel, "expert_slots": slots, "replicated_experts": slots - cfg.n_experts,
             "token_groups": groups, "tokens_per_group": tokens // groups, "expert_shards": shards,

@@ -11,12 +11,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from meshes.strategies import Strategy, sharding, virtual_mesh
+from meshes.strategies import Strategy, nearest_multiples, sharding, virtual_mesh
 from meshes.systems import System
 from models.config import DTYPES, ModelConfig
 from models.sharding import use_translator
 from models.transformer import ATTN_CORE, KVCache, abstract_model, cache_layout, decode, prefill
 from tracer.cost import ProgramCost, read_program
+from tracer.errors import ConfigError
 from tracer.hlo import parse_module
 
 # Emulated CPU devices, set before the backend starts: one process holds both 8- and 72-device meshes.
@@ -61,7 +62,7 @@ def _tree_bytes(tree) -> float:
 def abstract_weights(cfg: ModelConfig, mesh, strategy: Strategy):
     """(graphdef, weights) with every weight a sharded ShapeDtypeStruct; stacked layers gain a 'layers' axis. The
     model is built under the strategy's translator: its layout may depend on how axes are split (expert slots)."""
-    with _translator(mesh, strategy):
+    with translator(mesh, strategy):
         graphdef, state = abstract_model(cfg)
 
     def place(path, var):
@@ -77,7 +78,8 @@ def abstract_weights(cfg: ModelConfig, mesh, strategy: Strategy):
     return graphdef, nnx.map_state(place, state)
 
 
-def _translator(mesh, strategy: Strategy):
+def translator(mesh, strategy: Strategy):
+    """Logical axes -> shardings on `mesh` under `strategy`, around tracing (models.sharding)."""
     def to_sharding(axes, shape, prefer=None):
         return sharding(mesh, strategy, axes, shape, "activation " + str(axes), prefer=prefer)
 
@@ -86,7 +88,7 @@ def _translator(mesh, strategy: Strategy):
 
 def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, **jit_kw):
     start = time.perf_counter()
-    with _translator(mesh, strategy):
+    with translator(mesh, strategy):
         compiled = jax.jit(fn, **jit_kw).lower(*args).compile()
     elapsed = time.perf_counter() - start
     cost = read_program(parse_module(compiled.as_text()), f32_as, ATTN_CORE, vector_dtype)
@@ -98,6 +100,11 @@ def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, **jit_kw)
 def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Workload,
                   phases=("prefill", "decode")) -> dict[str, CompiledStep]:
     mesh = virtual_mesh(system, strategy)
+    for axis, length, what in (("seq", work.prompt, "prompt"), ("cache_seq", work.context, "context")):
+        shards = strategy.ways(axis, dict(mesh.shape))
+        if length % shards:
+            raise ConfigError(f"{what} {length} does not divide over the {shards} devices that split sequences "
+                              f"(strategy {strategy.name}); nearest that work: {nearest_multiples(length, shards)}")
     compiler = jax.devices()[0].platform
     # The CPU compiler upcasts bf16 to f32 (xla-facts.md): count those buffers at the program's width.
     f32_as = "bf16" if compiler == "cpu" and cfg.dtype == "bfloat16" else None
@@ -107,7 +114,7 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
     def arg(shape, dtype, axes, what):
         return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding(mesh, strategy, axes, shape, what))
 
-    with _translator(mesh, strategy):
+    with translator(mesh, strategy):
         layout = cache_layout(cfg, work.batch, work.context)
     cache = KVCache(tuple({name: arg(shape, DTYPES[cfg.kv], axes, f"KV cache {name}")
                            for name, (shape, axes) in stack.items()} for stack in layout))

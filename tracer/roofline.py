@@ -114,13 +114,18 @@ class Layout:
     vocab: int
     gathered: bool  # weights are sharded but gathered whole where used (FSDP)
     colocated: int = 1  # token groups whose tokens meet on one copy of the experts (EP over their devices)
+    seq: int = 1  # prompt positions split over this many devices (context parallelism)
+    cache_seq: int = 1  # cached positions likewise
+    routed: int = 0  # devices the routed experts' work is split over: by tokens or by weights (0: all of them)
 
 
 def layout(strategy, mesh: dict[str, int]) -> Layout:
     w = strategy.ways
+    routed = {a for axis in ("batch", "experts", "expert_mlp") for a in strategy.axes(axis)}
     return Layout(math.prod(mesh.values()), w("batch", mesh), w("heads", mesh), w("kv_heads", mesh), w("mlp", mesh),
                   w("experts", mesh), w("expert_mlp", mesh), w("vocab", mesh),
-                  gathered=w("embed", mesh, weights=True) > 1, colocated=w("batch", mesh, shared="experts"))
+                  gathered=w("embed", mesh, weights=True) > 1, colocated=w("batch", mesh, shared="experts"),
+                  seq=w("seq", mesh), cache_seq=w("cache_seq", mesh), routed=math.prod(mesh[a] for a in routed))
 
 
 def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
@@ -133,9 +138,13 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
     Bytes: every stored weight read once (the embedding table is gathered, not read, unless tied to the LM head;
     routed experts only as far as the step's tokens can reach them: T tokens x k of E), each divided by the ways it
     is sharded (gathered whole under FSDP), + the KV cache read (decode) or written (prefill) by the device's own
-    sequences (MLA's latent cache and repeated GQA kv heads are replicated across the head-parallel group)."""
+    sequences (MLA's latent cache and repeated GQA kv heads are replicated across the head-parallel group).
+    Context parallelism splits the prompt's tokens, their query-key pairs and the cache over its devices (MLA
+    gathers the latent and expands every position's keys and values on each device)."""
     tokens = work.batch * (work.prompt if phase == "prefill" else 1)
-    per_seq = tokens / lay.batch  # tokens a device's sequences hold
+    seq = lay.seq if phase == "prefill" and work.prompt % lay.seq == 0 else 1  # decode's one position: not split
+    cache_seq = lay.cache_seq if work.context % lay.cache_seq == 0 else 1
+    per_seq = tokens / lay.batch / seq  # tokens a device holds
     attn_split = 1 if lay.gathered else lay.heads
     mlp_split = 1 if lay.gathered else lay.mlp
     kv_rep = cfg.kv_copies(lay.kv_heads)
@@ -150,8 +159,11 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
     head = cfg.hidden * cfg.vocab_size
     head_tokens = work.batch / lay.batch  # the LM head runs on one position per sequence
     per_device_params = (attn - latent_down) / attn_split + latent_down + routers + (dense + shared) / mlp_split
-    flops = 2 * (per_seq * per_device_params + tokens * routed / lay.n_chips
+    flops = 2 * (per_seq * per_device_params + tokens * routed / ((lay.routed or lay.n_chips) * seq)
                  + head_tokens * head / (1 if lay.gathered else lay.vocab))
+    if cfg.is_mla and seq > 1:  # context-parallel prefill expands the gathered latent of every position
+        expand = cfg.n_layers * cfg.kv_lora_rank * cfg.n_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)
+        flops += 2 * (tokens / lay.batch - per_seq) * expand / attn_split
     pair = cfg.attn_pair_flops(decode=phase == "decode")
     b = work.batch
     if phase == "prefill":
@@ -160,7 +172,7 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
     else:
         keys = sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
         kv = b * cfg.kv_bytes(work.context)
-    flops += pair * b / lay.batch * keys / attn_split
+    flops += pair * b / lay.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)
     weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bytes_per_value)
     slots = -(-cfg.n_experts // lay.experts) * lay.experts if cfg.is_moe else 0  # models.moe.expert_slots
     routed_bytes = cfg.routed_expert_params * DTYPE_BITS[cfg.experts] / 8
@@ -177,4 +189,4 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
         per_device = (other / attn_split + routed_bytes / (lay.experts * lay.expert_mlp)
                       + cfg.replicated_weight_bytes)
     kv_split = 1 if cfg.is_mla else lay.kv_heads / kv_rep
-    return {"flops_per_device": flops, "hbm_bytes_per_device": per_device + kv / lay.batch / kv_split}
+    return {"flops_per_device": flops, "hbm_bytes_per_device": per_device + kv / lay.batch / kv_split / cache_seq}
