@@ -151,7 +151,7 @@ def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int
     return guess, "estimated by linear extrapolation from the compiled steps (not confirmed)"
 
 
-def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
+def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1) -> tuple[str, ...]:
     experts = f", routed experts {cfg.experts}" if cfg.is_moe else ""
     notes = [f"model: {cfg.total_params / 1e9:.4g}B parameters, {cfg.active_params / 1e9:.4g}B active per token "
              f"(embedding lookup excluded); weights {cfg.weights}{experts}, KV cache {cfg.kv}, activations {cfg.dtype}",
@@ -188,6 +188,12 @@ def _notes(cfg: ModelConfig, compiler: str) -> tuple[str, ...]:
     if any(cfg.window_pattern):
         notes.append("sliding-window layers keep min(window, context) positions as a ring; prefill attends in bands "
                      "of the window (about 2 x window keys per query, as a banded flash kernel does)")
+    if sequence_shards > 1:
+        latent = " (MLA: the latent, expanded on each device)" if cfg.is_mla else ""
+        notes.append(f"context parallel over {sequence_shards} devices: prompt and cache positions striped (position "
+                     f"p on device p mod {sequence_shards}), so causal prefill work is balanced; prefill all-gathers "
+                     f"each layer's keys and values{latent}; decode attends over each device's own slots and "
+                     "all-reduces the softmax statistics and partial outputs (flash decoding across devices)")
     if compiler == "cpu" and cfg.dtype == "bfloat16":
         notes.append("CPU compiler upcasts bf16 to f32: f32 buffers and collectives counted at bf16 width, and "
                      "memory from a liveness walk of the program rather than XLA's inflated temp figure")
@@ -225,4 +231,4 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
                        if find_max_batch
                        else (0, "not searched"))
     return TraceResult(cfg, sys_.name, strat.name, mesh, work, sys_.usd_per_chip_hour, sys_.price_note, phases,
-                       max_batch, note, _notes(cfg, next(iter(steps.values())).compiler))
+                       max_batch, note, _notes(cfg, next(iter(steps.values())).compiler, strat.ways("cache_seq", mesh)))
