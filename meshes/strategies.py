@@ -126,11 +126,12 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-def virtual_mesh(system: System, strategy: Strategy) -> Mesh:
-    """A mesh of emulated devices in id order, reshaped to the strategy's axes: the inner axes hold consecutive ids,
-    so they sit inside one scale-up domain (System.node_of) and use the links they would use on the real topology."""
+def virtual_mesh(system: System, strategy: Strategy, devices: list | None = None) -> Mesh:
+    """A mesh of devices (emulated CPU ones unless given) in id order, reshaped to the strategy's axes: the inner axes
+    hold consecutive ids, so they sit inside one scale-up domain (System.node_of) and use the links they would use
+    on the real topology."""
     shape = strategy.mesh_shape(system)
-    devices = jax.devices()
+    devices = jax.devices() if devices is None else devices
     if len(devices) < system.n_chips:
         raise ConfigError(f"{system.name} needs {system.n_chips} devices but jax has {len(devices)}: set "
                           f"TRACER_CPU_DEVICES={system.n_chips} in the environment (and import tracer before "

@@ -24,6 +24,7 @@ class Chip:
     # small messages, and each collective's time in the output shows them.
     scale_up_latency: float = 1e-6
     scale_out_latency: float = 5e-6
+    compiler: str = "gpu"  # the real compiler for this chip: "gpu" (XLA GPU, CUDA) or "tpu" (libtpu)
 
     def flops_for(self, dtype: str) -> float:
         if dtype not in self.peak_flops:
@@ -40,6 +41,7 @@ class System:
     usd_per_chip_hour: float
     price_note: str  # where the default price comes from, and its date
     description: str
+    tpu_topology: str | None = None  # libtpu's name for the slice, e.g. "v5e:2x4"
 
     def node_of(self, device: int) -> int:
         """Scale-up domain of the device at position `device` in the mesh's device order."""
@@ -69,6 +71,28 @@ GB200 = Chip("B200 (GB200)", {"bfloat16": 2500e12, "float8": 5000e12, "int8": 50
                              "float32": 2500e12 / 2},
              hbm_bytes=186 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB, scale_out_bw=50 * GB)
 
+# TPUs (../shared/reference/hardware.md; Google Cloud TPU docs; scaling-book tpus.md). A slice is one ICI domain: a
+# collective along a torus axis with wraparound uses the links both ways, so a chip's ring bandwidth is twice its
+# per-link one-way figure. No fp8 on these chips; default-precision f32 matmuls run as one bf16 pass on the MXU.
+# Scale-out (DCN) joins slices, which no system here does: the figure is the v5e's ~25 Gb/s per chip.
+# v5e: 197 TFLOP/s bf16, 394 int8; 16 GB HBM2e at 819 GB/s; ICI 4 links x 45 GB/s one way.
+V5E = Chip("TPU v5e", {"bfloat16": 197e12, "int8": 394e12, "float32": 197e12}, hbm_bytes=16 * GB, hbm_bw=0.82 * TB,
+           scale_up_bw=2 * 45 * GB, scale_out_bw=3.125 * GB, compiler="tpu")
+# v5p: 459 TFLOP/s bf16, 918 int8; 95 GB HBM2e at 2.76 TB/s; ICI 6 links x 90 GB/s one way (3D torus).
+V5P = Chip("TPU v5p", {"bfloat16": 459e12, "int8": 918e12, "float32": 459e12}, hbm_bytes=95 * GB, hbm_bw=2.76 * TB,
+           scale_up_bw=2 * 90 * GB, scale_out_bw=3.125 * GB, compiler="tpu")
+# v6e (Trillium): 918 TFLOP/s bf16, 1836 int8; 32 GB HBM at 1.64 TB/s; ICI 4 links x 90 GB/s one way.
+V6E = Chip("TPU v6e", {"bfloat16": 918e12, "int8": 1836e12, "float32": 918e12}, hbm_bytes=32 * GB,
+           hbm_bw=1.64 * TB, scale_up_bw=2 * 90 * GB, scale_out_bw=3.125 * GB, compiler="tpu")
+TPU_PRICE = {"TPU v5e": (1.20, "GCP list, Feb 2025"), "TPU v5p": (4.20, "GCP list, Feb 2025"),
+             "TPU v6e": (2.70, "GCP on demand, Dec 2024")}
+
+
+def _tpu(name: str, chip: Chip, n: int, topology: str, description: str) -> System:
+    price, note = TPU_PRICE[chip.name]
+    return System(name, chip, n, n, price, note, description, tpu_topology=topology)
+
+
 SYSTEMS = {s.name: s for s in (
     # H100 median across 37 providers, May 2026 (mercatus-ai GPU pricing).
     System("h100x8", H100, 8, 8, 2.95, "median of 37 providers, May 2026", "HGX H100: 8 x H100 SXM, NVLink4"),
@@ -83,6 +107,11 @@ SYSTEMS = {s.name: s for s in (
     # GB200: no reliable public per-GPU price (hardware.md); assumed 1.2x a B200 for the NVL72 fabric and power.
     System("gb200-nvl72", GB200, 72, 72, 6.60, "assumed: 1.2 x the b200x8 default; no public per-GPU price",
            "GB200 NVL72: 72 x B200 in one NVLink5 domain"),
+    _tpu("v5e-8", V5E, 8, "v5e:2x4", "TPU v5e slice, 2x4 chips on ICI"),
+    _tpu("v5e-256", V5E, 256, "v5e:16x16", "TPU v5e pod, 16x16 chips on a 2D ICI torus"),
+    _tpu("v5p-8", V5P, 4, "v5p:2x2x1", "TPU v5p-8: 8 TensorCores = 4 chips (2x2x1) on ICI"),
+    _tpu("v6e-8", V6E, 8, "v6e:2x4", "TPU v6e slice, 2x4 chips on ICI"),
+    _tpu("v6e-256", V6E, 256, "v6e:16x16", "TPU v6e pod, 16x16 chips on a 2D ICI torus"),
 )}
 
 

@@ -11,9 +11,9 @@ from meshes.strategies import Strategy, get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
 from models.moe import choose_groups, expert_slots
-from tracer.compile import CompiledStep, Workload, compile_steps
+from tracer.compile import CompiledStep, Workload, choose_compiler, compile_steps
 from tracer.defaults import DEFAULTS
-from tracer.errors import ConfigError
+from tracer.errors import ConfigError, DoesNotFit
 from tracer.roofline import Memory, StepTime, analytic, collective_time, layout, link, memory, step_time, usd_per_mtok
 
 MAX_BATCH_TRIES = 4  # compiles spent confirming the largest batch that fits
@@ -70,6 +70,7 @@ class TraceResult:
     max_batch: int  # the largest decode batch that fits in HBM at this context (0: the weights alone do not fit)
     max_batch_note: str
     notes: tuple[str, ...]
+    compiler_note: str = "chosen"  # why this compiler produced the figures (auto's choice and its reason)
 
     @property
     def compiler(self) -> str:
@@ -78,7 +79,8 @@ class TraceResult:
     def to_dict(self) -> dict:
         out = {
             "model": self.model.name, "system": self.system_name, "strategy": self.strategy,
-            "compiler": self.compiler, "devices": math.prod(self.mesh.values()), "mesh": self.mesh,
+            "compiler": self.compiler, "compiler_note": self.compiler_note, "devices": math.prod(self.mesh.values()),
+            "mesh": self.mesh,
             "batch": self.work.batch, "prompt": self.work.prompt, "context": self.work.context,
             "dtype": self.model.dtype, "weights_dtype": self.model.weights, "experts_dtype": self.model.experts,
             "kv_cache_dtype": self.model.kv, "total_params": self.model.total_params,
@@ -122,7 +124,8 @@ def _phase(name, step, cfg, system, work, mesh, strategy) -> Phase:
                  _moe_plan(cfg, strategy, mesh, work, name))
 
 
-def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int) -> tuple[int, str]:
+def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int,
+               compiler: str = "cpu") -> tuple[int, str]:
     """Largest decode batch that fits: memory beyond the weights grows linearly with the batch (KV cache, logits,
     activations), so extrapolate from the compiled step, then confirm by compiling at that batch and the next."""
     if mem.weights >= mem.capacity:
@@ -131,7 +134,12 @@ def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int
 
     def decode_memory(batch: int) -> Memory:
         trial = dataclasses.replace(work, batch=batch)
-        return memory(compile_steps(cfg, system, strategy, trial, phases=("decode",))["decode"], system, "decode")
+        try:
+            step = compile_steps(cfg, system, strategy, trial, phases=("decode",), compiler=compiler)["decode"]
+        except DoesNotFit as err:  # the compiler refused it: what it needed beyond the arguments
+            kv = mem.kv_cache * batch / work.batch
+            return Memory(mem.weights, kv, 0.0, err.temp_bytes, mem.capacity)
+        return memory(step, system, "decode")
 
     batch = work.batch
     for _ in range(MAX_BATCH_TRIES):
@@ -194,6 +202,14 @@ def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1) -> tuple[s
                      f"p on device p mod {sequence_shards}), so causal prefill work is balanced; prefill all-gathers "
                      f"each layer's keys and values{latent}; decode attends over each device's own slots and "
                      "all-reduces the softmax statistics and partial outputs (flash decoding across devices)")
+    if compiler == "gpu":
+        notes.append("XLA GPU compiler, compile-only (no GPU here): with no device to autotune on, gemms take the "
+                     "compiler's default tilings, split-K partial sums in f32 included, as written in its program; "
+                     "memory from its own buffer assignment")
+    if compiler == "tpu":
+        notes.append("libtpu compiler, compile-only (no TPU here): matmuls appear as convolutions (batched ones over "
+                     "a dilated batch axis: one tap in each window counted); buffers it places in on-chip VMEM or "
+                     "SMEM are not HBM traffic; memory from its own buffer assignment")
     if compiler == "cpu" and cfg.dtype == "bfloat16":
         notes.append("CPU compiler upcasts bf16 to f32: f32 buffers and collectives counted at bf16 width, and "
                      "memory from a liveness walk of the program rather than XLA's inflated temp figure")
@@ -204,11 +220,12 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
           strategy: str = DEFAULTS["strategy"], batch: int = DEFAULTS["batch"], prompt: int | None = None,
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
           find_max_batch: bool = True, weights: str | None = None, kv_cache: str | None = None,
-          capacity_factor: float | None = None) -> TraceResult:
+          capacity_factor: float | None = None, compiler: str = "cpu") -> TraceResult:
     """prompt: prefill tokens per sequence; None fills the whole context. model: a preset name, a model file
     (.toml or a Hugging Face config.json) or a ModelConfig. dtype, weights, kv_cache: override the model's
     activation, weight and KV-cache dtypes. capacity_factor: MoE expert slots per expert, as a multiple of the
-    balanced load (1.0 computes exactly the active parameters)."""
+    balanced load (1.0 computes exactly the active parameters). compiler: cpu (emulated devices), gpu or tpu
+    (the target's own compiler, compile-only; needs its extra), or auto (the target's own when installed)."""
     prompt = context if prompt is None else prompt
     for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
         if not isinstance(value, int) or value <= 0:
@@ -225,10 +242,12 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     strat = get_strategy(strategy)
     mesh = strat.mesh_shape(sys_)
     work = Workload(batch, prompt, context)
-    steps = compile_steps(cfg, sys_, strat, work)
+    compiler, why = choose_compiler(compiler, sys_)
+    steps = compile_steps(cfg, sys_, strat, work, compiler=compiler)
     phases = {name: _phase(name, step, cfg, sys_, work, mesh, strat) for name, step in steps.items()}
-    max_batch, note = (_max_batch(cfg, sys_, strat, work, phases["decode"].memory, strat.ways("batch", mesh))
+    max_batch, note = (_max_batch(cfg, sys_, strat, work, phases["decode"].memory, strat.ways("batch", mesh),
+                                  compiler)
                        if find_max_batch
                        else (0, "not searched"))
     return TraceResult(cfg, sys_.name, strat.name, mesh, work, sys_.usd_per_chip_hour, sys_.price_note, phases,
-                       max_batch, note, _notes(cfg, next(iter(steps.values())).compiler, strat.ways("cache_seq", mesh)))
+                       max_batch, note, _notes(cfg, compiler, strat.ways("cache_seq", mesh)), why)

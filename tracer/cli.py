@@ -6,7 +6,7 @@ import sys
 
 from meshes.strategies import STRATEGIES
 from models.config import ACT_DTYPES, DTYPES, KV_DTYPES
-from tracer.defaults import DEFAULTS
+from tracer.defaults import COMPILERS, DEFAULTS
 from tracer.errors import ConfigError
 
 
@@ -40,6 +40,10 @@ def _workload_options(p: argparse.ArgumentParser, batch_type=int):
     p.add_argument("--price", type=float, help="USD per chip-hour (overrides the system's dated default)")
     p.add_argument("--capacity-factor", type=float, help="MoE: expert slots as a multiple of the balanced load "
                                                           "(default 1.0: exactly the active parameters' work)")
+    p.add_argument("--compiler", default="cpu", choices=list(COMPILERS),
+                   help="which compiler produces the program: cpu (emulated devices, always there), gpu or tpu (the "
+                        "target's own, compile-only; pip install -e '.[gpu]' or '.[tpu]'), auto (the target's own "
+                        "where installed, else cpu)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -60,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--strategy", default=DEFAULTS["strategy"], help="the strategy (with --systems)")
     c.add_argument("--strategies", type=_names, help=f"compare these strategies, comma-separated: "
                                                      f"{', '.join(STRATEGIES)}")
+    c.add_argument("--compilers", type=_names, help="compare these compilers (comma-separated: cpu,gpu) for each "
+                                                    "system and strategy")
     c.add_argument("--tpot-ms", type=float, help="take the largest batch whose decode step (time per output token) "
                                                  "stays under this many milliseconds, and price it")
     m = sub.add_parser("models", help="list the model presets (and model files given with --model)")
@@ -96,8 +102,12 @@ def _run(args) -> str:
 
         if args.batch != "max" and args.batch <= 0:
             raise ConfigError(f"--batch must be a positive integer or 'max', got {args.batch}")
+        for name in args.compilers or []:
+            if name not in COMPILERS:
+                raise ConfigError(f"unknown compiler {name!r} in --compilers; choose from {', '.join(COMPILERS)}")
         points = compare(args.model, args.systems or [args.system], args.strategies or [args.strategy],
-                         batch=args.batch, tpot_ms=args.tpot_ms, **kw)
+                         batch=args.batch, tpot_ms=args.tpot_ms, compilers=tuple(args.compilers or [args.compiler]),
+                         **kw)
         if args.json:
             return json.dumps([p.result.to_dict() if p.result else {"system": p.system, "strategy": p.strategy,
                                                                      "error": p.error} for p in points], indent=2)
@@ -105,13 +115,17 @@ def _run(args) -> str:
     from tracer.api import trace
 
     result = trace(model=args.model, system=args.system, strategy=args.strategy, batch=args.batch,
-                   find_max_batch=not args.no_max_batch, **kw)
+                   find_max_batch=not args.no_max_batch, compiler=args.compiler, **kw)
     d = result.to_dict()
     return json.dumps(d, indent=2) if args.json else report.trace_text(d)
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("trace", "compare"):
+        from tracer.quiet import import_jax
+
+        import_jax()
     try:
         print(_run(args))
     except ConfigError as err:

@@ -1,6 +1,7 @@
 """Comparing layouts: the same model and workload traced over several strategies or systems, each at a batch
 chosen the same way (given, the largest that fits, or the largest whose decode step meets a latency target)."""
 
+import dataclasses
 from dataclasses import dataclass
 
 from meshes.strategies import get_strategy
@@ -21,6 +22,7 @@ class Point:
     batch_note: str
     error: str | None = None
     max_batch: int | None = None  # the largest batch that fits, where it was searched
+    compiler: str = "cpu"  # the compiler asked for (the trace says which one produced the figures)
 
 
 def _replicas(system: str, strategy: str) -> int:
@@ -75,15 +77,18 @@ def _at(model, system, strategy, batch, kw) -> TraceResult:
 
 
 def compare(model, systems: list[str], strategies: list[str], batch: int | str = 64, tpot_ms: float | None = None,
-            **kw) -> list[Point]:
-    """Every (system, strategy) pair; a pair that cannot run (a layout that does not divide) keeps its reason."""
+            compilers: tuple[str, ...] = ("cpu",), **kw) -> list[Point]:
+    """Every (system, strategy, compiler); one that cannot run (a layout that does not divide, a compiler that is
+    not installed) keeps its reason."""
     points = []
     for system in systems:
         for strategy in strategies:
-            try:
-                points.append(trace_point(model, system, strategy, batch, tpot_ms, **kw))
-            except ConfigError as err:
-                points.append(Point(system, strategy, None, "", str(err)))
+            for compiler in compilers:
+                try:
+                    point = trace_point(model, system, strategy, batch, tpot_ms, compiler=compiler, **kw)
+                    points.append(dataclasses.replace(point, compiler=compiler))
+                except ConfigError as err:
+                    points.append(Point(system, strategy, None, "", str(err), compiler=compiler))
     if all(p.error for p in points):
         raise ConfigError(points[0].error)
     return points
@@ -93,7 +98,8 @@ def rows(points: list[Point]) -> list[dict]:
     """The comparison table: one row per point, from its trace object."""
     out = []
     for p in points:
-        row = {"system": p.system, "strategy": p.strategy}
+        row = {"system": p.system, "strategy": p.strategy,
+               "compiler": p.result.compiler if p.result is not None else p.compiler}
         if p.result is None:
             out.append({**row, "error": p.error})
             continue

@@ -1,8 +1,14 @@
 """Abstract step programs -> compiled programs: weights, caches and tokens as ShapeDtypeStructs with shardings
-(nothing allocated), jitted, lowered and compiled over a virtual mesh of emulated CPU devices."""
+(nothing allocated), jitted, lowered and compiled over a mesh of devices that need not exist: emulated CPU devices
+(the `cpu` compiler), or the devices of a compile-only GPU or TPU topology (the `gpu` and `tpu` compilers, with their
+extras installed), each compiler producing its own program for the same step."""
 
+import contextlib
+import functools
+import importlib.util
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -13,12 +19,15 @@ from flax import nnx
 
 from meshes.strategies import Strategy, nearest_multiples, sharding, virtual_mesh
 from meshes.systems import System
+from meshes.targets import GPU_TARGETS
 from models.config import DTYPES, ModelConfig
 from models.sharding import use_translator
 from models.transformer import ATTN_CORE, KVCache, abstract_model, cache_layout, decode, prefill
 from tracer.cost import ProgramCost, read_program
-from tracer.errors import ConfigError
+from tracer.defaults import COMPILERS
+from tracer.errors import ConfigError, DoesNotFit
 from tracer.hlo import parse_module
+from tracer.quiet import quiet_stderr
 
 # Emulated CPU devices, set before the backend starts: one process holds both 8- and 72-device meshes.
 # If jax already started (a notebook that used it first), the count stays as it is and virtual_mesh says how many
@@ -26,8 +35,70 @@ from tracer.hlo import parse_module
 CPU_DEVICES = int(os.environ.get("TRACER_CPU_DEVICES", "72"))
 try:
     jax.config.update("jax_num_cpu_devices", CPU_DEVICES)
+    jax.config.update("jax_platforms", "cpu")  # the GPU and TPU plugins only compile here: no device is started
 except RuntimeError:
     pass
+
+EXTRAS = {"gpu": ("jax_cuda12_plugin", "jax-cuda12-plugin"), "tpu": ("libtpu", "libtpu")}  # module, package
+
+
+def missing_extra(compiler: str) -> str | None:
+    """Why `compiler` cannot run here (its extra is not installed), or None."""
+    if compiler == "cpu":
+        return None
+    module, package = EXTRAS[compiler]
+    if importlib.util.find_spec(module) is None:
+        return f"{package} is not installed (pip install -e '.[{compiler}]')"
+    return None
+
+
+def choose_compiler(compiler: str, system: System) -> tuple[str, str]:
+    """(compiler, why): `auto` takes the system's own compiler when its extra is installed, else cpu."""
+    if compiler not in COMPILERS:
+        raise ConfigError(f"unknown compiler {compiler!r}; choose one of: {', '.join(COMPILERS)}")
+    own = system.chip.compiler
+    if compiler == "auto":
+        reason = missing_extra(own)
+        if reason is None:
+            return own, f"auto: {system.name}'s own compiler"
+        return "cpu", f"auto: the {own} compiler is unavailable ({reason}); emulated CPU devices instead"
+    if compiler != "cpu" and compiler != own:
+        raise ConfigError(f"--compiler {compiler} cannot target {system.name} ({system.chip.name}); use --compiler "
+                          f"{own}, cpu or auto")
+    reason = missing_extra(compiler)
+    if reason is not None:
+        raise ConfigError(f"--compiler {compiler}: {reason}")
+    return compiler, "chosen"
+
+
+@functools.cache
+def _topology_devices(compiler: str, chip: str, topology: str) -> tuple:
+    from jax.experimental import topologies
+
+    with quiet_stderr():
+        return _describe(topologies, compiler, chip, topology)
+
+
+def _describe(topologies, compiler: str, chip: str, topology: str) -> tuple:
+    jax.devices()  # start the CPU backend first (plugins register as it starts)
+    if compiler == "gpu":
+        desc = topologies.get_topology_desc(platform="cuda", target_config=GPU_TARGETS[chip].proto_text(),
+                                            topology=topology)
+    else:
+        desc = topologies.get_topology_desc(topology, "tpu")
+    return tuple(desc.devices)
+
+
+def target_devices(system: System, compiler: str) -> list:
+    """The devices a step is compiled for, in id order: emulated CPU devices, or a compile-only topology's."""
+    if compiler == "cpu":
+        with quiet_stderr():
+            return jax.devices()
+    if compiler == "gpu":  # slices x nodes x GPUs per node
+        per_node = min(system.domain_size, system.n_chips)
+        topology = f"1x{system.n_chips // per_node}x{per_node}"
+        return list(_topology_devices("gpu", system.chip.name, topology))
+    return list(_topology_devices("tpu", system.chip.name, system.tpu_topology))
 
 
 @dataclass(frozen=True)
@@ -89,23 +160,37 @@ def translator(mesh, strategy: Strategy):
 def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, **jit_kw):
     start = time.perf_counter()
     with translator(mesh, strategy):
-        compiled = jax.jit(fn, **jit_kw).lower(*args).compile()
+        lowered = jax.jit(fn, **jit_kw).lower(*args)
+    quiet = quiet_stderr() if mesh.devices.flat[0].platform != "cpu" else contextlib.nullcontext()
+    try:
+        with quiet:  # the GPU compiler logs its own estimates (rematerialization, scheduling limits) to stderr
+            compiled = lowered.compile()
+    except jax.errors.JaxRuntimeError as err:  # the TPU compiler checks that its buffers fit the chip's HBM
+        text = str(err)
+        if "RESOURCE_EXHAUSTED" not in text:
+            raise
+        m = re.search(r"\(([\d.]+)([KMGT])\)", text)
+        temp = float(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024 if m else float("inf")
+        raise DoesNotFit(f"does not fit: the {mesh.devices.flat[0].platform} compiler says "
+                         f"{text.split('RESOURCE_EXHAUSTED:')[-1].strip().splitlines()[0]} (lower --batch or "
+                         "--context, or see the figures of the emulated program with --compiler cpu)", temp) from None
     elapsed = time.perf_counter() - start
-    cost = read_program(parse_module(compiled.as_text()), f32_as, ATTN_CORE, vector_dtype)
+    on_chip = frozenset({1, 2}) if mesh.devices.flat[0].platform == "tpu" else frozenset()  # VMEM, SMEM
+    cost = read_program(parse_module(compiled.as_text()), f32_as, ATTN_CORE, vector_dtype, on_chip)
     mem = compiled.memory_analysis()
     xla_memory = {k: getattr(mem, f"{k}_size_in_bytes") for k in ("argument", "output", "alias", "temp")}
     return cost, xla_memory, elapsed
 
 
 def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Workload,
-                  phases=("prefill", "decode")) -> dict[str, CompiledStep]:
-    mesh = virtual_mesh(system, strategy)
+                  phases=("prefill", "decode"), compiler: str = "cpu") -> dict[str, CompiledStep]:
+    """compiler: cpu, gpu or tpu (see choose_compiler)."""
+    mesh = virtual_mesh(system, strategy, target_devices(system, compiler))
     for axis, length, what in (("seq", work.prompt, "prompt"), ("cache_seq", work.context, "context")):
         shards = strategy.ways(axis, dict(mesh.shape))
         if length % shards:
             raise ConfigError(f"{what} {length} does not divide over the {shards} devices that split sequences "
                               f"(strategy {strategy.name}); nearest that work: {nearest_multiples(length, shards)}")
-    compiler = jax.devices()[0].platform
     # The CPU compiler upcasts bf16 to f32 (xla-facts.md): count those buffers at the program's width.
     f32_as = "bf16" if compiler == "cpu" and cfg.dtype == "bfloat16" else None
     graphdef, weights = abstract_weights(cfg, mesh, strategy)

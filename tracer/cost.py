@@ -13,6 +13,8 @@
   on chip, so only its inputs and outputs count as HBM traffic and its intermediates take no memory.
 """
 
+import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -25,7 +27,8 @@ ELEMENTWISE = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "n
 SLICES = {"slice", "dynamic-slice"}
 VIEWS = {"bitcast", "reshape", "get-tuple-element", "tuple", "parameter", "constant"} | SLICES
 NO_TRAFFIC = VIEWS | {"while", "call", "conditional", "after-all", "partition-id", "replica-id", "iota",
-                      "all-reduce-done", "all-gather-done", "collective-permute-done", "async-done", "opt-barrier"}
+                      "all-reduce-done", "all-gather-done", "collective-permute-done", "async-done", "opt-barrier",
+                      "copy-done"}  # an async copy moves its bytes at its start
 LAYOUT = {"transpose", "copy"}  # layout changes inside a fusion: folded into the consumer by GPU/TPU compilers
 IN_PLACE = {"dynamic-update-slice", "scatter"}  # operand 0 is updated where it lies
 WEIGHT_GATHER = "/expert_weights/"  # models.moe: a row's expert weights, gathered where a kernel reads them in place
@@ -76,8 +79,10 @@ class ProgramCost:
 
 
 class _Reader:
-    def __init__(self, module: Module, f32_as: str | None, fused_scope: str, vector_dtype: str):
+    def __init__(self, module: Module, f32_as: str | None, fused_scope: str, vector_dtype: str,
+                 on_chip: frozenset = frozenset()):
         self.module, self.f32_as, self.fused_scope = module, f32_as, fused_scope
+        self.on_chip = on_chip  # memory spaces that are not device memory (TPU VMEM, SMEM): no HBM traffic
         self.flops: dict[str, float] = defaultdict(float)  # by the precision the work runs in
         self.vector_dtype = vector_dtype  # elementwise work runs in the program's own precision
         self.hbm_bytes = 0.0
@@ -86,6 +91,8 @@ class _Reader:
 
     # --- sizes in the program's own dtypes ---
     def array_bytes(self, a: Array) -> float:
+        if a.space in self.on_chip:
+            return 0.0
         if self.f32_as and a.dtype == "f32":
             return Array(self.f32_as, a.dims).bytes
         return a.bytes
@@ -201,6 +208,12 @@ class _Reader:
             for d in contracting:
                 k *= lhs.dims[d]
             return {self.dot_dtype(comp, instr, outers): 2.0 * instr.arrays[0].elements * k}
+        if instr.opcode == "convolution":  # TPU matmuls: each output element contracts over rhs / output features
+            rhs = comp.by_name[instr.operands[1]].arrays[0]
+            labels = (instr.attr("dim_labels") or "_oi->").split("_")[1].split("->")[0]
+            out_features = rhs.dims[labels.index("o")] if "o" in labels else 1
+            return {self.dot_dtype(comp, instr, outers): 2.0 * instr.arrays[0].elements * rhs.elements / out_features
+                    * _window_taps(instr.attr("window") or "")}
         if instr.opcode in ELEMENTWISE:
             return {self.vector_dtype: float(instr.arrays[0].elements)}
         if instr.opcode == "reduce" and instr.operands[0] in comp.by_name:
@@ -279,6 +292,8 @@ class _Reader:
             return self.size(comp.by_name[root.operands[1]])
         if root.opcode == "scatter":
             return self.size(comp.by_name[root.operands[-1]])
+        if root.opcode == "copy-start":  # (destination, source, context): only the destination is written
+            return self.array_bytes(root.arrays[0])
         narrow = self.narrowed(instr) if instr.opcode == "fusion" and not instr.is_tuple else None
         if narrow is not None and self.width(narrow) < self.width(instr.arrays[0]):
             return instr.arrays[0].elements * self.width(narrow)
@@ -341,9 +356,12 @@ class _Reader:
         n = max(len(g) for g in groups)
         if n == 1:
             return  # a group of one moves nothing
-        operand = sum(self.size(comp.by_name[o]) for o in instr.operands if o in comp.by_name)
+        def wire(arrays):  # what crosses the links, wherever the buffers live (TPU collectives may use VMEM)
+            return sum(self.array_bytes(Array(a.dtype, a.dims)) for a in arrays)
+
+        operand = sum(wire(comp.by_name[o].arrays) for o in instr.operands if o in comp.by_name)
         # an async -start returns (operand, result, ...): its last array is the result
-        result = self.array_bytes(instr.arrays[-1]) if instr.opcode.endswith("-start") else self.size(instr)
+        result = wire(instr.arrays[-1:] if instr.opcode.endswith("-start") else instr.arrays)
         moved = result if op == "all-gather" else operand
         entry = self.collectives[(op, n, tuple(tuple(g) for g in groups), moved)]
         entry[0] += times
@@ -421,10 +439,23 @@ class _Reader:
         return peak, allocated_results if is_entry else 0.0
 
 
+def _window_taps(window: str) -> float:
+    """The share of a convolution window that lands on input values: a batched matmul written as a convolution
+    over a dilated batch axis (TPU: window size=B, lhs_dilate=B) has B taps of which one meets the input."""
+    sizes = re.search(r"size=([\dx]+)", window)
+    if not sizes:
+        return 1.0
+    taps = [int(x) for x in sizes.group(1).split("x")]
+    dilate = re.search(r"lhs_dilate=([\dx]+)", window)
+    dilations = [int(x) for x in dilate.group(1).split("x")] if dilate else [1] * len(taps)
+    return math.prod(-(-t // d) for t, d in zip(taps, dilations, strict=True)) / math.prod(taps)
+
+
 def read_program(hlo_text_module: Module, f32_as: str | None, fused_scope: str,
-                 vector_dtype: str = "bfloat16") -> ProgramCost:
-    """vector_dtype: the model's activation dtype, the precision of its elementwise work."""
-    reader = _Reader(hlo_text_module, f32_as, fused_scope, vector_dtype)
+                 vector_dtype: str = "bfloat16", on_chip: frozenset = frozenset()) -> ProgramCost:
+    """vector_dtype: the model's activation dtype, the precision of its elementwise work. on_chip: memory spaces
+    whose buffers are not device memory (TPU: {1, 2})."""
+    reader = _Reader(hlo_text_module, f32_as, fused_scope, vector_dtype, on_chip)
     entry = hlo_text_module.computations[hlo_text_module.entry]
     reader.walk(entry, 1)
     peak, outputs = reader.peak_live(entry, True)

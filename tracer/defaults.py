@@ -4,3 +4,4 @@ Apart from the API so that the CLI can show them without importing jax.
 """
 
 DEFAULTS = {"model": "llama3-70b", "system": "h100x8", "strategy": "tp", "batch": 64, "context": 8192}
+COMPILERS = ("cpu", "gpu", "tpu", "auto")  # tracer.compile.choose_compiler

@@ -3,3 +3,11 @@
 
 class ConfigError(ValueError):
     pass
+
+
+class DoesNotFit(ConfigError):
+    """The target's compiler refused the program: its buffers exceed the chip's memory (the TPU compiler checks)."""
+
+    def __init__(self, message: str, temp_bytes: float):
+        super().__init__(message)
+        self.temp_bytes = temp_bytes

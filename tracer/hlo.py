@@ -16,7 +16,8 @@ DTYPE_BITS = {
     "f16": 16, "bf16": 16, "f32": 32, "f64": 64, "f8e4m3fn": 8, "f8e5m2": 8, "f8e4m3": 8, "f8e4m3fnuz": 8,
     "f8e5m2fnuz": 8, "f8e8m0fnu": 8, "f4e2m1fn": 4, "c64": 64, "c128": 128, "token": 0,
 }
-_ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\](?:\{([0-9,]*))?")
+_ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\](?:\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\})?")
+_SPACE = re.compile(r"S\((\d+)\)")
 _HEADER = re.compile(r"^(ENTRY\s+)?%?([^\s(]+)\s*\(.*->.*\{\s*$")
 _INSTR = re.compile(r"^\s*(ROOT\s+)?%?([^\s=]+)\s*=\s*(.*)$")
 _OPERAND = re.compile(r"%([^\s,()]+)")
@@ -27,6 +28,7 @@ class Array:
     dtype: str
     dims: tuple[int, ...]
     layout: tuple[int, ...] | None = field(default=None, compare=False)  # minor to major, as printed
+    space: int = field(default=0, compare=False)  # memory space: 0 device memory; TPU: 1 VMEM, 2 SMEM (on chip)
 
     def order(self) -> tuple[int, ...] | None:
         """The dimensions that are not 1, major to minor in memory: two arrays with the same order and dims hold
@@ -130,6 +132,17 @@ def _split_type(rest: str) -> tuple[str, str]:
     return head, tail
 
 
+def _minor_to_major(layout: str) -> tuple[int, ...] | None:
+    """`2,1,0` or TPU's `2,1,0:T(8,128)(2,1)S(1)`: the dimension order before any tiling and memory space."""
+    order = layout.split(":")[0]
+    return tuple(int(x) for x in order.split(",") if x) if order.strip() else None
+
+
+def _space(layout: str) -> int:
+    m = _SPACE.search(layout.split(":", 1)[1]) if ":" in layout else None
+    return int(m.group(1)) if m else 0
+
+
 def _parse_instr(line: str) -> Instr | None:
     m = _INSTR.match(line)
     if not m:
@@ -144,8 +157,7 @@ def _parse_instr(line: str) -> Instr | None:
         depth -= after[j] == ")"
         j += 1
     operand_text, attrs = after[: j - 1], after[j:]
-    arrays = [Array(d, tuple(int(x) for x in dims.split(",") if x),
-                    tuple(int(x) for x in layout.split(",") if x) if layout else None)
+    arrays = [Array(d, tuple(int(x) for x in dims.split(",") if x), _minor_to_major(layout), _space(layout))
               for d, dims, layout in _ARRAY.findall(type_text)]
     return Instr(m.group(2), arrays, type_text.startswith("("), opcode.strip(), _OPERAND.findall(operand_text),
                  attrs.lstrip(", "), operand_text, bool(m.group(1)))
@@ -210,12 +222,15 @@ def replica_groups(instr: Instr, num_devices: int) -> list[list[int]]:
 
 
 def trip_count(module: Module, loop: Instr) -> int | None:
-    """A while loop's trip count: backend_config's known_trip_count, else `i < constant` in its condition."""
+    """A while loop's trip count: backend_config's known_trip_count, else `i < constant` in its condition (or in
+    the fusion it calls: GPU programs fuse the compare)."""
     m = re.search(r'"known_trip_count":\{"n":"(\d+)"', loop.attrs)
     if m:
         return int(m.group(1))
     cond = module.computations.get(loop.called("condition") or "")
     if cond is None:
         return None
-    values = [int(i.args) for i in cond.instrs if i.opcode == "constant" and re.fullmatch(r"-?\d+", i.args)]
+    comps = [cond, *(module.computations[c] for i in cond.instrs if (c := i.called("calls")) in module.computations)]
+    values = [int(i.args) for comp in comps for i in comp.instrs
+              if i.opcode == "constant" and re.fullmatch(r"-?\d+", i.args)]
     return max(values) if values else None

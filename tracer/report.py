@@ -23,7 +23,8 @@ def trace_text(d: dict) -> str:
         f"weights {d['weights_dtype']}, experts {d['experts_dtype']}, KV {d['kv_cache_dtype']}")
     head = (f"{d['model']} ({d['total_params'] / 1e9:.4g}B, {d['active_params'] / 1e9:.4g}B active; {dtypes}) "
             f"on {d['system']}, strategy {d['strategy']} "
-            f"(mesh {' x '.join(f'{k}={v}' for k, v in d['mesh'].items())}), compiler {d['compiler']}; "
+            f"(mesh {' x '.join(f'{k}={v}' for k, v in d['mesh'].items())}), compiler {d['compiler']}"
+            f"{'' if d.get('compiler_note', 'chosen') == 'chosen' else ' (' + d['compiler_note'] + ')'}; "
             f"batch {d['batch']}, prompt {d['prompt']}, context {d['context']}; "
             f"${d['usd_per_chip_hour']:.2f}/chip-hour ({d['price_note']})")
     phases = [p for p in ("prefill", "decode") if p in d]
@@ -75,19 +76,26 @@ def trace_text(d: dict) -> str:
 def compare_text(rows: list[dict]) -> str:
     """The `tracer compare` table: step times as total (compute/memory/comms) in ms."""
     shown = []
+    by_compiler = any(r.get("compiler", "cpu") != "cpu" for r in rows)  # a column once another compiler is there
+
+    def head(r):
+        return {"system": r["system"], "strategy": r["strategy"],
+                **({"compiler": r["compiler"]} if by_compiler else {})}
+
     for r in rows:
         if "error" in r:
-            shown.append({"system": r["system"], "strategy": r["strategy"], "mesh": "", "fits": "error",
-                          "batch": "", "max_batch": "", "prefill ms": r["error"]})
+            shown.append({**head(r), "mesh": "", "fits": "error", "batch": "", "max_batch": "",
+                          "prefill ms": r["error"]})
             continue
-        shown.append({"system": r["system"], "strategy": r["strategy"], "mesh": r["mesh"],
+        shown.append({**head(r), "mesh": r["mesh"],
                       "fits": "yes" if r["fits"] else "NO", "batch": r["batch"], "max_batch": r["max_batch"],
                       "prefill ms": f"{r['prefill_ms']} {r['prefill_bound']}",
                       "decode ms": f"{r['decode_ms']} {r['decode_bound']}",
                       "comms": f"{r['decode_comm_share']:.0%}",
                       "tok/s/chip": f"{r['decode_tokens_per_s_per_chip']:.4g}",
                       "$/Mtok in": f"{r['usd_per_mtok_in']:.4g}", "$/Mtok out": f"{r['usd_per_mtok_out']:.4g}"})
-    notes = [f"- {r['system']} {r['strategy']}: batch {r['batch_note']}" for r in rows if r.get("batch_note")]
+    notes = [f"- {' '.join(str(v) for v in head(r).values())}: batch {r['batch_note']}" for r in rows
+             if r.get("batch_note")]
     return (table(shown) + "\n\nStep times: total (compute/memory/comms) per step; comms: share of the decode step; "
             "tok/s/chip: decode.\n" + "\n".join(notes))
 

@@ -86,10 +86,12 @@ class Memory:
 
 
 def memory(step: CompiledStep, system: System, phase: str) -> Memory:
-    """Per device. Decode takes the cache as a donated argument; prefill allocates it as a result."""
+    """Per device. Decode takes the cache as a donated argument; prefill allocates it as a result. Temporaries: the
+    GPU and TPU compilers' own figure (their buffer assignment); on CPU a liveness walk of the program in its own
+    dtypes, as the CPU's temp figure counts its f32 upcasts."""
     cost = step.cost
     outputs = cost.output_bytes - (step.kv_cache_bytes if phase == "prefill" else 0.0)
-    temp = max(cost.peak_live_bytes - cost.output_bytes, 0.0)
+    temp = max(cost.peak_live_bytes - cost.output_bytes, 0.0) if step.compiler == "cpu" else step.xla_memory["temp"]
     return Memory(step.weight_bytes, step.kv_cache_bytes, max(outputs, 0.0), temp, system.chip.hbm_bytes)
 
 
