@@ -98,3 +98,22 @@ def test_compare_compilers_side_by_side(capsys):
 def test_unknown_compiler_in_compare(capsys):
     assert main(["compare", "--model", "tiny", "--compilers", "cpu,npu"]) == 2
     assert "unknown compiler 'npu'" in capsys.readouterr().err
+
+
+def test_breakdown_by_part_of_the_model(small, capsys):
+    """--breakdown: FLOPs, bytes and wire bytes per named scope add up to the step's, and each part holds what the
+    model puts there: the MLP's matmuls (2 x B x 3 x D x F/8 per layer), one all-reduce per layer each for attention
+    and the MLP, the embedding lookup's own."""
+    step = compile_steps(small, get_system("h100x8"), get_strategy("tp"), WORK, phases=("decode",))["decode"]
+    parts = step.cost.by_scope
+    assert sum(p["flops"] for p in parts.values()) == pytest.approx(step.cost.flops)
+    assert sum(p["hbm_bytes"] for p in parts.values()) == pytest.approx(step.cost.hbm_bytes)
+    mlp = small.n_layers * 2 * WORK.batch * 3 * small.hidden * small.ffn / 8
+    assert parts["mlp"]["flops"] == pytest.approx(mlp, rel=0.02)
+    (c,) = step.cost.collectives
+    per_call = c.wire_bytes_per_device / c.count
+    assert dict(c.scopes) == pytest.approx({"attention": small.n_layers * per_call, "mlp": small.n_layers * per_call,
+                                            "embedding, other": per_call})
+    assert main(["trace", "--model", "tiny", "--batch", "8", "--context", "64", "--no-max-batch", "--breakdown"]) == 0
+    out = capsys.readouterr().out
+    assert "decode by part of the model" in out and "cache update" in out

@@ -31,6 +31,7 @@ class Phase:
     analytic: dict
     collectives: tuple[dict, ...]
     moe: dict | None = None  # the dispatch plan of one token group
+    breakdown: dict | None = None  # part of the model -> FLOPs, HBM bytes, wire bytes and their times
 
     def to_dict(self) -> dict:
         cost = self.step.cost
@@ -54,6 +55,7 @@ class Phase:
                          "hbm_bytes_ratio": cost.hbm_bytes / self.analytic["hbm_bytes_per_device"]},
             "compile_s": self.step.compile_s,
             **({"moe": self.moe} if self.moe else {}),
+            "breakdown": self.breakdown,
         }
 
 
@@ -121,7 +123,26 @@ def _phase(name, step, cfg, system, work, mesh, strategy) -> Phase:
                         for c in step.cost.collectives)
     return Phase(name, step, time, memory(step, system, name), tokens, per_chip, usd_per_mtok(system, per_chip),
                  analytic(cfg, work, name, layout(strategy, mesh)), collectives,
-                 _moe_plan(cfg, strategy, mesh, work, name))
+                 _moe_plan(cfg, strategy, mesh, work, name), _breakdown(step, system))
+
+
+def _breakdown(step: CompiledStep, system) -> dict:
+    """Per part of the model (the named scopes in the program's op metadata): its FLOPs, HBM bytes and wire bytes,
+    and their compute, memory and communication times on this system."""
+    parts = {scope: {"flops": v["flops"], "hbm_bytes": v["hbm_bytes"], "wire_bytes": 0.0, "comms_s": 0.0}
+             for scope, v in (step.cost.by_scope or {}).items()}
+    for c in step.cost.collectives:
+        seconds = collective_time(system, c)
+        for scope, wire in c.scopes:
+            part = parts.setdefault(scope, {"flops": 0.0, "hbm_bytes": 0.0, "wire_bytes": 0.0, "comms_s": 0.0})
+            part["wire_bytes"] += wire
+            part["comms_s"] += seconds * wire / c.wire_bytes_per_device if c.wire_bytes_per_device else 0.0
+    dtype_share = step.cost.flops and sum(f / system.chip.flops_for(d) for d, f in step.cost.flops_by_dtype.items()
+                                          ) / step.cost.flops  # seconds per FLOP, at this step's mix of precisions
+    for part in parts.values():
+        part["compute_s"] = part["flops"] * dtype_share
+        part["memory_s"] = part["hbm_bytes"] / system.chip.hbm_bw
+    return parts
 
 
 def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int,

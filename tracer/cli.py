@@ -4,8 +4,6 @@ import argparse
 import json
 import sys
 
-from meshes.strategies import STRATEGIES
-from models.config import ACT_DTYPES, DTYPES, KV_DTYPES
 from tracer.defaults import COMPILERS, DEFAULTS
 from tracer.errors import ConfigError
 
@@ -30,6 +28,8 @@ def _names(text: str) -> list[str]:
 
 
 def _workload_options(p: argparse.ArgumentParser, batch_type=int):
+    from models.config import ACT_DTYPES
+
     p.add_argument("--model", default=DEFAULTS["model"], help="a preset (see `tracer models`), or a model file: "
                    ".toml (see models/examples/custom.toml) or a Hugging Face config.json")
     p.add_argument("--batch", type=batch_type, default=DEFAULTS["batch"], help="sequences per step")
@@ -48,6 +48,9 @@ def _workload_options(p: argparse.ArgumentParser, batch_type=int):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from meshes.strategies import STRATEGIES
+    from models.config import DTYPES, KV_DTYPES
+
     parser = _Parser(prog="tracer", description="What LLM input and output tokens cost to serve, read off "
                                                 "compiled JAX programs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -57,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                                                                 "8-GPU nodes over InfiniBand (h200x8*9)")
     t.add_argument("--strategy", default=DEFAULTS["strategy"], help=f"one of {', '.join(STRATEGIES)}")
     t.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
+    t.add_argument("--breakdown", action="store_true", help="FLOPs, HBM bytes and communication per part of the "
+                                                            "model (attention, MLP or experts, router, LM head, "
+                                                            "cache update)")
     c = sub.add_parser("compare", help="the same model and workload over several strategies or systems")
     _workload_options(c, _batch)
     c.add_argument("--system", default=DEFAULTS["system"], help="the system (with --strategies)")
@@ -117,15 +123,14 @@ def _run(args) -> str:
     result = trace(model=args.model, system=args.system, strategy=args.strategy, batch=args.batch,
                    find_max_batch=not args.no_max_batch, compiler=args.compiler, **kw)
     d = result.to_dict()
-    return json.dumps(d, indent=2) if args.json else report.trace_text(d)
+    return json.dumps(d, indent=2) if args.json else report.trace_text(d, breakdown=args.breakdown)
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command in ("trace", "compare"):
-        from tracer.quiet import import_jax
+    from tracer.quiet import import_jax
 
-        import_jax()
+    import_jax()  # before anything imports it: the compiler plugins' start-up lines stay out of the output
+    args = _parser().parse_args(argv)
     try:
         print(_run(args))
     except ConfigError as err:

@@ -13,7 +13,6 @@
   on chip, so only its inputs and outputs count as HBM traffic and its intermediates take no memory.
 """
 
-import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -36,6 +35,18 @@ FLOP_DTYPES = {"f8e4m3fn": "float8", "f8e5m2": "float8", "f8e4m3": "float8", "s8
                "f4e2m1fn": "float4", "bf16": "bfloat16", "f16": "bfloat16", "f32": "float32"}
 
 
+# Named scopes of the model code (models/) -> the part of the step they belong to, innermost first.
+SCOPES = (("cache_update", "cache update"), ("router", "router"), ("expert_weights", "experts"),
+          ("experts", "experts"), ("combine", "moe dispatch"), ("attention", "attention"), ("moe", "moe dispatch"),
+          ("mlp", "mlp"), ("lm_head", "lm head"))
+
+
+def scope_of(op_name: str) -> str:
+    """The part of the model an instruction comes from, by the named scopes in its op_name."""
+    path = "/" + op_name + "/"
+    return next((label for key, label in SCOPES if f"/{key}/" in path), "embedding, other")
+
+
 @dataclass(frozen=True)
 class Collective:
     op: str  # all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute
@@ -44,6 +55,7 @@ class Collective:
     count: int  # executions per step (loop trip counts included)
     bytes: float  # array bytes moved per execution: the all-reduce operand, the all-gather result, ...
     wire_bytes_per_device: float  # sent by each device per step, all executions together
+    scopes: tuple[tuple[str, float], ...] = ()  # (part of the model, its wire bytes)
 
     def to_dict(self) -> dict:
         return {"op": self.op, "group_size": self.group_size, "count": self.count,
@@ -72,6 +84,7 @@ class ProgramCost:
     output_bytes: float  # results that are not donated arguments updated in place
     collectives: tuple[Collective, ...]
     notes: tuple[str, ...]
+    by_scope: dict = None  # part of the model -> {"flops", "hbm_bytes"}: where the step's work comes from
 
     @property
     def comm_bytes(self) -> float:
@@ -87,6 +100,9 @@ class _Reader:
         self.vector_dtype = vector_dtype  # elementwise work runs in the program's own precision
         self.hbm_bytes = 0.0
         self.collectives: dict[tuple, list] = defaultdict(lambda: [0, 0.0, 0.0])
+        self.collective_scopes: dict[tuple, dict] = defaultdict(lambda: defaultdict(float))
+        self.by_scope: dict[str, dict] = defaultdict(lambda: {"flops": 0.0, "hbm_bytes": 0.0})
+        self.users_of: dict[str, dict] = {}
         self.notes: set[str] = set()
 
     # --- sizes in the program's own dtypes ---
@@ -212,8 +228,9 @@ class _Reader:
             rhs = comp.by_name[instr.operands[1]].arrays[0]
             labels = (instr.attr("dim_labels") or "_oi->").split("_")[1].split("->")[0]
             out_features = rhs.dims[labels.index("o")] if "o" in labels else 1
+            lhs = comp.by_name[instr.operands[0]].arrays[0]
             return {self.dot_dtype(comp, instr, outers): 2.0 * instr.arrays[0].elements * rhs.elements / out_features
-                    * _window_taps(instr.attr("window") or "")}
+                    * _window_share(instr, lhs)}
         if instr.opcode in ELEMENTWISE:
             return {self.vector_dtype: float(instr.arrays[0].elements)}
         if instr.opcode == "reduce" and instr.operands[0] in comp.by_name:
@@ -269,6 +286,14 @@ class _Reader:
                 if inner is None:
                     return None
                 total += inner
+            elif user.opcode == "fusion":  # a nested fusion (TPU) that may slice it in turn
+                nested = self.module.computations[user.called("calls")]
+                params = {int(i.args): i.name for i in nested.instrs if i.opcode == "parameter"}
+                reads = [self.sliced_read(nested, nested.users(), params[k])
+                         for k, operand in enumerate(user.operands) if operand == name and k in params]
+                if not reads or None in reads:
+                    return None
+                total += sum(reads)
             else:
                 return None
         return total if users.get(name) else None
@@ -366,17 +391,48 @@ class _Reader:
         entry = self.collectives[(op, n, tuple(tuple(g) for g in groups), moved)]
         entry[0] += times
         entry[1] += times * wire_bytes(op, n, operand, result)
+        self.collective_scopes[(op, n, tuple(tuple(g) for g in groups), moved)][
+            self.scope(comp, instr)] += times * wire_bytes(op, n, operand, result)
+
+    def scope(self, comp: Computation, instr: Instr) -> str:
+        """The part of the model `instr` belongs to; an instruction the compiler left without metadata (CPU's
+        rewritten dots) takes that of its operands, then of its users."""
+        if comp.name not in self.users_of:
+            self.users_of[comp.name] = comp.users()
+        users, seen, ring = self.users_of[comp.name], {instr.name}, [instr]
+        for _ in range(6):  # nearest neighbours with metadata, through views and converts
+            for i in ring:
+                if name := self.op_name(i):
+                    return scope_of(name)
+            ring = [n for i in ring for n in [*(comp.by_name[o] for o in i.operands if o in comp.by_name),
+                                               *users.get(i.name, [])] if n.name not in seen]
+            seen.update(n.name for n in ring)
+        return scope_of("")
+
+    def op_name(self, instr: Instr) -> str:
+        """An instruction's op_name, or for a fusion without one, that of the first fused instruction with one."""
+        if instr.op_name or instr.opcode != "fusion":
+            return instr.op_name
+        body = self.module.computations[instr.called("calls")]
+        return next((i.op_name for i in reversed(body.instrs) if i.op_name), "")
 
     # --- walking the program ---
     def walk(self, comp: Computation, times: int):
         members = self.region(comp)
         region = [i for i in comp.instrs if i.name in members]
-        self.hbm_bytes += times * self.region_bytes(comp, region) if region else 0.0
+        if region:  # the attention core's fused kernel
+            fused = times * self.region_bytes(comp, region)
+            self.hbm_bytes += fused
+            self.by_scope["attention"]["hbm_bytes"] += fused
         for instr in comp.instrs:
+            scope = self.by_scope[self.scope(comp, instr)]
             for dtype, flops in self.instr_flops(comp, instr).items():
                 self.flops[dtype] += times * flops
+                scope["flops"] += times * flops
             if instr.name not in members:
-                self.hbm_bytes += times * self.instr_bytes(comp, instr)
+                moved = times * self.instr_bytes(comp, instr)
+                self.hbm_bytes += moved
+                scope["hbm_bytes"] += moved
             if instr.opcode.removesuffix("-start") in COLLECTIVES:
                 self.record_collective(comp, instr, times)
             if instr.opcode == "while":
@@ -439,16 +495,37 @@ class _Reader:
         return peak, allocated_results if is_entry else 0.0
 
 
-def _window_taps(window: str) -> float:
-    """The share of a convolution window that lands on input values: a batched matmul written as a convolution
-    over a dilated batch axis (TPU: window size=B, lhs_dilate=B) has B taps of which one meets the input."""
-    sizes = re.search(r"size=([\dx]+)", window)
-    if not sizes:
+def _window_share(instr: Instr, lhs: Array) -> float:
+    """The average share of a convolution's window that lands on input values rather than padding or dilation
+    holes: TPU programs write batched matmuls as convolutions over a padded or dilated batch axis whose windows
+    meet one input value each."""
+    window = (instr.attr("window") or "").strip("{}")
+    if "size=" not in window:
         return 1.0
-    taps = [int(x) for x in sizes.group(1).split("x")]
-    dilate = re.search(r"lhs_dilate=([\dx]+)", window)
-    dilations = [int(x) for x in dilate.group(1).split("x")] if dilate else [1] * len(taps)
-    return math.prod(-(-t // d) for t, d in zip(taps, dilations, strict=True)) / math.prod(taps)
+    labels = instr.attr("dim_labels") or ""
+    lhs_labels, out_labels = labels.split("_")[0], labels.split("->")[-1]
+
+    def field(key: str) -> list[str] | None:
+        m = re.search(rf"(?:^|\s){key}=(\S+)", window)
+        return m.group(1).split("x") if m else None
+
+    sizes = [int(x) for x in field("size")]
+    n_dims = len(sizes)
+    strides = [int(x) for x in field("stride") or [1] * n_dims]
+    pads = [tuple(int(v) for v in p.split("_")) for p in field("pad") or ["0_0"] * n_dims]
+    lhs_dilate = [int(x) for x in field("lhs_dilate") or [1] * n_dims]
+    rhs_dilate = [int(x) for x in field("rhs_dilate") or [1] * n_dims]
+    share = 1.0
+    for k in range(n_dims):
+        if str(k) not in lhs_labels or str(k) not in out_labels:
+            continue
+        n, w, d = lhs.dims[lhs_labels.index(str(k))], sizes[k], lhs_dilate[k]
+        outputs = instr.arrays[0].dims[out_labels.index(str(k))]
+        step = max(1, outputs // 4096)  # average over (at most ~4096 sampled) output positions
+        hits = sum(1 for o in range(0, outputs, step) for j in range(w)
+                   if 0 <= (pos := o * strides[k] + j * rhs_dilate[k] - pads[k][0]) <= (n - 1) * d and pos % d == 0)
+        share *= hits / len(range(0, outputs, step)) / w
+    return share
 
 
 def read_program(hlo_text_module: Module, f32_as: str | None, fused_scope: str,
@@ -460,8 +537,10 @@ def read_program(hlo_text_module: Module, f32_as: str | None, fused_scope: str,
     reader.walk(entry, 1)
     peak, outputs = reader.peak_live(entry, True)
     collectives = tuple(
-        Collective(op, n, groups, count, moved, wire)
-        for (op, n, groups, moved), (count, wire, _) in sorted(reader.collectives.items(), key=lambda kv: kv[0][:2]))
+        Collective(op, n, groups, count, moved, wire, tuple(sorted(reader.collective_scopes[key].items())))
+        for key, (count, wire, _) in sorted(reader.collectives.items(), key=lambda kv: kv[0][:2])
+        for op, n, groups, moved in [key])
     flops = {k: v for k, v in sorted(reader.flops.items()) if v}
+    by_scope = {k: dict(v) for k, v in sorted(reader.by_scope.items()) if v["flops"] or v["hbm_bytes"]}
     return ProgramCost(sum(flops.values()), flops, reader.hbm_bytes, peak, outputs, collectives,
-                       tuple(sorted(reader.notes)))
+                       tuple(sorted(reader.notes)), by_scope)

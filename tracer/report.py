@@ -17,7 +17,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.4g} ms"
 
 
-def trace_text(d: dict) -> str:
+def trace_text(d: dict, breakdown: bool = False) -> str:
     """The `tracer trace` report from the --json object."""
     dtypes = d["dtype"] if d["weights_dtype"] == d["experts_dtype"] == d["kv_cache_dtype"] == d["dtype"] else (
         f"weights {d['weights_dtype']}, experts {d['experts_dtype']}, KV {d['kv_cache_dtype']}")
@@ -69,6 +69,15 @@ def trace_text(d: dict) -> str:
             parts.append(tabulate([[c["op"], c["group_size"], c["count"], _si(c["wire_bytes_per_device"], "B"),
                                     c["link"], _ms(c["time_s"])] for c in x["collectives"]],
                                   headers=["collective", "group", "count", "wire bytes/device", "link", "time"]))
+        if breakdown and x.get("breakdown"):
+            parts += ["", f"{p} by part of the model (from the op metadata's named scopes):",
+                      tabulate([[scope, _si(v["flops"], "FLOP"), f"{v['flops'] / x['flops_per_device']:.1%}",
+                                 _si(v["hbm_bytes"], "B"), f"{v['hbm_bytes'] / x['hbm_bytes_per_device']:.1%}",
+                                 _si(v["wire_bytes"], "B"), _ms(v["compute_s"]), _ms(v["memory_s"]),
+                                 _ms(v["comms_s"])]
+                                for scope, v in sorted(x["breakdown"].items(), key=lambda kv: -kv[1]["hbm_bytes"])],
+                               headers=["part", "FLOPs", "share", "HBM bytes", "share", "wire bytes", "compute",
+                                        "memory", "comms"])]
     parts += ["", "How the figures were read:"] + [f"- {n}" for n in d["notes"]]
     return "\n".join(parts)
 
