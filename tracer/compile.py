@@ -32,7 +32,7 @@ from tracer.quiet import quiet_stderr
 # Emulated CPU devices, set before the backend starts: one process holds both 8- and 72-device meshes.
 # If jax already started (a notebook that used it first), the count stays as it is and virtual_mesh says how many
 # devices a system needs.
-CPU_DEVICES = int(os.environ.get("TRACER_CPU_DEVICES", "72"))
+CPU_DEVICES = int(os.environ.get("TRACER_CPU_DEVICES", "256"))  # the largest built-in system: a v5e or v6e pod
 try:
     jax.config.update("jax_num_cpu_devices", CPU_DEVICES)
     jax.config.update("jax_platforms", "cpu")  # the GPU and TPU plugins only compile here: no device is started
