@@ -117,3 +117,19 @@ def test_breakdown_by_part_of_the_model(small, capsys):
     assert main(["trace", "--model", "tiny", "--batch", "8", "--context", "64", "--no-max-batch", "--breakdown"]) == 0
     out = capsys.readouterr().out
     assert "decode by part of the model" in out and "cache update" in out
+
+
+def test_library_gemm_flops_from_its_shapes():
+    """A cuBLAS gemm custom call (cost_analysis: -1): 2 x output elements x the contracted size."""
+    text = """HloModule m, num_partitions=1
+
+ENTRY %main (p0: bf16[64,4096], p1: bf16[4096,1024]) -> bf16[64,1024] {
+  %p0 = bf16[64,4096]{1,0} parameter(0)
+  %p1 = bf16[4096,1024]{1,0} parameter(1)
+  %gemm = (bf16[64,1024]{1,0}, s8[4194304]{0}) custom-call(%p0, %p1), custom_call_target="__cublas$gemm", \
+backend_config={"gemm_backend_config":{"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"]}}}
+  ROOT %r = bf16[64,1024]{1,0} get-tuple-element(%gemm), index=0
+}
+"""
+    cost = read_program(parse_module(text), f32_as=None, fused_scope="attn_core")
+    assert cost.flops_by_dtype == {"bfloat16": 2 * 64 * 1024 * 4096}

@@ -13,6 +13,7 @@
   on chip, so only its inputs and outputs count as HBM traffic and its intermediates take no memory.
 """
 
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ NO_TRAFFIC = VIEWS | {"while", "call", "conditional", "after-all", "partition-id
                       "copy-done"}  # an async copy moves its bytes at its start
 LAYOUT = {"transpose", "copy"}  # layout changes inside a fusion: folded into the consumer by GPU/TPU compilers
 IN_PLACE = {"dynamic-update-slice", "scatter"}  # operand 0 is updated where it lies
+GEMM_CALL = re.compile(r"gemm|matmul", re.IGNORECASE)  # custom-call targets of library matmuls (__cublas$gemm)
 WEIGHT_GATHER = "/expert_weights/"  # models.moe: a row's expert weights, gathered where a kernel reads them in place
 FLOP_DTYPES = {"f8e4m3fn": "float8", "f8e5m2": "float8", "f8e4m3": "float8", "s8": "int8", "u8": "int8",
                "f4e2m1fn": "float4", "bf16": "bfloat16", "f16": "bfloat16", "f32": "float32"}
@@ -56,9 +58,10 @@ class Collective:
     bytes: float  # array bytes moved per execution: the all-reduce operand, the all-gather result, ...
     wire_bytes_per_device: float  # sent by each device per step, all executions together
     scopes: tuple[tuple[str, float], ...] = ()  # (part of the model, its wire bytes)
+    dtype: str = ""  # of the values sent, as the compiler wrote them
 
     def to_dict(self) -> dict:
-        return {"op": self.op, "group_size": self.group_size, "count": self.count,
+        return {"op": self.op, "dtype": self.dtype, "group_size": self.group_size, "count": self.count,
                 "wire_bytes_per_device": self.wire_bytes_per_device}
 
 
@@ -224,6 +227,12 @@ class _Reader:
             for d in contracting:
                 k *= lhs.dims[d]
             return {self.dot_dtype(comp, instr, outers): 2.0 * instr.arrays[0].elements * k}
+        if instr.opcode == "custom-call" and GEMM_CALL.search(instr.attr("custom_call_target") or ""):
+            # a library gemm (cuBLAS): its shapes give the FLOPs the compiler's cost model leaves at -1
+            lhs = comp.by_name[instr.operands[0]].arrays[0]
+            m = re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]', instr.attrs)
+            k = math.prod(lhs.dims[int(d)] for d in re.findall(r"\d+", m.group(1))) if m else lhs.dims[-1]
+            return {self.dot_dtype(comp, instr, outers): 2.0 * instr.arrays[0].elements * k}
         if instr.opcode == "convolution":  # TPU matmuls: each output element contracts over rhs / output features
             rhs = comp.by_name[instr.operands[1]].arrays[0]
             labels = (instr.attr("dim_labels") or "_oi->").split("_")[1].split("->")[0]
@@ -388,10 +397,13 @@ class _Reader:
         # an async -start returns (operand, result, ...): its last array is the result
         result = wire(instr.arrays[-1:] if instr.opcode.endswith("-start") else instr.arrays)
         moved = result if op == "all-gather" else operand
-        entry = self.collectives[(op, n, tuple(tuple(g) for g in groups), moved)]
+        arrays = [a for o in instr.operands if o in comp.by_name for a in comp.by_name[o].arrays]
+        dtype = arrays[0].dtype if arrays else "?"  # as compiled (the CPU compiler's f32 counts at bf16 width)
+        key = (op, n, tuple(tuple(g) for g in groups), moved, dtype)
+        entry = self.collectives[key]
         entry[0] += times
         entry[1] += times * wire_bytes(op, n, operand, result)
-        self.collective_scopes[(op, n, tuple(tuple(g) for g in groups), moved)][
+        self.collective_scopes[key][
             self.scope(comp, instr)] += times * wire_bytes(op, n, operand, result)
 
     def scope(self, comp: Computation, instr: Instr) -> str:
@@ -537,9 +549,9 @@ def read_program(hlo_text_module: Module, f32_as: str | None, fused_scope: str,
     reader.walk(entry, 1)
     peak, outputs = reader.peak_live(entry, True)
     collectives = tuple(
-        Collective(op, n, groups, count, moved, wire, tuple(sorted(reader.collective_scopes[key].items())))
+        Collective(op, n, groups, count, moved, wire, tuple(sorted(reader.collective_scopes[key].items())), dtype)
         for key, (count, wire, _) in sorted(reader.collectives.items(), key=lambda kv: kv[0][:2])
-        for op, n, groups, moved in [key])
+        for op, n, groups, moved, dtype in [key])
     flops = {k: v for k, v in sorted(reader.flops.items()) if v}
     by_scope = {k: dict(v) for k, v in sorted(reader.by_scope.items()) if v["flops"] or v["hbm_bytes"]}
     return ProgramCost(sum(flops.values()), flops, reader.hbm_bytes, peak, outputs, collectives,

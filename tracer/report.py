@@ -66,9 +66,11 @@ def trace_text(d: dict, breakdown: bool = False) -> str:
                          f"assignments (capacity factor {e['capacity_factor']:g}); uniformly random routing would "
                          f"overflow {e['expected_drop_fraction_uniform_routing']:.1%} of them")
         if x["collectives"]:
-            parts.append(tabulate([[c["op"], c["group_size"], c["count"], _si(c["wire_bytes_per_device"], "B"),
-                                    c["link"], _ms(c["time_s"])] for c in x["collectives"]],
-                                  headers=["collective", "group", "count", "wire bytes/device", "link", "time"]))
+            parts.append(tabulate([[c["op"], c["dtype"], c["group_size"], c["count"],
+                                    _si(c["wire_bytes_per_device"], "B"), c["link"], _ms(c["time_s"])]
+                                   for c in x["collectives"]],
+                                  headers=["collective", "dtype", "group", "count", "wire bytes/device", "link",
+                                           "time"]))
         if breakdown and x.get("breakdown"):
             parts += ["", f"{p} by part of the model (from the op metadata's named scopes):",
                       tabulate([[scope, _si(v["flops"], "FLOP"), f"{v['flops'] / x['flops_per_device']:.1%}",
