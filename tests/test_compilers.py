@@ -66,6 +66,9 @@ def test_three_compilers_agree_on_flops_and_state():
             assert [(c.op, c.count, c.bytes) for c in step.cost.collectives] == [
                 (c.op, c.count, c.bytes) for c in got["cpu"].cost.collectives]
         assert {name: step.compiler for name, step in got.items()} == {"cpu": "cpu", "gpu": "gpu", "tpu": "tpu"}
+        # reported as each compiler wrote it: the CPU upcasts its all-reduces to f32, the GPU and TPU keep bf16
+        assert {name: {c.dtype for c in step.cost.collectives} for name, step in got.items()} == {
+            "cpu": {"f32"}, "gpu": {"bf16"}, "tpu": {"bf16"}}
 
 
 def test_choosing_a_compiler(monkeypatch):
