@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+import time
 
 from tracer.defaults import COMPILERS, DEFAULTS
 from tracer.errors import ConfigError
@@ -25,6 +26,16 @@ def _batch(text: str) -> int | str:
 
 def _names(text: str) -> list[str]:
     return [n for n in text.split(",") if n]
+
+
+def _list_of(kind):
+    def parse(text: str) -> list:
+        try:
+            return [kind(n) for n in text.split(",") if n]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid list {text!r}: comma-separated {kind.__name__}s") from None
+
+    return parse
 
 
 def _workload_options(p: argparse.ArgumentParser, batch_type=int):
@@ -74,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
                                                     "system and strategy")
     c.add_argument("--tpot-ms", type=float, help="take the largest batch whose decode step (time per output token) "
                                                  "stays under this many milliseconds, and price it")
+    w = sub.add_parser("sweep", help="trace every combination of models, systems, strategies, batches, contexts "
+                                     "(and compilers, dtypes); write CSV and JSON Lines; results are cached")
+    w.add_argument("file", nargs="?", help="a sweep file (TOML lists: models, systems, strategies, batches, "
+                                           "contexts, and optional prompts, compilers, weights, kv_caches)")
+    for name, kind in (("models", str), ("systems", str), ("strategies", str), ("batches", int), ("contexts", int),
+                       ("prompts", int), ("compilers", str), ("weights", str), ("kv-caches", str)):
+        w.add_argument(f"--{name}", type=_list_of(kind), help=f"comma-separated {name}")
+    w.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    w.add_argument("--out", default="sweep-results", help="folder for sweep.csv and sweep.jsonl")
+    w.add_argument("--no-cache", action="store_true", help="recompute every point (the cache is not read or written)")
+    w.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
     m = sub.add_parser("models", help="list the model presets (and model files given with --model)")
     m.add_argument("--model", action="append", default=[], help="also list this model file (repeatable)")
     m.add_argument("--json", action="store_true")
@@ -101,6 +123,8 @@ def _run(args) -> str:
 
         rows = report.systems_rows(list(SYSTEMS.values()))
         return json.dumps(rows, indent=2) if args.json else report.table(rows)
+    if args.command == "sweep":
+        return _sweep(args)
     kw = dict(prompt=args.prompt, context=args.context, dtype=args.dtype, usd_per_chip_hour=args.price,
               weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor)
     if args.command == "compare":
@@ -124,6 +148,24 @@ def _run(args) -> str:
                    find_max_batch=not args.no_max_batch, compiler=args.compiler, **kw)
     d = result.to_dict()
     return json.dumps(d, indent=2) if args.json else report.trace_text(d, breakdown=args.breakdown)
+
+
+def _sweep(args) -> str:
+    from tracer import sweep
+
+    axes = sweep.load_sweep(args.file) if args.file else {}
+    flags = {"model": args.models, "system": args.systems, "strategy": args.strategies, "batch": args.batches,
+             "context": args.contexts, "prompt": args.prompts, "compiler": args.compilers, "weights": args.weights,
+             "kv_cache": args.kv_caches}
+    axes.update({k: v for k, v in flags.items() if v})
+    points = sweep.grid(**axes)
+    started = time.monotonic()
+    records = sweep.run(points, jobs=args.jobs, max_batch=not args.no_max_batch, use_cache=not args.no_cache)
+    csv_path, jsonl_path = sweep.write(records, args.out)
+    failed = sum("error" in r for r in records)
+    hits = sum(r["cached"] for r in records)
+    return (f"{len(records)} points ({hits} from the cache, {failed} failed) in {time.monotonic() - started:.1f} s: "
+            f"{csv_path}, {jsonl_path}")
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,270 @@
+"""Sweeps: many (model, system, strategy, batch, context, compiler, dtypes) points, each traced once, run in parallel
+worker processes, remembered in a persistent cache, written as CSV and JSON Lines.
+
+A cached result is keyed by everything that changes it: the point's inputs, the versions of jax, jaxlib and the
+compiler plugins, and a digest of this tool's own source. An entry that does not parse, whose checksum does not
+match or whose key differs is recomputed, never trusted.
+"""
+
+import csv
+import dataclasses
+import hashlib
+import importlib.metadata
+import itertools
+import json
+import os
+import sys
+import time
+import tomllib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from tracer.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ("models", "meshes", "tracer")  # their .py files make the tool's digest
+PACKAGES = ("jax", "jaxlib", "flax", "jax-cuda12-plugin", "jax-cuda12-pjrt", "libtpu")
+AXES = ("model", "system", "strategy", "batch", "context", "prompt", "compiler", "weights", "kv_cache")
+CSV_COLUMNS = ("model", "system", "strategy", "compiler", "batch", "prompt", "context", "weights", "kv_cache", "fits",
+               "max_batch", "prefill_ms", "decode_ms", "prefill_bound", "decode_bound", "usd_per_mtok_in",
+               "usd_per_mtok_out", "output_to_input", "tokens_per_s_per_chip", "tokens_per_s_per_user",
+               "decode_hbm_bytes", "decode_comm_bytes", "cached", "error")
+
+
+@dataclass(frozen=True)
+class Point:
+    model: str
+    system: str
+    strategy: str
+    batch: int
+    context: int
+    prompt: int | None = None  # None: the whole context
+    compiler: str = "cpu"
+    weights: str | None = None  # None: the model's own dtypes
+    kv_cache: str | None = None
+
+
+def grid(**axes) -> list[Point]:
+    """Every combination of the given values (each a list; unknown axes are errors)."""
+    unknown = set(axes) - set(AXES)
+    if unknown:
+        raise ConfigError(f"unknown sweep axis {', '.join(sorted(unknown))}; the axes are {', '.join(AXES)}")
+    for name in ("model", "system", "strategy", "batch", "context"):
+        if not axes.get(name):
+            raise ConfigError(f"a sweep needs at least one {name} (--{name.replace('_', '-')}s or `{name}s = [...]` "
+                              "in the sweep file)")
+    names = [a for a in AXES if axes.get(a)]
+    return [Point(**dict(zip(names, values, strict=True))) for values in itertools.product(*(axes[a] for a in names))]
+
+
+def load_sweep(path: str) -> dict[str, list]:
+    """A sweep file: TOML with lists `models`, `systems`, `strategies`, `batches`, `contexts` and optional
+    `prompts`, `compilers`, `weights`, `kv_caches` (see benchmarks/example_sweep.toml)."""
+    plural = {"models": "model", "systems": "system", "strategies": "strategy", "batches": "batch",
+              "contexts": "context", "prompts": "prompt", "compilers": "compiler", "weights": "weights",
+              "kv_caches": "kv_cache"}
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"sweep file {path} not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"sweep file {path} is not valid TOML: {str(err).splitlines()[0]}") from None
+    unknown = set(data) - set(plural)
+    if unknown:
+        raise ConfigError(f"sweep file {path}: unknown keys {', '.join(sorted(unknown))}; known: "
+                          f"{', '.join(plural)}")
+    axes = {}
+    for key, values in data.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep file {path}: {key} must be a non-empty list, e.g. {key} = [...]")
+        axes[plural[key]] = values
+    return axes
+
+
+# --- the cache ---
+def versions() -> dict:
+    """What, besides a point's inputs, changes its result: library versions and this tool's source."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    digest = hashlib.sha256()
+    for folder in SOURCES:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            digest.update(path.relative_to(ROOT).as_posix().encode())
+            digest.update(path.read_bytes())
+    out["tracer_source"] = digest.hexdigest()
+    return out
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TRACER_CACHE", Path.home() / ".cache" / "tracer"))
+
+
+def _key(point: Point, env: dict, max_batch: bool) -> tuple[str, dict]:
+    inputs = {"point": dataclasses.asdict(point), "max_batch": max_batch, "env": env}
+    text = json.dumps(inputs, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest(), inputs
+
+
+def _checksum(result: dict) -> str:
+    return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
+
+
+def cached(point: Point, env: dict, max_batch: bool, folder: Path) -> dict | None:
+    """The stored result, or None when there is none or it cannot be trusted."""
+    key, inputs = _key(point, env, max_batch)
+    path = folder / f"{key}.json"
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        if entry["inputs"] != inputs or entry["checksum"] != _checksum(entry["result"]):
+            return None
+        return entry["result"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store(point: Point, env: dict, max_batch: bool, folder: Path, result: dict):
+    key, inputs = _key(point, env, max_batch)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{key}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"inputs": inputs, "checksum": _checksum(result), "result": result}), encoding="utf-8")
+    tmp.replace(folder / f"{key}.json")  # whole or not at all
+
+
+# --- running ---
+def trace_point(point: Point, max_batch: bool) -> dict:
+    """One point's trace object, or {"error": ...} for a point that cannot run (bad input, does not divide)."""
+    from tracer.api import trace
+
+    try:
+        result = trace(model=point.model, system=point.system, strategy=point.strategy, batch=point.batch,
+                       prompt=point.prompt, context=point.context, compiler=point.compiler, weights=point.weights,
+                       kv_cache=point.kv_cache, find_max_batch=max_batch)
+        return result.to_dict()
+    except ConfigError as err:
+        return {"error": str(err)}
+
+
+def _worker(point: Point, max_batch: bool, env: dict, folder: str | None) -> dict:
+    result = trace_point(point, max_batch)
+    if folder is not None and "error" not in result:
+        store(point, env, max_batch, Path(folder), result)
+    return result
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    cached: int = 0
+    failed: int = 0
+    start: float = dataclasses.field(default_factory=time.monotonic)
+    computed_s: float = 0.0
+
+    def line(self) -> str:
+        width = 30
+        filled = int(width * self.done / max(self.total, 1))
+        computed = self.done - self.cached
+        left = self.total - self.done
+        eta = (time.monotonic() - self.start) / computed * left if computed else None
+        eta_text = "" if eta is None or not left else f", ~{_duration(eta)} left"
+        return (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} points, {self.cached} cached, "
+                f"{self.failed} failed{eta_text}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{rest}s" if not minutes else f"{minutes}m{rest:02d}s"
+
+
+def run(points: list[Point], jobs: int = 1, max_batch: bool = True, use_cache: bool = True,
+        progress="stderr") -> list[dict]:
+    """Each point's record {"inputs", "cached", "result" | "error"}, in the order of `points`. progress: a stream
+    for the progress bar (default: standard error), or None."""
+    progress = sys.stderr if progress == "stderr" else progress
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    env, folder = versions(), cache_dir() if use_cache else None
+    records: list[dict | None] = [None] * len(points)
+    bar = Progress(len(points))
+
+    def finish(i: int, result: dict, from_cache: bool):
+        inputs = dataclasses.asdict(points[i])
+        records[i] = {"inputs": inputs, "cached": from_cache,
+                      **({"error": result["error"]} if "error" in result else {"result": result})}
+        bar.done += 1
+        bar.cached += from_cache
+        bar.failed += "error" in result
+        if progress is not None:
+            progress.write("\r" + bar.line())
+            progress.flush()
+
+    todo = []
+    for i, point in enumerate(points):
+        hit = cached(point, env, max_batch, folder) if folder is not None else None
+        if hit is not None:
+            finish(i, hit, True)
+        else:
+            todo.append(i)
+    folder_text = str(folder) if folder is not None else None
+    if jobs == 1 or len(todo) <= 1:
+        for i in todo:
+            finish(i, _worker(points[i], max_batch, env, folder_text), False)
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_worker, points[i], max_batch, env, folder_text): i for i in todo}
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    result = future.result()
+                except Exception as err:  # a worker that died: recorded, the sweep goes on
+                    result = {"error": f"{type(err).__name__}: {err}"}
+                finish(i, result, False)
+    if progress is not None:
+        progress.write("\n")
+    return records
+
+
+# --- outputs ---
+def row(record: dict) -> dict:
+    """One CSV row: the point's inputs and its headline figures."""
+    inputs = record["inputs"]
+    out = {k: inputs.get(k) for k in ("model", "system", "strategy", "compiler", "batch", "prompt", "context",
+                                      "weights", "kv_cache")}
+    out["cached"] = record["cached"]
+    if "error" in record:
+        return {**out, "error": record["error"]}
+    r = record["result"]
+    pre, dec = r["prefill"], r["decode"]
+    out.update(prompt=r["prompt"], weights=r["weights_dtype"], kv_cache=r["kv_cache_dtype"],
+               fits=dec["memory_per_device"]["fits"],
+               max_batch=r["max_batch"] if r["max_batch_note"] != "not searched" else "",
+               prefill_ms=pre["time_s"]["step"] * 1e3, decode_ms=dec["time_s"]["step"] * 1e3,
+               prefill_bound=pre["bound"], decode_bound=dec["bound"], usd_per_mtok_in=pre["usd_per_mtok"],
+               usd_per_mtok_out=dec["usd_per_mtok"], output_to_input=r["output_to_input_cost"],
+               tokens_per_s_per_chip=dec["tokens_per_s_per_chip"], tokens_per_s_per_user=1 / dec["time_s"]["step"],
+               decode_hbm_bytes=dec["hbm_bytes_per_device"], decode_comm_bytes=dec["comm_bytes_per_device"],
+               error="")
+    return out
+
+
+def write(records: list[dict], out_dir: str) -> tuple[Path, Path]:
+    """sweep.csv (one row per point) and sweep.jsonl (one object per point: inputs, and the trace or the error)."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, jsonl_path = folder / "sweep.csv", folder / "sweep.jsonl"
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for record in records:
+            writer.writerow(row(record))
+    with jsonl_path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    return csv_path, jsonl_path
