@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--out", default="sweep-results", help="folder for sweep.csv and sweep.jsonl")
     w.add_argument("--no-cache", action="store_true", help="recompute every point (the cache is not read or written)")
     w.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
+    r = sub.add_parser("report", help="a Markdown report with tables and plots of a sweep's results")
+    r.add_argument("results", help="the --out folder of `tracer sweep` (or its sweep.jsonl)")
+    r.add_argument("--out", default="report", help="folder for report.md and its PNG plots")
     m = sub.add_parser("models", help="list the model presets (and model files given with --model)")
     m.add_argument("--model", action="append", default=[], help="also list this model file (repeatable)")
     m.add_argument("--json", action="store_true")
@@ -125,6 +128,10 @@ def _run(args) -> str:
         return json.dumps(rows, indent=2) if args.json else report.table(rows)
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "report":
+        from tracer.sweep_report import load_records, write_report
+
+        return f"wrote {write_report(load_records(args.results), args.out)}"
     kw = dict(prompt=args.prompt, context=args.context, dtype=args.dtype, usd_per_chip_hour=args.price,
               weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor)
     if args.command == "compare":

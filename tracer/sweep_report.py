@@ -1,0 +1,163 @@
+"""`tracer report SWEEP_RESULTS --out DIR`: a Markdown report of a sweep, with tables and PNG plots.
+
+Plots: the cost of output tokens against context length per system (where the KV cache takes over and HBM caps the
+batch), the Pareto front of tokens/s per user against USD per million output tokens, decode step-time terms, and
+strategies side by side. Every figure names the model, systems, strategies, compilers, dtypes and prices it shows.
+"""
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from tabulate import tabulate
+
+from tracer.errors import ConfigError
+
+
+def load_records(path: str) -> list[dict]:
+    """A sweep's records: its folder (sweep.jsonl inside) or the .jsonl file itself."""
+    source = Path(path)
+    if source.is_dir():
+        source = source / "sweep.jsonl"
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        raise ConfigError(f"no sweep results at {path}: give the --out folder of `tracer sweep` or its sweep.jsonl"
+                          ) from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "inputs" not in record:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"{source} line {n} is not a sweep record; re-run `tracer sweep` to write it") from None
+        records.append(record)
+    if not records:
+        raise ConfigError(f"{source} holds no sweep records")
+    return records
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other beats on both counts: higher x (tokens/s per user) and lower y (USD per
+    million output tokens), ordered by x."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], points[i][1]))
+    front, best = [], float("inf")
+    for i in order:
+        if points[i][1] < best:
+            front.append(i)
+            best = points[i][1]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _label(r: dict) -> str:
+    return f"{r['system']} {r['strategy']}" + (f" ({r['compiler']})" if r["compiler"] != "cpu" else "")
+
+
+def _provenance(rs: list[dict]) -> str:
+    """What a figure rests on: model(s), systems, strategies, compilers, dtypes and prices."""
+    def values(key):
+        return ", ".join(sorted({str(r[key]) for r in rs}))
+
+    prices = ", ".join(sorted({f"{r['system']} ${r['usd_per_chip_hour']:.2f}/chip-h" for r in rs}))
+    dtypes = ", ".join(sorted({f"w {r['weights_dtype']} / kv {r['kv_cache_dtype']}" for r in rs}))
+    return (f"model {values('model')}; systems {values('system')}; strategies {values('strategy')}; compiler "
+            f"{values('compiler')}; {dtypes}; prices {prices}")
+
+
+def write_report(records: list[dict], out: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    ok = [r["result"] for r in records if "result" in r]
+    failed = [r for r in records if "error" in r]
+    lines = ["# Sweep report", "",
+             f"{len(records)} points: {len(ok)} traced, {len(failed)} failed. Step times in ms; costs in USD per "
+             "million tokens at each system's price per chip-hour; decode figures per output token.", ""]
+    rows = [[r["model"], r["system"], r["strategy"], r["compiler"], r["batch"], r["prompt"], r["context"],
+             "yes" if r["decode"]["memory_per_device"]["fits"] else "NO",
+             "" if r["max_batch_note"] == "not searched" else r["max_batch"],
+             f"{r['prefill']['time_s']['step'] * 1e3:.4g}", f"{r['decode']['time_s']['step'] * 1e3:.4g}",
+             r["decode"]["bound"], f"{r['prefill']['usd_per_mtok']:.4g}", f"{r['decode']['usd_per_mtok']:.4g}",
+             f"{r['output_to_input_cost']:.3g}", f"{1 / r['decode']['time_s']['step']:.4g}"] for r in ok]
+    lines += [tabulate(rows, headers=["model", "system", "strategy", "compiler", "batch", "prompt", "context", "fits",
+                                      "max batch", "prefill ms", "decode ms", "decode bound", "$/Mtok in",
+                                      "$/Mtok out", "out/in", "tok/s/user"], tablefmt="pipe"), ""]
+    if failed:
+        lines += ["Failed points:", ""] + [f"- {r['inputs']}: {r['error']}" for r in failed] + [""]
+
+    by_model = defaultdict(list)
+    for r in ok:
+        by_model[r["model"]].append(r)
+    for model, rs in sorted(by_model.items()):
+        lines += [f"## {model}", ""]
+        # 1. cost of output tokens against context, per system and strategy, one line per batch
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        series = defaultdict(list)
+        for r in rs:
+            series[(_label(r), r["batch"])].append((r["context"], r["decode"]["usd_per_mtok"],
+                                                    r["decode"]["memory_per_device"]["fits"]))
+        for (label, batch), pts in sorted(series.items()):
+            pts.sort()
+            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{label}, batch {batch}")
+            ax.scatter([p[0] for p in pts if not p[2]], [p[1] for p in pts if not p[2]], marker="x", s=80,
+                       color=line.get_color())
+        ax.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="USD per million output tokens",
+               title=f"{model}: output-token cost against context")
+        ax.legend(fontsize=7)
+        fig.text(0.01, 0.005, _provenance(rs) + "; x: does not fit", fontsize=5)
+        name = f"{model}-cost-vs-context.png"
+        fig.savefig(folder / name, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        lines += [f"![output-token cost against context]({name})", "",
+                  f"Output-token cost against context length; crosses mark points whose decode step does not fit "
+                  f"in HBM. {_provenance(rs)}.", ""]
+        # 2. Pareto front of interactivity against cost, per system
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for system in sorted({r["system"] for r in rs}):
+            sub = [r for r in rs if r["system"] == system and r["decode"]["memory_per_device"]["fits"]]
+            if not sub:
+                continue
+            pts = [(1 / r["decode"]["time_s"]["step"], r["decode"]["usd_per_mtok"]) for r in sub]
+            dots = ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=12, alpha=0.5)
+            front = pareto(pts)
+            ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], marker="o", color=dots.get_facecolor()[0],
+                    label=f"{system}: Pareto front")
+            lines += [f"Pareto front on {system} (tokens/s per user against USD per million output tokens):", "",
+                      tabulate([[_label(sub[i]), sub[i]["batch"], sub[i]["context"], f"{pts[i][0]:.4g}",
+                                 f"{pts[i][1]:.4g}"] for i in front],
+                               headers=["system, strategy", "batch", "context", "tok/s/user", "$/Mtok out"],
+                               tablefmt="pipe"), ""]
+        ax.set(xscale="log", yscale="log", xlabel="tokens/s per user (1 / decode step)",
+               ylabel="USD per million output tokens", title=f"{model}: interactivity against cost")
+        ax.legend(fontsize=7)
+        fig.text(0.01, 0.005, _provenance(rs), fontsize=5)
+        name = f"{model}-pareto.png"
+        fig.savefig(folder / name, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        lines += [f"![Pareto front]({name})", "", f"Every traced batch, strategy and context that fits; the line "
+                  f"joins those no other point beats on both counts. {_provenance(rs)}.", ""]
+        # 3. decode step-time terms and 4. strategies side by side, at each point
+        fig, ax = plt.subplots(figsize=(max(7, 0.35 * len(rs)), 4.5))
+        names = [f"{_label(r)} b{r['batch']} c{r['context']}" for r in rs]
+        bottom = [0.0] * len(rs)
+        for term in ("compute", "memory", "comms"):
+            values = [r["decode"]["time_s"][term] * 1e3 for r in rs]
+            ax.bar(range(len(rs)), values, bottom=bottom, label=term)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        ax.set_xticks(range(len(rs)), names, rotation=90, fontsize=6)
+        ax.set(ylabel="ms per decode step", title=f"{model}: decode step terms (compute, memory, comms)")
+        ax.legend(fontsize=7)
+        fig.text(0.01, -0.02, _provenance(rs) + "; step = max(compute, memory) + comms", fontsize=5)
+        name = f"{model}-decode-terms.png"
+        fig.savefig(folder / name, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        lines += [f"![decode step terms]({name})", "", f"Decode step terms per point (the step takes the larger of "
+                  f"compute and memory, plus communication). {_provenance(rs)}.", ""]
+    report = folder / "report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    return report
