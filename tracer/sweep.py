@@ -150,6 +150,9 @@ def trace_point(point: Point, max_batch: bool) -> dict:
 
 
 def _worker(point: Point, max_batch: bool, env: dict, folder: str | None) -> dict:
+    from tracer.quiet import import_jax
+
+    import_jax()  # a fresh worker process: keep the compiler plugins' start-up lines off the progress bar
     result = trace_point(point, max_batch)
     if folder is not None and "error" not in result:
         store(point, env, max_batch, Path(folder), result)
