@@ -65,6 +65,11 @@ def _provenance(rs: list[dict]) -> str:
             f"{values('compiler')}; {dtypes}; prices {prices}")
 
 
+def _caption(text: str) -> str:
+    """Plain text for matplotlib, which reads $...$ as mathematics."""
+    return text.replace("$", r"\$")
+
+
 def write_report(records: list[dict], out: str) -> Path:
     import matplotlib
 
@@ -99,17 +104,20 @@ def write_report(records: list[dict], out: str) -> Path:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         series = defaultdict(list)
         for r in rs:
-            series[(_label(r), r["batch"])].append((r["context"], r["decode"]["usd_per_mtok"],
-                                                    r["decode"]["memory_per_device"]["fits"]))
-        for (label, batch), pts in sorted(series.items()):
+            series[(_label(r), r["batch"], r["strategy"])].append((r["context"], r["decode"]["usd_per_mtok"],
+                                                                   r["decode"]["memory_per_device"]["fits"]))
+        strategies = sorted({r["strategy"] for r in rs})  # a line style each: equal layouts stay visible
+        for (label, batch, strategy), pts in sorted(series.items()):
             pts.sort()
-            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{label}, batch {batch}")
+            style = ("-", "--", ":", "-.")[strategies.index(strategy) % 4]
+            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linestyle=style,
+                            label=f"{label}, batch {batch}")
             ax.scatter([p[0] for p in pts if not p[2]], [p[1] for p in pts if not p[2]], marker="x", s=80,
                        color=line.get_color())
         ax.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="USD per million output tokens",
                title=f"{model}: output-token cost against context")
-        ax.legend(fontsize=7)
-        fig.text(0.01, 0.005, _provenance(rs) + "; x: does not fit", fontsize=5)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.text(0.01, 0.005, _caption(_provenance(rs) + "; x: does not fit"), fontsize=5)
         name = f"{model}-cost-vs-context.png"
         fig.savefig(folder / name, dpi=120, bbox_inches="tight")
         plt.close(fig)
@@ -135,7 +143,7 @@ def write_report(records: list[dict], out: str) -> Path:
         ax.set(xscale="log", yscale="log", xlabel="tokens/s per user (1 / decode step)",
                ylabel="USD per million output tokens", title=f"{model}: interactivity against cost")
         ax.legend(fontsize=7)
-        fig.text(0.01, 0.005, _provenance(rs), fontsize=5)
+        fig.text(0.01, 0.005, _caption(_provenance(rs)), fontsize=5)
         name = f"{model}-pareto.png"
         fig.savefig(folder / name, dpi=120, bbox_inches="tight")
         plt.close(fig)
@@ -152,7 +160,7 @@ def write_report(records: list[dict], out: str) -> Path:
         ax.set_xticks(range(len(rs)), names, rotation=90, fontsize=6)
         ax.set(ylabel="ms per decode step", title=f"{model}: decode step terms (compute, memory, comms)")
         ax.legend(fontsize=7)
-        fig.text(0.01, -0.02, _provenance(rs) + "; step = max(compute, memory) + comms", fontsize=5)
+        fig.text(0.01, -0.02, _caption(_provenance(rs) + "; step = max(compute, memory) + comms"), fontsize=5)
         name = f"{model}-decode-terms.png"
         fig.savefig(folder / name, dpi=120, bbox_inches="tight")
         plt.close(fig)
