@@ -48,7 +48,7 @@ def missing_extra(compiler: str) -> str | None:
         return None
     module, package = EXTRAS[compiler]
     if importlib.util.find_spec(module) is None:
-        return f"{package} is not installed (pip install -e '.[{compiler}]')"
+        return f"{package} is not installed: pip install -e '.[{compiler}]'"
     return None
 
 
@@ -61,7 +61,7 @@ def choose_compiler(compiler: str, system: System) -> tuple[str, str]:
         reason = missing_extra(own)
         if reason is None:
             return own, f"auto: {system.name}'s own compiler"
-        return "cpu", f"auto: the {own} compiler is unavailable ({reason}); emulated CPU devices instead"
+        return "cpu", f"auto: the {own} compiler is unavailable, {reason}; emulated CPU devices instead"
     if compiler != "cpu" and compiler != own:
         raise ConfigError(f"--compiler {compiler} cannot target {system.name} ({system.chip.name}); use --compiler "
                           f"{own}, cpu or auto")
