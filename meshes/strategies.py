@@ -16,7 +16,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from meshes.systems import System
-from tracer.errors import ConfigError
+from tracer.errors import ConfigError, read_toml
 
 Target = str | tuple[str, ...] | None
 
@@ -180,16 +180,10 @@ LOGICAL_AXES = sorted({a for arr in WEIGHT_ARRAYS + ACTIVATION_ARRAYS for a in a
 def load_strategy(path: str) -> Strategy:
     """A strategy from a TOML file: name, description, [mesh] axis = size (outer to inner: an integer, "domain",
     "domain/k" or "rest"), [rules] logical axis = mesh axis or [mesh axes], optional [weight_rules]."""
-    import tomllib
     from pathlib import Path
 
     where = f"strategy file {path}"
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{where} not found; give a .toml strategy file or one of {', '.join(STRATEGIES)}") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{where} is not valid TOML: {str(err).splitlines()[0]}") from None
+    data = read_toml(path, where, f"; give a .toml strategy file or one of {', '.join(STRATEGIES)}")
     unknown = set(data) - {"name", "description", "mesh", "rules", "weight_rules"}
     if unknown or not isinstance(data.get("mesh"), dict) or not isinstance(data.get("rules"), dict):
         raise ConfigError(f"{where}: needs [mesh] and [rules] tables (and may have name, description, "

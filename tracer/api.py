@@ -123,12 +123,13 @@ def _phase(name, step, cfg, system, work, mesh, strategy) -> Phase:
                         for c in step.cost.collectives)
     return Phase(name, step, time, memory(step, system, name), tokens, per_chip, usd_per_mtok(system, per_chip),
                  analytic(cfg, work, name, layout(strategy, mesh)), collectives,
-                 _moe_plan(cfg, strategy, mesh, work, name), _breakdown(step, system))
+                 _moe_plan(cfg, strategy, mesh, work, name), _breakdown(step, system, time))
 
 
-def _breakdown(step: CompiledStep, system) -> dict:
+def _breakdown(step: CompiledStep, system, time: StepTime) -> dict:
     """Per part of the model (the named scopes in the program's op metadata): its FLOPs, HBM bytes and wire bytes,
-    and their compute, memory and communication times on this system."""
+    and their compute, memory and communication times on this system (compute at the step's own seconds per
+    FLOP, its mix of precisions)."""
     parts = {scope: {"flops": v["flops"], "hbm_bytes": v["hbm_bytes"], "wire_bytes": 0.0, "comms_s": 0.0}
              for scope, v in (step.cost.by_scope or {}).items()}
     for c in step.cost.collectives:
@@ -137,10 +138,9 @@ def _breakdown(step: CompiledStep, system) -> dict:
             part = parts.setdefault(scope, {"flops": 0.0, "hbm_bytes": 0.0, "wire_bytes": 0.0, "comms_s": 0.0})
             part["wire_bytes"] += wire
             part["comms_s"] += seconds * wire / c.wire_bytes_per_device if c.wire_bytes_per_device else 0.0
-    dtype_share = step.cost.flops and sum(f / system.chip.flops_for(d) for d, f in step.cost.flops_by_dtype.items()
-                                          ) / step.cost.flops  # seconds per FLOP, at this step's mix of precisions
+    per_flop = time.compute_s / step.cost.flops if step.cost.flops else 0.0
     for part in parts.values():
-        part["compute_s"] = part["flops"] * dtype_share
+        part["compute_s"] = part["flops"] * per_flop
         part["memory_s"] = part["hbm_bytes"] / system.chip.hbm_bw
     return parts
 

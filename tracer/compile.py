@@ -76,16 +76,12 @@ def _topology_devices(compiler: str, chip: str, topology: str) -> tuple:
     from jax.experimental import topologies
 
     with quiet_stderr():
-        return _describe(topologies, compiler, chip, topology)
-
-
-def _describe(topologies, compiler: str, chip: str, topology: str) -> tuple:
-    jax.devices()  # start the CPU backend first (plugins register as it starts)
-    if compiler == "gpu":
-        desc = topologies.get_topology_desc(platform="cuda", target_config=GPU_TARGETS[chip].proto_text(),
-                                            topology=topology)
-    else:
-        desc = topologies.get_topology_desc(topology, "tpu")
+        jax.devices()  # start the CPU backend first (plugins register as it starts)
+        if compiler == "gpu":
+            desc = topologies.get_topology_desc(platform="cuda", target_config=GPU_TARGETS[chip].proto_text(),
+                                                topology=topology)
+        else:
+            desc = topologies.get_topology_desc(topology, "tpu")
     return tuple(desc.devices)
 
 
@@ -161,7 +157,8 @@ def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, **jit_kw)
     start = time.perf_counter()
     with translator(mesh, strategy):
         lowered = jax.jit(fn, **jit_kw).lower(*args)
-    quiet = quiet_stderr() if mesh.devices.flat[0].platform != "cpu" else contextlib.nullcontext()
+    platform = mesh.devices.flat[0].platform
+    quiet = quiet_stderr() if platform != "cpu" else contextlib.nullcontext()
     try:
         with quiet:  # the GPU compiler logs its own estimates (rematerialization, scheduling limits) to stderr
             compiled = lowered.compile()
@@ -171,11 +168,11 @@ def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, **jit_kw)
             raise
         m = re.search(r"\(([\d.]+)([KMGT])\)", text)
         temp = float(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024 if m else float("inf")
-        raise DoesNotFit(f"does not fit: the {mesh.devices.flat[0].platform} compiler says "
+        raise DoesNotFit(f"does not fit: the {platform} compiler says "
                          f"{text.split('RESOURCE_EXHAUSTED:')[-1].strip().splitlines()[0]} (lower --batch or "
                          "--context, or see the figures of the emulated program with --compiler cpu)", temp) from None
     elapsed = time.perf_counter() - start
-    on_chip = frozenset({1, 2}) if mesh.devices.flat[0].platform == "tpu" else frozenset()  # VMEM, SMEM
+    on_chip = frozenset({1, 2}) if platform == "tpu" else frozenset()  # VMEM, SMEM
     cost = read_program(parse_module(compiled.as_text()), f32_as, ATTN_CORE, vector_dtype, on_chip)
     mem = compiled.memory_analysis()
     xla_memory = {k: getattr(mem, f"{k}_size_in_bytes") for k in ("argument", "output", "alias", "temp")}

@@ -5,6 +5,19 @@ class ConfigError(ValueError):
     pass
 
 
+def read_toml(path: str, where: str, hint: str = "") -> dict:
+    """A TOML file's table; a missing or malformed file is a ConfigError naming `where` (and, when missing, `hint`)."""
+    import tomllib
+    from pathlib import Path
+
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{where} not found{hint}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{where} is not valid TOML: {str(err).splitlines()[0]}") from None
+
+
 class DoesNotFit(ConfigError):
     """The target's compiler refused the program: its buffers exceed the chip's memory (the TPU compiler checks)."""
 

@@ -15,12 +15,11 @@ import json
 import os
 import sys
 import time
-import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracer.errors import ConfigError
+from tracer.errors import ConfigError, read_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("models", "meshes", "tracer")  # their .py files make the tool's digest
@@ -64,12 +63,7 @@ def load_sweep(path: str) -> dict[str, list]:
     plural = {"models": "model", "systems": "system", "strategies": "strategy", "batches": "batch",
               "contexts": "context", "prompts": "prompt", "compilers": "compiler", "weights": "weights",
               "kv_caches": "kv_cache"}
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file {path} not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"sweep file {path} is not valid TOML: {str(err).splitlines()[0]}") from None
+    data = read_toml(path, f"sweep file {path}")
     unknown = set(data) - set(plural)
     if unknown:
         raise ConfigError(f"sweep file {path}: unknown keys {', '.join(sorted(unknown))}; known: "
