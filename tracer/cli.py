@@ -32,7 +32,7 @@ def _list_of(kind):
     def parse(text: str) -> list:
         try:
             return [kind(n) for n in text.split(",") if n]
-        except ValueError:
+        except (ValueError, argparse.ArgumentTypeError):
             raise argparse.ArgumentTypeError(f"invalid list {text!r}: comma-separated {kind.__name__}s") from None
 
     return parse
@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "(and compilers, dtypes); write CSV and JSON Lines; results are cached")
     w.add_argument("file", nargs="?", help="a sweep file (TOML lists: models, systems, strategies, batches, "
                                            "contexts, and optional prompts, compilers, weights, kv_caches)")
-    for name, kind in (("models", str), ("systems", str), ("strategies", str), ("batches", int), ("contexts", int),
+    for name, kind in (("models", str), ("systems", str), ("strategies", str), ("batches", _batch), ("contexts", int),
                        ("prompts", int), ("compilers", str), ("weights", str), ("kv-caches", str)):
         w.add_argument(f"--{name}", type=_list_of(kind), help=f"comma-separated {name}")
     w.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")

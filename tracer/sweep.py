@@ -36,7 +36,7 @@ class Point:
     model: str
     system: str
     strategy: str
-    batch: int
+    batch: int | str  # "max": the largest batch that fits (searched, then traced there)
     context: int
     prompt: int | None = None  # None: the whole context
     compiler: str = "cpu"
@@ -132,12 +132,20 @@ def store(point: Point, env: dict, max_batch: bool, folder: Path, result: dict):
 # --- running ---
 def trace_point(point: Point, max_batch: bool) -> dict:
     """One point's trace object, or {"error": ...} for a point that cannot run (bad input, does not divide)."""
+    from tracer import compare
     from tracer.api import trace
 
+    kw = dict(prompt=point.prompt, context=point.context, compiler=point.compiler, weights=point.weights,
+              kv_cache=point.kv_cache)
     try:
+        if point.batch == "max":
+            found = compare.trace_point(point.model, point.system, point.strategy, "max", None, **kw)
+            return {**found.result.to_dict(), "max_batch": found.result.max_batch if found.max_batch is None
+                    else found.max_batch, "batch_requested": "max", "batch_note": found.batch_note}
+        if not isinstance(point.batch, int):
+            raise ConfigError(f"batch {point.batch!r}: a positive integer or 'max'")
         result = trace(model=point.model, system=point.system, strategy=point.strategy, batch=point.batch,
-                       prompt=point.prompt, context=point.context, compiler=point.compiler, weights=point.weights,
-                       kv_cache=point.kv_cache, find_max_batch=max_batch)
+                       find_max_batch=max_batch, **kw)
         return result.to_dict()
     except ConfigError as err:
         return {"error": str(err)}

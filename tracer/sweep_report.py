@@ -104,10 +104,10 @@ def write_report(records: list[dict], out: str) -> Path:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         series = defaultdict(list)
         for r in rs:
-            series[(_label(r), r["batch"], r["strategy"])].append((r["context"], r["decode"]["usd_per_mtok"],
-                                                                   r["decode"]["memory_per_device"]["fits"]))
+            key = (_label(r), str(r.get("batch_requested", r["batch"])), r["strategy"])
+            series[key].append((r["context"], r["decode"]["usd_per_mtok"], r["decode"]["memory_per_device"]["fits"]))
         strategies = sorted({r["strategy"] for r in rs})  # a line style each: equal layouts stay visible
-        for (label, batch, strategy), pts in sorted(series.items()):
+        for (label, batch, strategy), pts in sorted(series.items(), key=lambda kv: (kv[0][0], kv[0][1].zfill(9))):
             pts.sort()
             style = ("-", "--", ":", "-.")[strategies.index(strategy) % 4]
             line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linestyle=style,
@@ -166,6 +166,45 @@ def write_report(records: list[dict], out: str) -> Path:
         plt.close(fig)
         lines += [f"![decode step terms]({name})", "", f"Decode step terms per point (the step takes the larger of "
                   f"compute and memory, plus communication). {_provenance(rs)}.", ""]
+        # 4. strategies side by side: input and output cost per strategy, for each system, batch and context
+        lines += _strategy_plot(plt, rs, model, folder)
     report = folder / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     return report
+
+
+def _strategy_plot(plt, rs: list[dict], model: str, folder: Path) -> list[str]:
+    """Grouped bars: for each (system, batch, context) the strategies traced there, USD per million input and output
+    tokens side by side. Nothing when no group has two strategies."""
+    groups = defaultdict(dict)
+    for r in rs:
+        if r["decode"]["memory_per_device"]["fits"]:
+            groups[(r["system"], str(r.get("batch_requested", r["batch"])), r["context"])][r["strategy"]] = r
+    groups = {k: v for k, v in groups.items() if len(v) > 1}
+    if not groups:
+        return []
+    strategies = sorted({s for v in groups.values() for s in v})
+    keys = sorted(groups, key=lambda k: (k[0], k[1], k[2]))
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.6 * len(keys) * len(strategies)), 4.5))
+    width = 0.8 / len(strategies)
+    for ax, (phase, what) in zip(axes, (("prefill", "input"), ("decode", "output")), strict=True):
+        for j, strategy in enumerate(strategies):
+            xs = [i + j * width for i, k in enumerate(keys) if strategy in groups[k]]
+            ys = [groups[k][strategy][phase]["usd_per_mtok"] for k in keys if strategy in groups[k]]
+            ax.bar(xs, ys, width, label=strategy)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))],
+                      [f"{s} b{b} c{c}" for s, b, c in keys], rotation=90, fontsize=6)
+        ax.set(yscale="log", ylabel=f"USD per million {what} tokens", title=f"{model}: {what} tokens by strategy")
+        ax.legend(fontsize=7)
+    text = _provenance([r for v in groups.values() for r in v.values()])
+    fig.text(0.01, -0.02, _caption(text), fontsize=5)
+    name = f"{model}-strategies.png"
+    fig.savefig(folder / name, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    rows = [[s, b, c, strategy, f"{r['prefill']['usd_per_mtok']:.4g}", f"{r['decode']['usd_per_mtok']:.4g}",
+             r["batch"]] for (s, b, c) in keys for strategy, r in sorted(groups[(s, b, c)].items())]
+    return [f"Strategies side by side on {model}:", "",
+            tabulate(rows, headers=["system", "batch asked", "context", "strategy", "$/Mtok in", "$/Mtok out",
+                                    "batch traced"], tablefmt="pipe"), "",
+            f"![strategies]({name})", "", f"Input and output cost per strategy, at the same system, batch and "
+            f"context (points that fit). {text}.", ""]
