@@ -113,6 +113,12 @@ def test_breakdown_by_part_of_the_model(small, capsys):
     assert sum(p["hbm_bytes"] for p in parts.values()) == pytest.approx(step.cost.hbm_bytes)
     mlp = small.n_layers * 2 * WORK.batch * 3 * small.hidden * small.ffn / 8
     assert parts["mlp"]["flops"] == pytest.approx(mlp, rel=0.02)
+    # the attention core: q.k and p.v over every cached position (plus the softmax's elementwise work), reading the
+    # KV cache of the device's heads
+    core = small.n_layers * WORK.batch * WORK.context * small.attn_pair_flops(decode=True) / 8
+    assert core <= parts["attention core"]["flops"] <= 1.1 * core
+    assert parts["attention core"]["hbm_bytes"] == pytest.approx(small.kv_bytes(WORK.context) * WORK.batch / 8,
+                                                                 rel=0.05)
     (c,) = step.cost.collectives
     per_call = c.wire_bytes_per_device / c.count
     assert dict(c.scopes) == pytest.approx({"attention": small.n_layers * per_call, "mlp": small.n_layers * per_call,

@@ -37,10 +37,11 @@ FLOP_DTYPES = {"f8e4m3fn": "float8", "f8e5m2": "float8", "f8e4m3": "float8", "s8
                "f4e2m1fn": "float4", "bf16": "bfloat16", "f16": "bfloat16", "f32": "float32"}
 
 
+CORE = "attention core"  # the fused flash region: its FLOPs and the keys and values it reads
 # Named scopes of the model code (models/) -> the part of the step they belong to, innermost first.
 SCOPES = (("cache_update", "cache update"), ("router", "router"), ("expert_weights", "experts"),
-          ("experts", "experts"), ("combine", "moe dispatch"), ("attention", "attention"), ("moe", "moe dispatch"),
-          ("mlp", "mlp"), ("lm_head", "lm head"))
+          ("experts", "experts"), ("combine", "moe dispatch"), ("attn_core", CORE),
+          ("attention", "attention"), ("moe", "moe dispatch"), ("mlp", "mlp"), ("lm_head", "lm head"))
 
 
 def scope_of(op_name: str) -> str:
@@ -435,9 +436,9 @@ class _Reader:
         if region:  # the attention core's fused kernel
             fused = times * self.region_bytes(comp, region)
             self.hbm_bytes += fused
-            self.by_scope["attention"]["hbm_bytes"] += fused
+            self.by_scope[CORE]["hbm_bytes"] += fused
         for instr in comp.instrs:
-            scope = self.by_scope[self.scope(comp, instr)]
+            scope = self.by_scope[CORE if instr.name in members else self.scope(comp, instr)]
             for dtype, flops in self.instr_flops(comp, instr).items():
                 self.flops[dtype] += times * flops
                 scope["flops"] += times * flops
