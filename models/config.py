@@ -18,6 +18,7 @@ DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32, "float8": jnp.float8
 DTYPE_BITS = {"bfloat16": 16, "float32": 32, "float8": 8, "int8": 8, "mxfp4": 4 + 8 / 32}
 ACT_DTYPES = ("bfloat16", "float32")  # activations, embeddings, norms, router
 KV_DTYPES = ("bfloat16", "float32", "float8")
+VOCAB_DTYPES = ("bfloat16", "float32", "float8", "int8")  # embedding table and LM head (no block scales)
 MXFP4_BLOCK = 32
 
 
@@ -38,6 +39,7 @@ class ModelConfig:
     weight_dtype: str | None = None  # attention, dense MLP and shared-expert matmul weights (None: `dtype`)
     expert_dtype: str | None = None  # routed-expert weights (None: `weight_dtype`)
     kv_dtype: str | None = None  # KV cache (None: `dtype`)
+    vocab_dtype: str | None = None  # embedding table and LM head (None: `dtype`)
     qkv_bias: bool = False  # biases on the q, k, v and output projections (gpt-oss)
     # --- multi-head latent attention (DeepSeek-V2/V3): on when kv_lora_rank > 0 ---
     q_lora_rank: int = 0  # 0: queries projected directly from the hidden state
@@ -76,6 +78,8 @@ class ModelConfig:
                 fail(f"{key} {getattr(self, key)!r} is not one of {', '.join(DTYPES)}")
         if self.kv_dtype not in (None, *KV_DTYPES):
             fail(f"kv_dtype {self.kv_dtype!r} is not one of {', '.join(KV_DTYPES)}")
+        if self.vocab_dtype not in (None, *VOCAB_DTYPES):
+            fail(f"vocab_dtype {self.vocab_dtype!r} is not one of {', '.join(VOCAB_DTYPES)}")
         if self.is_mla and (self.qk_rope_head_dim <= 0 or self.qk_nope_head_dim <= 0 or self.v_head_dim <= 0):
             fail("latent attention needs qk_nope_head_dim, qk_rope_head_dim and v_head_dim > 0")
         if self.is_mla and self.head_dim != self.qk_nope_head_dim + self.qk_rope_head_dim:
@@ -143,6 +147,10 @@ class ModelConfig:
     @property
     def kv(self) -> str:
         return self.kv_dtype or self.dtype
+
+    @property
+    def vocab(self) -> str:
+        return self.vocab_dtype or self.dtype
 
     @property
     def bytes_per_value(self) -> int:
@@ -232,10 +240,12 @@ class ModelConfig:
     def with_dtypes(self, weights: str | None = None, kv_cache: str | None = None,
                     activations: str | None = None) -> "ModelConfig":
         """The same model with its stored dtypes overridden (`--weights`, `--kv-cache`, `--dtype`): weights set
-        every matmul weight, routed experts included."""
+        every matmul weight, routed experts, the LM head and the embedding table tied or not (MXFP4: the layers'
+        weights only)."""
         changes = {}
         if weights:
-            changes.update(weight_dtype=weights, expert_dtype=weights)
+            changes.update(weight_dtype=weights, expert_dtype=weights,
+                           vocab_dtype=weights if weights in VOCAB_DTYPES else self.vocab_dtype)
         if kv_cache:
             changes["kv_dtype"] = kv_cache
         if activations:
@@ -248,12 +258,15 @@ class ModelConfig:
 
     @property
     def weight_bytes(self) -> float:
-        """Stored bytes: routed experts in `experts`, other matmul weights in `weights`, the rest in `dtype`."""
+        """Stored bytes: routed experts in `experts`, other matmul weights in `weights`, the embedding table and LM
+        head in `vocab`, the rest in `dtype`."""
         routed = self.routed_expert_params
         matmul = sum(self.attn_params_per_layer + (self.shared_params if self.layer_is_moe(i)
                                                    else self.dense_mlp_params) for i in range(self.n_layers))
-        rest = self.total_params - routed - matmul
-        bits = routed * DTYPE_BITS[self.experts] + matmul * DTYPE_BITS[self.weights] + rest * DTYPE_BITS[self.dtype]
+        vocab = self.embed_params + self.head_params
+        rest = self.total_params - routed - matmul - vocab
+        bits = (routed * DTYPE_BITS[self.experts] + matmul * DTYPE_BITS[self.weights] + vocab * DTYPE_BITS[self.vocab]
+                + rest * DTYPE_BITS[self.dtype])
         return bits / 8
 
     def attn_pair_flops(self, decode: bool) -> int:

@@ -69,9 +69,8 @@ def matmul(spec: str, x, w, scales, act_dtype, blocked: int = 0):
     - mxfp4 (W4A16): w converted on the fly inside the matmul, and its block scales read once. The scales are
       applied per output element, summed over blocks: the bytes and (negligible) FLOPs of a fused MXFP4 kernel, not
       its exact numerics. `blocked` is w's axis the 32-value blocks run along."""
-    if w.dtype in (jnp.float8_e4m3fn, jnp.int8):
-        acc = jnp.int32 if w.dtype == jnp.int8 else act_dtype
-        return jnp.einsum(spec, x.astype(w.dtype), w, preferred_element_type=acc).astype(act_dtype)
+    if w.dtype in (jnp.float8_e4m3fn, jnp.int8):  # the kernel's epilogue writes act_dtype (scales applied there)
+        return jnp.einsum(spec, x.astype(w.dtype), w, preferred_element_type=act_dtype)
     if w.dtype == jnp.float4_e2m1fn:
         y = jnp.einsum(spec, x, w.astype(act_dtype))
         lhs, out = spec.split("->")

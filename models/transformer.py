@@ -17,7 +17,7 @@ from flax import nnx
 
 from models.attention import Step, cache_arrays, cache_capacity, make_attention, striped_order
 from models.config import DTYPES, ModelConfig
-from models.layers import ATTN_CORE, RMSNorm, param
+from models.layers import ATTN_CORE, RMSNorm, matmul, param
 from models.moe import MLP, MoE
 from models.sharding import constrain, stripes
 
@@ -73,7 +73,8 @@ class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.cfg = cfg
         act = cfg.jnp_dtype
-        self.embed = param(rngs, (cfg.vocab_size, cfg.hidden), ("vocab", "embed"), act, scale=1.0)
+        vocab = DTYPES[cfg.vocab]
+        self.embed = param(rngs, (cfg.vocab_size, cfg.hidden), ("vocab", "embed"), vocab, scale=1.0)
         stacks = []
         for _, units, moe in segments(cfg):
             if cfg.scan_layers:  # one Unit whose weights carry a leading layer axis
@@ -84,14 +85,14 @@ class Transformer(nnx.Module):
         self.segments = nnx.List(stacks)
         self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps, act)
         if not cfg.tie_embeddings:
-            self.lm_head = param(rngs, (cfg.hidden, cfg.vocab_size), ("embed", "vocab"), act)
+            self.lm_head = param(rngs, (cfg.hidden, cfg.vocab_size), ("embed", "vocab"), vocab)
 
     def logits(self, x):
         """x [B, D] -> [B, V]."""
         with jax.named_scope("lm_head"):
             x = self.final_norm(x)
             w = self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
-            return constrain(jnp.einsum("bd,dv->bv", x, w), "batch", "vocab")
+            return constrain(matmul("bd,dv->bv", x, w, None, self.cfg.jnp_dtype), "batch", "vocab")
 
     def run_layers(self, x, cache: KVCache, step: Step):
         cfg, period, out = self.cfg, self.cfg.period, []
@@ -133,7 +134,7 @@ def prefill(weights: nnx.State, tokens, *, graphdef: nnx.GraphDef, capacity: int
     batch, prompt = tokens.shape
     order = striped_order(prompt, stripes("seq", prompt))  # the prompt in the order its devices hold it
     positions = jnp.broadcast_to(order, (batch, prompt))
-    x = constrain(model.embed[...][tokens[:, order]], "batch", "seq", "embed")  # [B, P, D]
+    x = constrain(model.embed[...][tokens[:, order]].astype(model.cfg.jnp_dtype), "batch", "seq", "embed")
     x, cache = model.run_layers(x, empty_cache(model.cfg, batch, capacity), Step(False, positions))
     return model.logits(x[:, -1]), cache  # the last position is last in either order
 
@@ -141,7 +142,7 @@ def prefill(weights: nnx.State, tokens, *, graphdef: nnx.GraphDef, capacity: int
 def decode(weights: nnx.State, cache: KVCache, tokens, positions, *, graphdef: nnx.GraphDef):
     """tokens [B], positions [B] (where each token goes in the cache) -> (logits [B, V], updated cache)."""
     model: Transformer = nnx.merge(graphdef, weights)
-    x = constrain(model.embed[...][tokens][:, None], "batch", "seq", "embed")  # [B, 1, D]
+    x = constrain(model.embed[...][tokens][:, None].astype(model.cfg.jnp_dtype), "batch", "seq", "embed")
     x, cache = model.run_layers(x, cache, Step(True, positions[:, None]))
     return model.logits(x[:, 0]), cache
 

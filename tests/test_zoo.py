@@ -69,8 +69,10 @@ def test_dtype_overrides_change_bytes():
     cfg = PRESETS["llama3-8b"]
     fp8 = cfg.with_dtypes(weights="float8", kv_cache="float8")
     assert fp8.kv_bytes_per_token == cfg.kv_bytes_per_token / 2
-    matmul = cfg.total_params - 2 * cfg.embed_params - (2 * cfg.n_layers + 1) * cfg.hidden
-    assert cfg.weight_bytes - fp8.weight_bytes == matmul  # 2 bytes -> 1 per matmul weight; embeddings stay bf16
+    matmul = cfg.total_params - (2 * cfg.n_layers + 1) * cfg.hidden  # every matmul weight, LM head and embedding
+    assert cfg.weight_bytes - fp8.weight_bytes == matmul  # 2 bytes -> 1 per value; norms stay bf16
+    mx = cfg.with_dtypes(weights="mxfp4")  # MXFP4: the layers' weights only (no block scales on the vocabulary)
+    assert mx.vocab == "bfloat16" and mx.weights == "mxfp4"
     oss = PRESETS["gpt-oss-120b"]
     routed = oss.routed_expert_params
     assert oss.weight_bytes == pytest.approx(routed * 4.25 / 8 + (oss.total_params - routed) * 2)

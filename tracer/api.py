@@ -85,7 +85,7 @@ class TraceResult:
             "mesh": self.mesh,
             "batch": self.work.batch, "prompt": self.work.prompt, "context": self.work.context,
             "dtype": self.model.dtype, "weights_dtype": self.model.weights, "experts_dtype": self.model.experts,
-            "kv_cache_dtype": self.model.kv, "total_params": self.model.total_params,
+            "vocab_dtype": self.model.vocab, "kv_cache_dtype": self.model.kv, "total_params": self.model.total_params,
             "active_params": self.model.active_params, "usd_per_chip_hour": self.usd_per_chip_hour,
             "price_note": self.price_note,
             **{name: phase.to_dict() for name, phase in self.phases.items()},

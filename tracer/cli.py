@@ -96,9 +96,16 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--out", default="sweep-results", help="folder for sweep.csv and sweep.jsonl")
     w.add_argument("--no-cache", action="store_true", help="recompute every point (the cache is not read or written)")
     w.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
-    r = sub.add_parser("report", help="a Markdown report with tables and plots of a sweep's results")
-    r.add_argument("results", help="the --out folder of `tracer sweep` (or its sweep.jsonl)")
-    r.add_argument("--out", default="report", help="folder for report.md and its PNG plots")
+    r = sub.add_parser("report", help="a Markdown report with tables and plots: of a sweep's results, of the seed "
+                                      "argument's claims (`claims`), or of the textbook's worked examples "
+                                      "(`textbook`)")
+    r.add_argument("results", help="the --out folder of `tracer sweep` (or its sweep.jsonl); `claims`: trace the "
+                                   "claims sweep and give each claim a verdict; `textbook`: reproduce the scaling "
+                                   "book's worked examples")
+    r.add_argument("--out", default="report", help="folder for the Markdown report and its PNG plots")
+    r.add_argument("--jobs", type=int, default=1, help="claims: worker processes for its sweep (default 1)")
+    r.add_argument("--from", dest="claims_data", help="claims: read this sweep's results (a folder or .jsonl) "
+                                                      "instead of tracing")
     m = sub.add_parser("models", help="list the model presets (and model files given with --model)")
     m.add_argument("--model", action="append", default=[], help="also list this model file (repeatable)")
     m.add_argument("--json", action="store_true")
@@ -129,9 +136,7 @@ def _run(args) -> str:
     if args.command == "sweep":
         return _sweep(args)
     if args.command == "report":
-        from tracer.sweep_report import load_records, write_report
-
-        return f"wrote {write_report(load_records(args.results), args.out)}"
+        return _report(args)
     kw = dict(prompt=args.prompt, context=args.context, dtype=args.dtype, usd_per_chip_hour=args.price,
               weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor)
     if args.command == "compare":
@@ -155,6 +160,26 @@ def _run(args) -> str:
                    find_max_batch=not args.no_max_batch, compiler=args.compiler, **kw)
     d = result.to_dict()
     return json.dumps(d, indent=2) if args.json else report.trace_text(d, breakdown=args.breakdown)
+
+
+def _report(args) -> str:
+    if args.claims_data and args.results != "claims":
+        raise ConfigError("--from applies to `tracer report claims`")
+    if args.results == "claims":
+        from tracer import claims
+
+        path, found = claims.run(args.out, jobs=args.jobs, results=args.claims_data)
+        return "\n".join([f"wrote {path}", *(f"claim {v.number}: {v.text}: {v.summary}" for v in found)])
+    if args.results == "textbook":
+        from tracer import textbook
+
+        rows = textbook.rows()
+        path = textbook.write_report(args.out, rows)
+        worst = max(abs(r.diff) for r in rows if not r.contrast)
+        return f"wrote {path}: {sum(not r.contrast for r in rows)} reproduced figures, largest difference {worst:.2%}"
+    from tracer.sweep_report import load_records, write_report
+
+    return f"wrote {write_report(load_records(args.results), args.out)}"
 
 
 def _sweep(args) -> str:

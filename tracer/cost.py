@@ -9,6 +9,9 @@
   slice in place: slices are counted as views, read once by their consumer;
 - a fusion that only changes layout (transposes a weight for the CPU's dot, say) is folded into its consumer,
   as GPU gemms and TPU layout assignment take either layout;
+- the CPU compiler may re-lay a whole step argument (an fp8 KV cache) in its preferred layout on entry and copy
+  it back on exit: a layout-only copy of an argument, or into the step's result, is not counted, as a compiler
+  for the chip keeps the argument's own layout;
 - the attention core (named scope models.transformer.ATTN_CORE) stands for a fused flash kernel: its scores stay
   on chip, so only its inputs and outputs count as HBM traffic and its intermediates take no memory.
 """
@@ -108,6 +111,24 @@ class _Reader:
         self.by_scope: dict[str, dict] = defaultdict(lambda: {"flops": 0.0, "hbm_bytes": 0.0})
         self.users_of: dict[str, dict] = {}
         self.notes: set[str] = set()
+        self.boundary = self.boundary_copies(module.computations[module.entry])
+
+    @staticmethod
+    def boundary_copies(entry: Computation) -> set[str]:
+        """Copies in the entry computation that only change the layout of an argument, or of a value the step
+        returns (same dtype, same dims)."""
+        users = entry.users()
+        root = {i.name for i in entry.instrs if i.is_root}
+        out = set()
+        for instr in entry.instrs:
+            if instr.opcode != "copy" or not instr.operands or instr.operands[0] not in entry.by_name:
+                continue
+            source = entry.by_name[instr.operands[0]]
+            same = [(a.dtype, a.dims) for a in source.arrays] == [(a.dtype, a.dims) for a in instr.arrays]
+            returned = instr.is_root or all(u.name in root for u in users.get(instr.name, [None]) if u)
+            if same and (source.opcode == "parameter" or (returned and users.get(instr.name))):
+                out.add(instr.name)
+        return out
 
     # --- sizes in the program's own dtypes ---
     def array_bytes(self, a: Array) -> float:
@@ -125,8 +146,9 @@ class _Reader:
         return sum(self.array_bytes(a) for a in instr.arrays)
 
     def is_view(self, instr: Instr) -> bool:
-        """No data moves: reinterpretations, slices read in place, and (on CPU) the compiler's own upcasts."""
-        if instr.opcode in VIEWS or (self.f32_as and instr.opcode == "convert"):
+        """No data moves: reinterpretations, slices read in place, (on CPU) the compiler's own upcasts and its
+        layout changes of whole arguments and results."""
+        if instr.opcode in VIEWS or (self.f32_as and instr.opcode == "convert") or instr.name in self.boundary:
             return True
         if instr.opcode == "gather" and WEIGHT_GATHER in instr.op_name + "/":
             return True

@@ -175,7 +175,7 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
         keys = sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
         kv = b * cfg.kv_bytes(work.context)
     flops += pair * b / lay.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)
-    weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bytes_per_value)
+    weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * DTYPE_BITS[cfg.vocab] / 8)
     slots = -(-cfg.n_experts // lay.experts) * lay.experts if cfg.is_moe else 0  # models.moe.expert_slots
     routed_bytes = cfg.routed_expert_params * DTYPE_BITS[cfg.experts] / 8
     weights_read += (slots / cfg.n_experts - 1) * routed_bytes if cfg.is_moe else 0  # replicas are read too
