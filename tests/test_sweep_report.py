@@ -24,7 +24,7 @@ def test_report_from_a_sweep(tmp_path, monkeypatch, capsys):
     for plot in ("tiny-cost-vs-context.png", "tiny-pareto.png", "tiny-decode-terms.png", "tiny-strategies.png"):
         assert (tmp_path / "report" / plot).read_bytes()[:4] == b"\x89PNG" and f"]({plot})" in text
     assert "prices h100x8 $2.95/chip-h" in text and "Pareto front on h100x8" in text
-    assert "Strategies side by side on tiny" in text and "| max " in text
+    assert "Strategies side by side on tiny" in text and "| max " in text and "KV share" in text
     largest = [r["result"] for r in load_records(str(tmp_path / "results"))
                if "result" in r and r["inputs"]["batch"] == "max"]
     assert largest and all(r["batch"] == r["max_batch"] > 8 for r in largest)  # traced at the largest that fits

@@ -28,7 +28,7 @@ AXES = ("model", "system", "strategy", "batch", "context", "prompt", "compiler",
 CSV_COLUMNS = ("model", "system", "strategy", "compiler", "batch", "prompt", "context", "weights", "kv_cache", "fits",
                "max_batch", "prefill_ms", "decode_ms", "prefill_bound", "decode_bound", "usd_per_mtok_in",
                "usd_per_mtok_out", "output_to_input", "tokens_per_s_per_chip", "tokens_per_s_per_user",
-               "decode_hbm_bytes", "decode_comm_bytes", "cached", "error")
+               "decode_hbm_bytes", "decode_kv_share", "decode_comm_bytes", "cached", "error")
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,11 @@ def run(points: list[Point], jobs: int = 1, max_batch: bool = True, use_cache: b
 
 
 # --- outputs ---
+def kv_share(decode: dict) -> float:
+    """The KV cache's share of a decode step's HBM bytes (the step reads the whole cache a device holds)."""
+    return decode["memory_per_device"]["kv_cache"] / decode["hbm_bytes_per_device"]
+
+
 def row(record: dict) -> dict:
     """One CSV row: the point's inputs and its headline figures."""
     inputs = record["inputs"]
@@ -254,7 +259,8 @@ def row(record: dict) -> dict:
                prefill_bound=pre["bound"], decode_bound=dec["bound"], usd_per_mtok_in=pre["usd_per_mtok"],
                usd_per_mtok_out=dec["usd_per_mtok"], output_to_input=r["output_to_input_cost"],
                tokens_per_s_per_chip=dec["tokens_per_s_per_chip"], tokens_per_s_per_user=1 / dec["time_s"]["step"],
-               decode_hbm_bytes=dec["hbm_bytes_per_device"], decode_comm_bytes=dec["comm_bytes_per_device"],
+               decode_hbm_bytes=dec["hbm_bytes_per_device"], decode_kv_share=kv_share(dec),
+               decode_comm_bytes=dec["comm_bytes_per_device"],
                error="")
     return out
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from tracer.errors import ConfigError
+from tracer.sweep import kv_share
 
 
 def load_records(path: str) -> list[dict]:
@@ -87,10 +88,12 @@ def write_report(records: list[dict], out: str) -> Path:
              "yes" if r["decode"]["memory_per_device"]["fits"] else "NO",
              "" if r["max_batch_note"] == "not searched" else r["max_batch"],
              f"{r['prefill']['time_s']['step'] * 1e3:.4g}", f"{r['decode']['time_s']['step'] * 1e3:.4g}",
-             r["decode"]["bound"], f"{r['prefill']['usd_per_mtok']:.4g}", f"{r['decode']['usd_per_mtok']:.4g}",
+             r["decode"]["bound"], f"{kv_share(r['decode']):.0%}", f"{r['prefill']['usd_per_mtok']:.4g}",
+             f"{r['decode']['usd_per_mtok']:.4g}",
              f"{r['output_to_input_cost']:.3g}", f"{1 / r['decode']['time_s']['step']:.4g}"] for r in ok]
     lines += [tabulate(rows, headers=["model", "system", "strategy", "compiler", "batch", "prompt", "context", "fits",
-                                      "max batch", "prefill ms", "decode ms", "decode bound", "$/Mtok in",
+                                      "max batch", "prefill ms", "decode ms", "decode bound", "KV share",
+                                      "$/Mtok in",
                                       "$/Mtok out", "out/in", "tok/s/user"], tablefmt="pipe"), ""]
     if failed:
         lines += ["Failed points:", ""] + [f"- {r['inputs']}: {r['error']}" for r in failed] + [""]
@@ -123,7 +126,8 @@ def write_report(records: list[dict], out: str) -> Path:
         plt.close(fig)
         lines += [f"![output-token cost against context]({name})", "",
                   f"Output-token cost against context length; crosses mark points whose decode step does not fit "
-                  f"in HBM. {_provenance(rs)}.", ""]
+                  f"in HBM; the table's KV share says how much of each decode step's bytes is KV cache, and its "
+                  f"largest batch where HBM caps the batch. {_provenance(rs)}.", ""]
         # 2. Pareto front of interactivity against cost, per system
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for system in sorted({r["system"] for r in rs}):
