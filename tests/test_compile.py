@@ -71,8 +71,9 @@ def test_scan_and_unrolled_layers_agree(small, steps):
     for phase in ("prefill", "decode"):
         a, b = steps[phase].cost, unrolled[phase].cost
         assert a.flops == pytest.approx(b.flops, rel=0.01)
-        # bytes depend on the compiler's fusion choices, which differ between a loop body and straight-line code
-        assert a.hbm_bytes == pytest.approx(b.hbm_bytes, rel=0.1)
+        # decode's bytes agree; prefill's depend on the compiler's fusion choices, which differ between a loop body
+        # and straight-line code (the CPU compiler fuses the queries' rope into the scanned attention core's input)
+        assert a.hbm_bytes == pytest.approx(b.hbm_bytes, rel=0.01 if phase == "decode" else 0.05)
         assert a.comm_bytes == pytest.approx(b.comm_bytes, rel=0.01)
         assert steps[phase].weight_bytes == unrolled[phase].weight_bytes
 

@@ -363,13 +363,26 @@ class _Reader:
         return reads + self.written(comp, instr)
 
     def region_bytes(self, comp: Computation, region: list[Instr]) -> float:
-        """A fused kernel reads each outside input once (the part it slices) and writes only what is used outside."""
+        """Each fused kernel (a connected part of the region: one layer's attention core where layers are not a
+        loop) reads each outside input once (the part it slices) and writes only what is used outside."""
         names = {i.name for i in region}
-        reads: dict[str, float] = {}
+        kernel = {name: name for name in names}
+
+        def find(name: str) -> str:
+            while kernel[name] != name:
+                kernel[name] = kernel[kernel[name]]
+                name = kernel[name]
+            return name
+
+        for instr in region:
+            for op in instr.operands:
+                if (source := self.source(comp, op)) in names:
+                    kernel[find(instr.name)] = find(source)
+        reads: dict[tuple[str, str], float] = {}
         for instr in region:  # keyed by the buffer read: keys and values sliced from one cache are one read
             for k, op in enumerate(instr.operands):
                 if self.source(comp, op) not in names:
-                    key = self.buffer(comp, op)
+                    key = (find(instr.name), self.buffer(comp, op))
                     reads[key] = max(reads.get(key, 0.0), self.operand_read(comp, instr, k))
         users = comp.users()
 
