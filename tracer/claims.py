@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracer.errors import ConfigError
-from tracer.sweep import Point
+from tracer.sweep import Point, kv_share
 
 SERVER, RACK = "h200x8", "gb200-nvl72"
 CONTEXTS = (8192, 32768, 131072)
@@ -63,9 +63,8 @@ def claim_rows(records: list[dict]) -> list[dict]:
         if r["prefill"]["usd_per_mtok"] < row["usd_in"]:
             row.update(usd_in=r["prefill"]["usd_per_mtok"], strategy_in=r["strategy"])
         if fits and dec["usd_per_mtok"] < row["usd_out"]:
-            mem = dec["memory_per_device"]
             row.update(usd_out=dec["usd_per_mtok"], strategy_out=r["strategy"], max_batch=r["max_batch"],
-                       batch=r["batch"], kv_share=mem["kv_cache"] / dec["hbm_bytes_per_device"])
+                       kv_share=kv_share(dec))
     return sorted(best.values(), key=lambda x: (x["system"], x["active_params"], x["model"], x["context"]))
 
 

@@ -174,9 +174,7 @@ def _report(args) -> str:
         from tracer import textbook
 
         rows = textbook.rows()
-        path = textbook.write_report(args.out, rows)
-        worst = max(abs(r.diff) for r in rows if not r.contrast)
-        return f"wrote {path}: {sum(not r.contrast for r in rows)} reproduced figures, largest difference {worst:.2%}"
+        return f"wrote {textbook.write_report(args.out, rows)}: {textbook.summary(rows)}"
     from tracer.sweep_report import load_records, write_report
 
     return f"wrote {write_report(load_records(args.results), args.out)}"

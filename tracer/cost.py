@@ -118,15 +118,15 @@ class _Reader:
         """Copies in the entry computation that only change the layout of an argument, or of a value the step
         returns (same dtype, same dims)."""
         users = entry.users()
-        root = {i.name for i in entry.instrs if i.is_root}
         out = set()
         for instr in entry.instrs:
             if instr.opcode != "copy" or not instr.operands or instr.operands[0] not in entry.by_name:
                 continue
             source = entry.by_name[instr.operands[0]]
             same = [(a.dtype, a.dims) for a in source.arrays] == [(a.dtype, a.dims) for a in instr.arrays]
-            returned = instr.is_root or all(u.name in root for u in users.get(instr.name, [None]) if u)
-            if same and (source.opcode == "parameter" or (returned and users.get(instr.name))):
+            readers = users.get(instr.name, [])
+            returned = instr.is_root or (readers and all(u.is_root for u in readers))
+            if same and (source.opcode == "parameter" or returned):
                 out.add(instr.name)
         return out
 

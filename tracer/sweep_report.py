@@ -188,7 +188,7 @@ def _strategy_plot(plt, rs: list[dict], model: str, folder: Path) -> list[str]:
     if not groups:
         return []
     strategies = sorted({s for v in groups.values() for s in v})
-    keys = sorted(groups, key=lambda k: (k[0], k[1], k[2]))
+    keys = sorted(groups)
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.6 * len(keys) * len(strategies)), 4.5))
     width = 0.8 / len(strategies)
     for ax, (phase, what) in zip(axes, (("prefill", "input"), ("decode", "output")), strict=True):

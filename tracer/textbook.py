@@ -280,6 +280,12 @@ def rows() -> list[Row]:
     return [*example_1(), *example_2(), *example_3(), *examples_4_to_6(), *example_7_and_critical_batch()]
 
 
+def summary(table: list[Row]) -> str:
+    reproduced = [r for r in table if not r.contrast]
+    return (f"{len(reproduced)} reproduced figures, largest difference "
+            f"{max(abs(r.diff) for r in reproduced):.2%}")
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
 
@@ -301,8 +307,7 @@ def write_report(out: str, computed: list[Row] | None = None) -> Path:
              "the book's own arithmetic unrounded, or with its own exact input where it prints another; *ours*: the "
              "book's arithmetic on figures read off the compiled program; *diff*: ours against the exact figure. "
              "Rows marked *contrast* are what the compiled program says where the book idealises.", ""]
-    worst = max(abs(r.diff) for r in table if not r.contrast)
-    lines += [f"Reproduced rows: {sum(not r.contrast for r in table)}, largest difference {worst:.2%}.", ""]
+    lines += [summary(table) + ".", ""]
     for example in dict.fromkeys(r.example for r in table):
         sub = [r for r in table if r.example == example]
         lines += [f"## {example}", "",
