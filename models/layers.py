@@ -54,27 +54,56 @@ class Linear(nnx.Module):
         """The weight used with another einsum (MLA's absorbed decode)."""
         scales = None if self.scales is None else self.scales[...]
         y = matmul(spec, x, self.w[...], scales, self.act_dtype, self.contract)
-        if self.b is None:
-            return y
-        lhs, out = spec.split("->")
-        kept = "".join(c for c in lhs.split(",")[1] if c in out)
-        return y + self.b[...].reshape([self.b.shape[kept.index(c)] if c in kept else 1 for c in out])
+        return y if self.b is None else y + _broadcast(self.b[...], spec, spec.split("->")[1])
+
+    def partial(self, x, parts: int):
+        """x times w with w's contracted axis cut into `parts` pieces kept apart: [..., parts, out] partial sums
+        that the caller adds up (after adding others to them: see models.moe). The bias is shared among them."""
+        scales = None if self.scales is None else self.scales[...]
+        spec, x, w = split_contraction(self.spec, x, self.w[...], self.contract, parts)
+        y = matmul(spec, x, w, scales, self.act_dtype, self.contract, self.spec.split("->")[0].split(",")[1])
+        return y if self.b is None else y + _broadcast(self.b[...] / parts, self.spec, spec.split("->")[1])
 
 
-def matmul(spec: str, x, w, scales, act_dtype, blocked: int = 0):
+def _broadcast(b, spec: str, out: str):
+    """A bias over the output letters of `spec` that are not contracted, shaped to broadcast against `out`."""
+    lhs, own = spec.split("->")
+    kept = "".join(c for c in lhs.split(",")[1] if c in own)
+    return b.reshape([b.shape[kept.index(c)] if c in kept else 1 for c in out])
+
+
+def split_contraction(spec: str, x, w, contract: int, parts: int):
+    """(spec, x, w) with the letter of w's contracted axis `contract` cut into (parts, rest) in both operands and the
+    parts kept as an output axis just before the last: a device holding one part computes its partial sum without
+    reducing it (tensor-parallel experts combine their weighted partial outputs before the one all-reduce)."""
+    lhs, out = spec.split("->")
+    x_letters, w_letters = lhs.split(",")
+    c = w_letters[contract]
+    p = next(ch for ch in "pqrstuvwxyz" if ch not in spec)
+
+    def cut(a, letters):
+        i = letters.index(c)
+        return a.reshape(*a.shape[:i], parts, a.shape[i] // parts, *a.shape[i + 1:])
+
+    new = f"{x_letters.replace(c, p + c)},{w_letters.replace(c, p + c)}->{out[:-1]}{p}{out[-1]}"
+    return new, cut(x, x_letters), cut(w, w_letters)
+
+
+def matmul(spec: str, x, w, scales, act_dtype, blocked: int = 0, scale_letters: str | None = None):
     """x (activations) times w in the way w's stored dtype runs on current accelerators:
     - bf16/f32: a plain matmul;
     - fp8 and int8 (W8A8): activations quantized to w's dtype, an fp8/int8 matmul (per-channel/block scales are
       applied to the output and are not modelled);
     - mxfp4 (W4A16): w converted on the fly inside the matmul, and its block scales read once. The scales are
       applied per output element, summed over blocks: the bytes and (negligible) FLOPs of a fused MXFP4 kernel, not
-      its exact numerics. `blocked` is w's axis the 32-value blocks run along."""
+      its exact numerics. `blocked` is the scales' axis the 32-value blocks run along; `scale_letters` the scales'
+      einsum letters when w was reshaped (split_contraction), else w's."""
     if w.dtype in (jnp.float8_e4m3fn, jnp.int8):  # the kernel's epilogue writes act_dtype (scales applied there)
         return jnp.einsum(spec, x.astype(w.dtype), w, preferred_element_type=act_dtype)
     if w.dtype == jnp.float4_e2m1fn:
         y = jnp.einsum(spec, x, w.astype(act_dtype))
         lhs, out = spec.split("->")
-        w_letters = lhs.split(",")[1]
+        w_letters = scale_letters or lhs.split(",")[1]
         factor = scales.astype(jnp.float32)
         if w_letters[blocked] in out:  # the blocks run along an output axis: one scale per 32 outputs
             factor = jnp.repeat(factor, MXFP4_BLOCK, axis=blocked)

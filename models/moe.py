@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models.config import ModelConfig
-from models.layers import Linear, matmul, param, zeros
-from models.sharding import constrain, stripes, ways
+from models.layers import Linear, matmul, param, split_contraction, zeros
+from models.sharding import constrain, same_split, stripes, ways
 
 
 class MLP(nnx.Module):
@@ -33,8 +33,15 @@ class MLP(nnx.Module):
         self.down = Linear(rngs, (f, d), ("mlp", "embed"), spec="btf,fd->btd", **kw)
 
     def __call__(self, x):
-        h = jax.nn.silu(self.gate(x)) * self.up(x)
-        return self.down(constrain(h, "batch", "seq", "mlp"))
+        return self.down(self.hidden(x))
+
+    def hidden(self, x):
+        return constrain(jax.nn.silu(self.gate(x)) * self.up(x), "batch", "seq", "mlp")
+
+    def partial(self, x):
+        """x [B, T, D] -> [B, T, P, D]: the down projection's partial sums, one per shard of the hidden axis (P =
+        its shards), left for the caller to add to others and reduce once."""
+        return constrain(self.down.partial(self.hidden(x), ways("mlp")), "batch", "seq", "mlp", "embed")
 
 
 @dataclass(frozen=True)
@@ -162,29 +169,55 @@ class MoE(nnx.Module):
         x_pad = jnp.concatenate([xg, jnp.zeros((groups, 1, d), x.dtype)], axis=1)
         xe = jnp.take_along_axis(x_pad, slot_token[..., None], axis=1)  # [G, slots, D]
         xe = _to_experts(xe.reshape(groups, plan.bins, plan.capacity, d), g_axis)
+        parts = ways("expert_mlp")  # each expert's hidden split: its output is a partial sum per part
         with jax.named_scope("experts"):
             if plan.kernel == "grouped":
                 h = jax.nn.silu(self.gate(xe)) * self.up(xe)
-                out = self.down(constrain(h, g_axis, "experts", None, "expert_mlp", prefer="experts"))
+                out = self.down.partial(constrain(h, g_axis, "experts", None, "expert_mlp", prefer="experts"), parts)
             else:
                 # each row's expert id travels with its token, so each device gathers only the experts it holds
                 local = _to_experts(slot_expert.reshape(groups, plan.bins, plan.capacity), g_axis)
                 h = jax.nn.silu(self._rows(self.gate, "gnrd,gnrdf->gnrf", xe, local, g_axis)) * self._rows(
                     self.up, "gnrd,gnrdf->gnrf", xe, local, g_axis)
                 h = constrain(h, g_axis, "experts", None, "expert_mlp", prefer="experts")
-                out = self._rows(self.down, "gnrf,gnrfd->gnrd", h, local, g_axis)
-            out = constrain(out, g_axis, "experts", None, "embed", prefer="experts")
-        out = _to_groups(out, g_axis).reshape(groups, plan.slots, d)
-        with jax.named_scope("combine"):
-            out = out * slot_weight[..., None]
-            y = jax.vmap(lambda t, o: jnp.zeros((xg.shape[1] + 1, d), x.dtype).at[t].add(o))(slot_token, out)
-            y = constrain(y[:, :-1], g_axis, None, "embed").reshape(batch, seq, d)
-        if tok == "tokens":
-            y = y.reshape(s, -1, seq, d).transpose(1, 0, 2, 3).reshape(inputs.shape)
-        return y if self.shared is None else y + self.shared(inputs)
+                out = self._rows(self.down, "gnrf,gnrfd->gnrd", h, local, g_axis, parts)
+            out = constrain(out, g_axis, "experts", None, "expert_mlp", "embed", prefer="experts")
+        out = _to_groups(out, g_axis, None, "expert_mlp", "embed")
+        y, partial_axis = self._combine(out, slot_token, slot_weight, g_axis, xg.shape[1])
+        if tok == "tokens":  # [G, S, P, D] back to the prompt's order
+            y = y.reshape(s, -1, seq, *y.shape[2:]).transpose(1, 0, 2, 3, 4)
+        y = y.reshape(*inputs.shape[:2], *y.shape[-2:])  # [B, T, P, D]
+        if self.shared is None:
+            return y.sum(axis=2)
+        if same_split(partial_axis, "mlp"):  # one reduction of the routed and shared experts' sum, as engines do
+            return (y + self.shared.partial(inputs)).sum(axis=2)
+        return y.sum(axis=2) + self.shared(inputs)
 
-    def _rows(self, linear: Linear, spec: str, x, local, g_axis: str):
-        """Each row times its own expert's weights, gathered from the experts its shard holds. local [G, n, R]."""
+    def _combine(self, out, slot_token, slot_weight, g_axis: str, tokens: int):
+        """Each group's slot outputs, weighted and added into their tokens, without reducing partial sums: out
+        [G, bins, C, P, D] (P: the experts' hidden parts) -> ([G, S, P, D], the logical axis P is split over).
+        Bins still split over the devices the groups do not span (Q of them) are each added up on their device: the
+        Q partial sums are the P axis instead when the experts' hidden is not split (expert parallelism over tensor
+        parallel devices), and are reduced here when it is too."""
+        groups, bins, capacity, parts, d = out.shape
+        q_axis = f"experts-{g_axis}"  # the devices bins stay split over
+        q = ways(q_axis)
+        out = out.reshape(groups, q, bins // q * capacity, parts, d).transpose(0, 1, 3, 2, 4)
+        out = constrain(out, g_axis, q_axis, "expert_mlp", None, "embed")  # [G, Q, P, slots / Q, D]
+        token, weight = (constrain(a.reshape(groups, q, -1), g_axis, q_axis, None) for a in (slot_token, slot_weight))
+        with jax.named_scope("combine"):
+            out = out * weight[:, :, None, :, None]
+            add = jax.vmap(jax.vmap(jax.vmap(lambda t, o: jnp.zeros((tokens + 1, d), out.dtype).at[t].add(o),
+                                             in_axes=(None, 0))))  # a scatter batched over G, Q and P
+            y = constrain(add(token, out)[..., :-1, :], g_axis, q_axis, "expert_mlp", None, "embed")
+        if parts == 1 and q > 1:  # the bins' devices hold the partial sums
+            return constrain(y[:, :, 0].transpose(0, 2, 1, 3), g_axis, None, q_axis, "embed"), q_axis
+        y = y.sum(axis=1) if q > 1 else y[:, 0]  # both split (a strategy file's choice): the bins' sums reduced here
+        return constrain(y.transpose(0, 2, 1, 3), g_axis, None, "expert_mlp", "embed"), "expert_mlp"
+
+    def _rows(self, linear: Linear, spec: str, x, local, g_axis: str, parts: int = 0):
+        """Each row times its own expert's weights, gathered from the experts its shard holds. local [G, n, R].
+        With `parts`, the contracted axis is cut into that many partial sums (Linear.partial)."""
         n = local.shape[1]
 
         def gather(arr):  # [E, ...] -> [G, n, R, ...]
@@ -196,8 +229,13 @@ class MoE(nnx.Module):
             w = constrain(gather(linear.w[...]), g_axis, "experts", None, *w_axes, prefer="experts")
             scales = None if linear.scales is None else gather(linear.scales[...])
             bias = None if linear.b is None else gather(linear.b[...])
-        y = matmul(spec, x, w, scales, linear.act_dtype, blocked=linear.contract + 2)
-        return y if bias is None else y + bias
+        blocked = linear.contract + 2
+        if not parts:
+            y = matmul(spec, x, w, scales, linear.act_dtype, blocked)
+            return y if bias is None else y + bias
+        split, x, w = split_contraction(spec, x, w, blocked, parts)
+        y = matmul(split, x, w, scales, linear.act_dtype, blocked, spec.split("->")[0].split(",")[1])
+        return y if bias is None else y + bias[..., None, :] / parts
 
 
 def _to_experts(x, g_axis: str):
@@ -208,10 +246,11 @@ def _to_experts(x, g_axis: str):
     return constrain(x, g_axis, "experts", *rest, prefer="experts")
 
 
-def _to_groups(x, g_axis: str):
+def _to_groups(x, g_axis: str, *rest):
     """The way back: the shared axes from bins to groups (an all-to-all). Bins stay split over the other axes: the
-    weighted scatter-add into the tokens then sums over them (an all-reduce of the tokens, not a gather of slots)."""
-    return constrain(x, g_axis, "experts", *(None,) * (x.ndim - 2), prefer=g_axis)
+    weighted scatter-add into the tokens then sums over them (an all-reduce of the tokens, not a gather of slots).
+    `rest`: the logical axes of the dimensions after the bins (none split by default)."""
+    return constrain(x, g_axis, "experts", *(rest or (None,) * (x.ndim - 2)), prefer=g_axis)
 
 
 def _top_k(scores, k: int):

@@ -47,3 +47,9 @@ def stripes(axis: str, length: int) -> int:
     the strategy then keeps it whole)."""
     s = ways(axis)
     return s if s > 1 and length % s == 0 else 1
+
+
+def same_split(a: str, b: str) -> bool:
+    """Whether two logical axes are split over the same devices (partial sums along them can be added up before one
+    reduction)."""
+    return ways(a) == ways(b) == ways(a, shared_with=b)

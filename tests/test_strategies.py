@@ -60,29 +60,31 @@ def test_ep_decode_of_one_token_per_device_gathers_tokens():
     gather = next(c for c in cs if c.op == "all-gather" and c.bytes == tokens)
     assert (gather.count, gather.wire_bytes_per_device) == (moe_layers, pytest.approx(moe_layers * 7 / 8 * tokens))
     summed = next(c for c in cs if c.op == "all-reduce")
-    assert summed.count == moe_layers and summed.bytes == (WORK.batch + 1) * MOE.hidden * 2  # + the empty slot's row
+    assert summed.count == moe_layers and summed.bytes == tokens  # the empty slot's row is dropped before it
 
 
 def test_tp_experts_all_reduce_like_an_mlp():
-    """Tensor-parallel experts: the MoE output is all-reduced once per layer (with its shared expert's)."""
+    """Tensor-parallel experts: each device combines its partial expert outputs (weighted, with the shared expert's)
+    into its tokens, then one all-reduce per MoE layer of the B x D outputs, as a dense MLP's: 8 tokens x 512 bf16."""
     cs = collectives(MOE, "tp")
     assert {c.op for c in cs} == {"all-reduce"}
+    moe = dict(cs[0].scopes)["moe dispatch"]
+    assert moe == pytest.approx((MOE.n_layers - MOE.first_dense) * 2 * 7 / 8 * WORK.batch * MOE.hidden * 2)
 
 
 def test_tp_ep_all_reduces_attention_and_combines_experts(small):
     """tp-ep on one node: attention, the dense MLP and the embedding lookup all-reduce their B x P x D outputs over
-    the tensor-parallel group; each device computes its experts' slots of the (replicated) tokens, and the MoE
-    output is summed by one all-reduce per layer of the routed rows (T + 1 with the empty slot's) and the shared
-    expert's T rows. Nothing gathers the dispatch buffer."""
+    the tensor-parallel group; each device computes its experts' slots of the (replicated) tokens and adds them,
+    weighted, into its tokens together with its part of the shared expert: one all-reduce per MoE layer of the same
+    B x P x D. Nothing gathers the dispatch buffer."""
     cs = collectives(MOE, "tp-ep", "prefill")
     assert {c.op for c in cs} - {"collective-permute"} == {"all-reduce"}
     assert sum(c.wire_bytes_per_device for c in cs if c.op == "collective-permute") < 100  # top-k's indices
     tokens = WORK.batch * WORK.prompt
-    dense, moe = sorted((c for c in cs if c.op == "all-reduce"), key=lambda c: c.bytes)
-    assert (dense.count, dense.bytes) == (MOE.n_layers + MOE.first_dense + 1, tokens * MOE.hidden * 2)
+    (reduce,) = (c for c in cs if c.op == "all-reduce")
     moe_layers = MOE.n_layers - MOE.first_dense
-    assert (moe.count, moe.bytes) == (moe_layers, (2 * tokens + 1) * MOE.hidden * 2)
-    assert moe.wire_bytes_per_device == pytest.approx(moe_layers * 2 * 7 / 8 * moe.bytes)
+    assert (reduce.count, reduce.bytes) == (MOE.n_layers + MOE.first_dense + 1 + moe_layers, tokens * MOE.hidden * 2)
+    assert dict(reduce.scopes)["moe dispatch"] == pytest.approx(moe_layers * 2 * 7 / 8 * reduce.bytes)
 
 
 def test_sp_prefill_gathers_keys_and_values(small):
