@@ -190,7 +190,7 @@ class GQA(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         d, n, k, h, act = cfg.hidden, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.jnp_dtype
         self.cfg = cfg
-        kw = dict(dtype=cfg.weights, act_dtype=act, bias=cfg.qkv_bias)
+        kw = dict(fmt=cfg.format(cfg.attn_weights), act_dtype=act, bias=cfg.qkv_bias, w4a4=cfg.fp4_activations)
         self.wq = Linear(rngs, (d, n, h), ("embed", "heads", "head_dim"), spec="btd,dnh->btnh", **kw)
         self.wk = Linear(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), spec="btd,dkh->btkh", **kw)
         self.wv = Linear(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), spec="btd,dkh->btkh", **kw)
@@ -223,8 +223,8 @@ def _repeated(linear: Linear, x, rep: int):
     if rep == 1:
         return linear(x)
     w = constrain(jnp.repeat(linear.w[...], rep, axis=1), "embed", "kv_heads", "head_dim")
-    scales = None if linear.scales is None else jnp.repeat(linear.scales[...], rep, axis=1)
-    y = matmul(linear.spec, x, w, scales, linear.act_dtype, linear.contract)
+    blocks = tuple(jnp.repeat(b, rep, axis=1) for b in linear.blocks())
+    y = matmul(linear.spec, x, w, blocks, linear.act_dtype, linear.contract, w4a4=linear.w4a4)
     return y if linear.b is None else y + jnp.repeat(linear.b[...], rep, axis=0)
 
 
@@ -236,7 +236,7 @@ class MLA(nnx.Module):
         d, n, r, act = cfg.hidden, cfg.n_heads, cfg.kv_lora_rank, cfg.jnp_dtype
         nope, pe, hv, qk = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.head_dim
         self.cfg = cfg
-        kw = dict(dtype=cfg.weights, act_dtype=act)
+        kw = dict(fmt=cfg.format(cfg.attn_weights), act_dtype=act, w4a4=cfg.fp4_activations)
         if cfg.q_lora_rank:
             self.wq_a = Linear(rngs, (d, cfg.q_lora_rank), ("embed", "q_lora"), spec="btd,dr->btr", **kw)
             self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.norm_eps, act, "q_lora")

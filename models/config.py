@@ -12,14 +12,51 @@ import jax.numpy as jnp
 
 from tracer.errors import ConfigError
 
-# Stored dtypes a tensor group may use. mxfp4: 4-bit e2m1 values plus one 8-bit power-of-two scale per 32 values.
-DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32, "float8": jnp.float8_e4m3fn, "int8": jnp.int8,
-          "mxfp4": jnp.float4_e2m1fn}
-DTYPE_BITS = {"bfloat16": 16, "float32": 32, "float8": 8, "int8": 8, "mxfp4": 4 + 8 / 32}
+
+@dataclass(frozen=True)
+class Format:
+    """How a stored dtype holds its values: the element type, and block scales (with zero points) along a matmul
+    weight's contracted axis, applied inside the matmul."""
+
+    element: object  # jnp dtype of the values
+    block: int = 0  # values per block scale (0: none, or per-channel/128x128 scales too small to count)
+    scale: object = None  # jnp dtype of the block scales
+    zero: object = None  # jnp dtype of per-block zero points (asymmetric int4)
+
+    @property
+    def bits(self) -> float:
+        """Stored bits per value, block scales and zero points included."""
+        extra = sum(_BITS[d] for d in (self.scale, self.zero) if d is not None)
+        return _BITS[self.element] + (extra / self.block if self.block else 0)
+
+
+_BITS = {jnp.bfloat16: 16, jnp.float32: 32, jnp.float8_e4m3fn: 8, jnp.float8_e8m0fnu: 8, jnp.int8: 8, jnp.int4: 4,
+         jnp.float4_e2m1fn: 4}
+INT4_GROUP = 128  # AWQ and GPTQ's usual group size; a checkpoint's own is read from its file (ModelConfig.int4_group)
+# Stored dtypes a tensor group may use (sources: OCP MX spec for MXFP4; NVIDIA's NVFP4 blog and ModelOpt; AutoAWQ and
+# GPTQ checkpoint layouts for int4):
+# - mxfp4: 4-bit e2m1 values plus one 8-bit power-of-two scale (e8m0) per 32 values: 4.25 bits;
+# - nvfp4: e2m1 values plus one e4m3 scale per 16 values (and a per-tensor f32 scale, negligible): 4.5 bits;
+# - int4: 4-bit integers plus one 16-bit scale and one 4-bit zero point per group of 128 (W4A16): 4.16 bits.
+FORMATS = {"bfloat16": Format(jnp.bfloat16), "float32": Format(jnp.float32), "float8": Format(jnp.float8_e4m3fn),
+           "int8": Format(jnp.int8), "mxfp4": Format(jnp.float4_e2m1fn, 32, jnp.float8_e8m0fnu),
+           "nvfp4": Format(jnp.float4_e2m1fn, 16, jnp.float8_e4m3fn),
+           "int4": Format(jnp.int4, INT4_GROUP, jnp.bfloat16, jnp.int4)}
+DTYPES = {name: f.element for name, f in FORMATS.items()}
 ACT_DTYPES = ("bfloat16", "float32")  # activations, embeddings, norms, router
 KV_DTYPES = ("bfloat16", "float32", "float8")
 VOCAB_DTYPES = ("bfloat16", "float32", "float8", "int8")  # embedding table and LM head (no block scales)
-MXFP4_BLOCK = 32
+# The spellings people type (and checkpoints write), each to its canonical name.
+ALIASES = {"bf16": "bfloat16", "fp16": "bfloat16", "float16": "bfloat16", "fp32": "float32", "f32": "float32",
+           "fp8": "float8", "fp8_e4m3": "float8", "float8_e4m3fn": "float8", "fp4": "nvfp4"}
+
+
+def canonical_dtype(name: str) -> str:
+    """A dtype's canonical name from any spelling in ALIASES (fp16 is priced as bf16: the same 16 bits and peak)."""
+    if not isinstance(name, str):
+        return name
+    key = name.strip().lower()
+    return key if key in FORMATS else ALIASES.get(key, name)
 
 
 @dataclass(frozen=True)
@@ -37,9 +74,12 @@ class ModelConfig:
     norm_eps: float = 1e-5
     dtype: str = "bfloat16"  # activations, embedding, LM head, norms, router
     weight_dtype: str | None = None  # attention, dense MLP and shared-expert matmul weights (None: `dtype`)
+    attn_dtype: str | None = None  # attention's matmul weights, where a checkpoint keeps them apart (None: weights)
     expert_dtype: str | None = None  # routed-expert weights (None: `weight_dtype`)
     kv_dtype: str | None = None  # KV cache (None: `dtype`)
     vocab_dtype: str | None = None  # embedding table and LM head (None: `dtype`)
+    int4_group: int = INT4_GROUP  # values per int4 scale and zero point (a checkpoint's group_size)
+    fp4_activations: bool = False  # NVFP4 matmuls quantize activations to FP4 (W4A4, on chips with FP4 tensor cores)
     qkv_bias: bool = False  # biases on the q, k, v and output projections (gpt-oss)
     # --- multi-head latent attention (DeepSeek-V2/V3): on when kv_lora_rank > 0 ---
     q_lora_rank: int = 0  # 0: queries projected directly from the hidden state
@@ -66,14 +106,16 @@ class ModelConfig:
         def fail(msg):
             raise ConfigError(f"{self.name}: {msg}")
 
-        for key in ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn"):
+        for key in ("dtype", "weight_dtype", "attn_dtype", "expert_dtype", "kv_dtype", "vocab_dtype"):
+            object.__setattr__(self, key, canonical_dtype(getattr(self, key)))  # bf16, fp8, fp4, ... as typed
+        for key in ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn", "int4_group"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 fail(f"{key} must be a positive integer, got {getattr(self, key)!r}")
         if self.n_heads % self.n_kv_heads:
             fail(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
         if self.dtype not in ACT_DTYPES:
             fail(f"dtype {self.dtype!r} is not one of {', '.join(ACT_DTYPES)}")
-        for key in ("weight_dtype", "expert_dtype"):
+        for key in ("weight_dtype", "attn_dtype", "expert_dtype"):
             if getattr(self, key) not in (None, *DTYPES):
                 fail(f"{key} {getattr(self, key)!r} is not one of {', '.join(DTYPES)}")
         if self.kv_dtype not in (None, *KV_DTYPES):
@@ -141,8 +183,20 @@ class ModelConfig:
         return self.weight_dtype or self.dtype
 
     @property
+    def attn_weights(self) -> str:
+        return self.attn_dtype or self.weights
+
+    @property
     def experts(self) -> str:
         return self.expert_dtype or self.weights
+
+    def format(self, dtype: str) -> Format:
+        """A stored dtype's layout, with this model's int4 group size."""
+        fmt = FORMATS[dtype]
+        return dataclasses.replace(fmt, block=self.int4_group) if dtype == "int4" else fmt
+
+    def bits(self, dtype: str) -> float:
+        return self.format(dtype).bits
 
     @property
     def kv(self) -> str:
@@ -155,7 +209,7 @@ class ModelConfig:
     @property
     def bytes_per_value(self) -> int:
         """Activations."""
-        return DTYPE_BITS[self.dtype] // 8
+        return int(self.bits(self.dtype)) // 8
 
     # --- parameter counts (the oracle for the presets, and the analytic FLOP/byte estimates) ---
     @property
@@ -243,8 +297,9 @@ class ModelConfig:
         every matmul weight, routed experts, the LM head and the embedding table tied or not (MXFP4: the layers'
         weights only)."""
         changes = {}
+        weights, kv_cache, activations = (canonical_dtype(d) if d else d for d in (weights, kv_cache, activations))
         if weights:
-            changes.update(weight_dtype=weights, expert_dtype=weights,
+            changes.update(weight_dtype=weights, attn_dtype=weights, expert_dtype=weights,
                            vocab_dtype=weights if weights in VOCAB_DTYPES else self.vocab_dtype)
         if kv_cache:
             changes["kv_dtype"] = kv_cache
@@ -258,15 +313,16 @@ class ModelConfig:
 
     @property
     def weight_bytes(self) -> float:
-        """Stored bytes: routed experts in `experts`, other matmul weights in `weights`, the embedding table and LM
-        head in `vocab`, the rest in `dtype`."""
+        """Stored bytes: routed experts in `experts`, attention's matmul weights in `attn_weights`, other matmul
+        weights in `weights`, the embedding table and LM head in `vocab`, the rest in `dtype`."""
         routed = self.routed_expert_params
-        matmul = sum(self.attn_params_per_layer + (self.shared_params if self.layer_is_moe(i)
-                                                   else self.dense_mlp_params) for i in range(self.n_layers))
+        attn = self.n_layers * self.attn_params_per_layer
+        matmul = sum(self.shared_params if self.layer_is_moe(i) else self.dense_mlp_params
+                     for i in range(self.n_layers))
         vocab = self.embed_params + self.head_params
-        rest = self.total_params - routed - matmul - vocab
-        bits = (routed * DTYPE_BITS[self.experts] + matmul * DTYPE_BITS[self.weights] + vocab * DTYPE_BITS[self.vocab]
-                + rest * DTYPE_BITS[self.dtype])
+        rest = self.total_params - routed - attn - matmul - vocab
+        bits = (routed * self.bits(self.experts) + attn * self.bits(self.attn_weights)
+                + matmul * self.bits(self.weights) + vocab * self.bits(self.vocab) + rest * self.bits(self.dtype))
         return bits / 8
 
     def attn_pair_flops(self, decode: bool) -> int:
@@ -290,7 +346,7 @@ class ModelConfig:
         down-projections (`weights`) and the routers (`dtype`)."""
         routers = sum(self.hidden * self.n_experts for i in range(self.n_layers) if self.layer_is_moe(i))
         latents = self.n_layers * self.latent_down_params
-        return (latents * DTYPE_BITS[self.weights] + routers * DTYPE_BITS[self.dtype]) / 8
+        return (latents * self.bits(self.attn_weights) + routers * self.bits(self.dtype)) / 8
 
     def kv_copies(self, shards: int) -> int:
         """Copies of each kv head when a group of `shards` devices splits the heads and there are fewer kv heads
@@ -310,7 +366,7 @@ class ModelConfig:
 
     @property
     def kv_bytes_per_value(self) -> float:
-        return DTYPE_BITS[self.kv] / 8
+        return self.bits(self.kv) / 8
 
     @property
     def kv_bytes_per_token(self) -> float:

@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 
 from models.config import PRESETS, ModelConfig
+from models.quantization import read_quantization
 from tracer.errors import ConfigError
 
 EXAMPLE = "models/examples/custom.toml"
@@ -52,7 +53,7 @@ def load_model_file(path: str) -> ModelConfig:
         raise ConfigError(f"{path}: not valid JSON ({_one_line(e)}); fix the syntax or download the model's "
                           "config.json again") from None
     name = p.resolve().parent.name if p.name.lower() == "config.json" else p.stem
-    return _from_hf(data, str(path), (name or p.stem).lower())
+    return _from_hf(data, str(path), (name or p.stem).lower(), p)
 
 
 def _one_line(e: Exception) -> str:
@@ -185,7 +186,7 @@ class _HF:
         return self.get(key, int, default)
 
 
-def _from_hf(cfg, where: str, name: str) -> ModelConfig:
+def _from_hf(cfg, where: str, name: str, path: Path) -> ModelConfig:
     supported = ", ".join(_REQUIRED)
     if not isinstance(cfg, dict):
         raise ConfigError(f"{where}: a Hugging Face config.json holds a JSON object, not a {type(cfg).__name__}; "
@@ -208,6 +209,10 @@ def _from_hf(cfg, where: str, name: str) -> ModelConfig:
         hf.missing(missing)
     values = _hf_common(hf)
     values.update(_ARCH_FIELDS[arch](hf, values))
+    moe = values.get("n_experts", 0) > 0
+    layers = ["moe" if moe and i >= values.get("first_dense", 0) else "dense" for i in range(values["n_layers"])]
+    quant, notes = read_quantization(cfg, path, layers, values["dtype"], where)
+    values.update(quant, notes=(*values.get("notes", ()), *notes))
     return _build(lambda: ModelConfig(name=name, **values), where)
 
 
@@ -227,16 +232,6 @@ def _hf_common(hf: _HF) -> dict:
         values["norm_eps"] = eps
     dtype = hf.cfg.get("torch_dtype") or hf.cfg.get("dtype")
     values["dtype"] = dtype if dtype in ("bfloat16", "float32") else "bfloat16"
-    quant = hf.cfg.get("quantization_config")
-    method = quant.get("quant_method") if isinstance(quant, dict) else None
-    if method == "fp8":
-        values["weight_dtype"] = "float8"
-    elif method == "mxfp4" and hf.arch == "GptOssForCausalLM":
-        values["expert_dtype"] = "mxfp4"
-    elif method is not None:
-        hf.fail(f"quantization {method!r} is not supported for {hf.arch} (fp8 is, and mxfp4 for gpt-oss); remove "
-                "quantization_config to price the unquantized model, or write a .toml with weight_dtype and "
-                f"expert_dtype (see {EXAMPLE})")
     return values
 
 

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.config import DTYPES, MXFP4_BLOCK
+from models.config import Format
+from models.sharding import ways
 
 ATTN_CORE = "attn_core"  # named scope of the attention core: the tracer reads it as one fused (flash) kernel
 
@@ -28,40 +29,48 @@ def zeros(shape, axes, dtype) -> nnx.Param:
 
 
 class Linear(nnx.Module):
-    """A matmul weight `w` stored in `dtype` (config.DTYPES), with MXFP4 block scales and an optional bias.
+    """A matmul weight `w` stored in a format (config.FORMATS): its element type, block scales and zero points along
+    the contracted axis (MXFP4, NVFP4, int4), and an optional bias.
 
     `spec` is the einsum of the activation with w (e.g. "btd,dnh->btnh"); `contract` the contracted axis of w."""
 
-    def __init__(self, rngs: nnx.Rngs, shape, axes, dtype: str, act_dtype, spec: str, contract: int = 0,
-                 bias: bool = False, fan_in: int | None = None, scale: float | None = None):
+    def __init__(self, rngs: nnx.Rngs, shape, axes, fmt: Format, act_dtype, spec: str, contract: int = 0,
+                 bias: bool = False, fan_in: int | None = None, scale: float | None = None, w4a4: bool = False):
         self.spec, self.contract, self.act_dtype = spec, contract, act_dtype
-        self.w = param(rngs, shape, axes, DTYPES[dtype], scale=scale, fan_in=fan_in or shape[contract])
-        if dtype == "mxfp4":  # one power-of-two scale (e8m0) per block of 32 values along the contracted axis
-            s_shape = tuple(d // MXFP4_BLOCK if i == contract else d for i, d in enumerate(shape))
-            # blocks need not divide a tensor-parallel split of their axis (2880 / 32 = 90 over 8): kept whole there
-            s_axes = tuple(None if i == contract else a for i, a in enumerate(axes))
-            self.scales = nnx.Param(jnp.ones(s_shape, jnp.float8_e8m0fnu), logical_axes=s_axes)
-        else:
-            self.scales = None
+        self.w4a4 = w4a4 and fmt.element == jnp.float4_e2m1fn and fmt.block == 16  # NVFP4 with FP4 activations
+        self.w = param(rngs, shape, axes, fmt.element, scale=scale, fan_in=fan_in or shape[contract])
+        scales = zero_points = None
+        if fmt.block:  # one scale (and zero point) per block of values along the contracted axis
+            s_shape = tuple(-(-d // fmt.block) if i == contract else d for i, d in enumerate(shape))
+            # split like their values where the blocks divide over the axis' shards (the translator's, while the model
+            # is built); kept whole where they do not (MXFP4's 2880 / 32 = 90 blocks over 8)
+            s_axes = tuple(None if i == contract and s_shape[i] % ways(a or "") else a for i, a in enumerate(axes))
+            scales = nnx.Param(jnp.ones(s_shape, fmt.scale), logical_axes=s_axes)
+            if fmt.zero is not None:
+                zero_points = nnx.Param(jnp.zeros(s_shape, fmt.zero), logical_axes=s_axes)
+        self.scales, self.zeros = scales, zero_points
         out_axes = [a for i, a in enumerate(axes) if i != contract]
         out_shape = [d for i, d in enumerate(shape) if i != contract]
         self.b = zeros(out_shape, out_axes, act_dtype) if bias else None
+
+    def blocks(self) -> tuple:
+        """The block scales and zero points, as arrays (none for unscaled dtypes)."""
+        return tuple(p[...] for p in (self.scales, self.zeros) if p is not None)
 
     def __call__(self, x):
         return self.apply(self.spec, x)
 
     def apply(self, spec: str, x):
         """The weight used with another einsum (MLA's absorbed decode)."""
-        scales = None if self.scales is None else self.scales[...]
-        y = matmul(spec, x, self.w[...], scales, self.act_dtype, self.contract)
+        y = matmul(spec, x, self.w[...], self.blocks(), self.act_dtype, self.contract, w4a4=self.w4a4)
         return y if self.b is None else y + _broadcast(self.b[...], spec, spec.split("->")[1])
 
     def partial(self, x, parts: int):
         """x times w with w's contracted axis cut into `parts` pieces kept apart: [..., parts, out] partial sums
         that the caller adds up (after adding others to them: see models.moe). The bias is shared among them."""
-        scales = None if self.scales is None else self.scales[...]
         spec, x, w = split_contraction(self.spec, x, self.w[...], self.contract, parts)
-        y = matmul(spec, x, w, scales, self.act_dtype, self.contract, self.spec.split("->")[0].split(",")[1])
+        y = matmul(spec, x, w, self.blocks(), self.act_dtype, self.contract, self.spec.split("->")[0].split(",")[1],
+                   self.w4a4)
         return y if self.b is None else y + _broadcast(self.b[...] / parts, self.spec, spec.split("->")[1])
 
 
@@ -89,29 +98,35 @@ def split_contraction(spec: str, x, w, contract: int, parts: int):
     return new, cut(x, x_letters), cut(w, w_letters)
 
 
-def matmul(spec: str, x, w, scales, act_dtype, blocked: int = 0, scale_letters: str | None = None):
+def matmul(spec: str, x, w, blocks, act_dtype, blocked: int = 0, block_letters: str | None = None,
+           w4a4: bool = False):
     """x (activations) times w in the way w's stored dtype runs on current accelerators:
     - bf16/f32: a plain matmul;
-    - fp8 and int8 (W8A8): activations quantized to w's dtype, an fp8/int8 matmul (per-channel/block scales are
-      applied to the output and are not modelled);
-    - mxfp4 (W4A16): w converted on the fly inside the matmul, and its block scales read once. The scales are
-      applied per output element, summed over blocks: the bytes and (negligible) FLOPs of a fused MXFP4 kernel, not
-      its exact numerics. `blocked` is the scales' axis the 32-value blocks run along; `scale_letters` the scales'
-      einsum letters when w was reshaped (split_contraction), else w's."""
-    if w.dtype in (jnp.float8_e4m3fn, jnp.int8):  # the kernel's epilogue writes act_dtype (scales applied there)
-        return jnp.einsum(spec, x.astype(w.dtype), w, preferred_element_type=act_dtype)
-    if w.dtype == jnp.float4_e2m1fn:
-        y = jnp.einsum(spec, x, w.astype(act_dtype))
-        lhs, out = spec.split("->")
-        w_letters = scale_letters or lhs.split(",")[1]
-        factor = scales.astype(jnp.float32)
-        if w_letters[blocked] in out:  # the blocks run along an output axis: one scale per 32 outputs
-            factor = jnp.repeat(factor, MXFP4_BLOCK, axis=blocked)
-        contracted = tuple(i for i, c in enumerate(w_letters) if c not in out)
-        factor = jnp.sum(factor, axis=contracted).astype(act_dtype)
-        kept = "".join(c for c in w_letters if c in out)
-        return jnp.einsum(f"{out},{kept}->{out}", y, factor)
-    return jnp.einsum(spec, x, w.astype(act_dtype) if w.dtype != act_dtype else w)
+    - fp8 and int8 (W8A8), and NVFP4 with `w4a4` (on chips with FP4 tensor cores): activations quantized to w's
+      element type, a low-precision matmul whose epilogue writes act_dtype (per-channel or 128x128 block scales are
+      applied there and not modelled);
+    - MXFP4, NVFP4 without FP4 tensor cores, int4 (W4A16): w converted on the fly inside a matmul in act_dtype.
+    `blocks` (block scales, and int4's zero points) are read once and applied per output element, summed over
+    blocks: the bytes and (negligible) FLOPs of a fused kernel, not its exact numerics. `blocked` is their axis the
+    blocks run along; `block_letters` their einsum letters when w was reshaped (split_contraction), else w's."""
+    if w.dtype in (jnp.float8_e4m3fn, jnp.int8):
+        y = jnp.einsum(spec, x.astype(w.dtype), w, preferred_element_type=act_dtype)
+    elif w4a4:  # both operands stored in FP4; written as converted back (XLA's CPU compiler rejects FP4 dot operands)
+        y = jnp.einsum(spec, x.astype(w.dtype).astype(act_dtype), w.astype(act_dtype))
+    else:
+        y = jnp.einsum(spec, x, w.astype(act_dtype) if w.dtype != act_dtype else w)
+    if not blocks:
+        return y
+    lhs, out = spec.split("->")
+    w_letters = lhs.split(",")[1]
+    letters = block_letters or w_letters
+    factor = sum(b.astype(jnp.float32) for b in blocks)
+    if letters[blocked] in out:  # the blocks run along an output axis (MLA's absorbed decode): one per block
+        factor = jnp.repeat(factor, w.shape[w_letters.index(letters[blocked])] // factor.shape[blocked], axis=blocked)
+    contracted = tuple(i for i, c in enumerate(letters) if c not in out)
+    factor = jnp.sum(factor, axis=contracted).astype(act_dtype)
+    kept = "".join(c for c in letters if c in out)
+    return jnp.einsum(f"{out},{kept}->{out}", y, factor)
 
 
 class RMSNorm(nnx.Module):

@@ -27,7 +27,7 @@ from models.sharding import constrain, same_split, stripes, ways
 class MLP(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, ffn: int | None = None):
         d, f = cfg.hidden, ffn or cfg.ffn
-        kw = dict(dtype=cfg.weights, act_dtype=cfg.jnp_dtype)
+        kw = dict(fmt=cfg.format(cfg.weights), act_dtype=cfg.jnp_dtype, w4a4=cfg.fp4_activations)
         self.gate = Linear(rngs, (d, f), ("embed", "mlp"), spec="btd,df->btf", **kw)
         self.up = Linear(rngs, (d, f), ("embed", "mlp"), spec="btd,df->btf", **kw)
         self.down = Linear(rngs, (f, d), ("mlp", "embed"), spec="btf,fd->btd", **kw)
@@ -124,7 +124,8 @@ class MoE(nnx.Module):
         self.router = param(rngs, (d, cfg.n_experts), ("embed", None), act)
         biased = cfg.expert_bias or cfg.router == "sigmoid"
         self.router_bias = zeros((cfg.n_experts,), (None,), jnp.float32) if biased else None
-        kw = dict(dtype=cfg.experts, act_dtype=act, bias=cfg.expert_bias, contract=1)
+        kw = dict(fmt=cfg.format(cfg.experts), act_dtype=act, bias=cfg.expert_bias, contract=1,
+                  w4a4=cfg.fp4_activations)
         self.gate = Linear(rngs, (e, d, f), ("experts", "embed", "expert_mlp"), spec="gecd,edf->gecf", **kw)
         self.up = Linear(rngs, (e, d, f), ("experts", "embed", "expert_mlp"), spec="gecd,edf->gecf", **kw)
         self.down = Linear(rngs, (e, f, d), ("experts", "expert_mlp", "embed"), spec="gecf,efd->gecd", **kw)
@@ -227,14 +228,14 @@ class MoE(nnx.Module):
         with jax.named_scope("expert_weights"):  # read in place by the matmul (tracer.cost.WEIGHT_GATHER)
             w_axes = linear.w.get_metadata()["logical_axes"][1:]  # after "experts": [G, n, R, ...]
             w = constrain(gather(linear.w[...]), g_axis, "experts", None, *w_axes, prefer="experts")
-            scales = None if linear.scales is None else gather(linear.scales[...])
+            blocks = tuple(gather(b) for b in linear.blocks())
             bias = None if linear.b is None else gather(linear.b[...])
         blocked = linear.contract + 2
         if not parts:
-            y = matmul(spec, x, w, scales, linear.act_dtype, blocked)
+            y = matmul(spec, x, w, blocks, linear.act_dtype, blocked, w4a4=linear.w4a4)
             return y if bias is None else y + bias
         split, x, w = split_contraction(spec, x, w, blocked, parts)
-        y = matmul(split, x, w, scales, linear.act_dtype, blocked, spec.split("->")[0].split(",")[1])
+        y = matmul(split, x, w, blocks, linear.act_dtype, blocked, spec.split("->")[0].split(",")[1], linear.w4a4)
         return y if bias is None else y + bias[..., None, :] / parts
 
 

@@ -1,12 +1,18 @@
 """Counted right (issue 12): tensor-parallel experts reduced once, quantized checkpoints, NVFP4 and int4, the experts a
 decode step reaches, each against a figure derived by hand in the test."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
-from models.config import get_model
+from models.config import ModelConfig, get_model
+from models.files import load_model_file
+from tracer.api import trace
 from tracer.compile import Workload, compile_steps
+from tracer.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3"])
@@ -24,3 +30,137 @@ def test_tp_moe_layer_all_reduces_once_like_a_dense_mlp(name):
     moe_wire = sum(dict(c.scopes).get("moe dispatch", 0.0) for c in step.cost.collectives)
     assert moe_wire / moe_layers == pytest.approx(dense_formula, rel=0.02)
     assert {c.op for c in step.cost.collectives if dict(c.scopes).get("moe dispatch")} == {"all-reduce"}
+
+
+# --- quantized checkpoints, read from their files (shaped as the tools publish them) ---
+
+DATA = Path(__file__).parent / "data"
+
+
+def checkpoint(tmp_path, name: str, sibling: dict | None = None, **extra) -> ModelConfig:
+    """A published config.json (tests/data) with `extra` keys, and ModelOpt's hf_quant_config.json beside it."""
+    cfg = {**json.loads((DATA / name / "config.json").read_text()), **extra}
+    if "quantization_config" in extra and extra["quantization_config"] is None:
+        del cfg["quantization_config"]
+    folder = tmp_path / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    if sibling is not None:
+        (folder / "hf_quant_config.json").write_text(json.dumps(sibling))
+    return load_model_file(str(folder / "config.json"))
+
+
+def test_modelopt_fp8_sibling_file(tmp_path):
+    """nvidia/Llama-3.1-70B-Instruct-FP8: hf_quant_config.json says FP8 weights and KV, lm_head excluded. Every layer
+    matmul is 1 byte per value; embedding, LM head and norms stay bf16: 72.66 GB, not 141 GB."""
+    cfg = checkpoint(tmp_path, "llama3-70b", {"producer": {"name": "modelopt", "version": "0.19.0"}, "quantization": {
+        "quant_algo": "FP8", "kv_cache_quant_algo": "FP8", "exclude_modules": ["lm_head"]}})
+    attn = 2 * 8192 * 64 * 128 + 2 * 8192 * 8 * 128  # q, o and k, v: 150,994,944
+    mlp = 3 * 8192 * 28672  # 704,643,072
+    vocab = 2 * 128256 * 8192  # embedding and LM head
+    norms = (2 * 80 + 1) * 8192
+    assert cfg.weight_bytes == 80 * (attn + mlp) * 1 + (vocab + norms) * 2 == pytest.approx(72.656e9, rel=1e-4)
+    assert (cfg.weights, cfg.kv) == ("float8", "float8")
+    assert cfg.kv_bytes_per_token == 2 * 8 * 128 * 80 * 1 == 163_840  # half of bf16's 327,680
+
+
+def test_modelopt_nvfp4_sibling_keeps_excluded_attention(tmp_path):
+    """A DeepSeek-V3 NVFP4 checkpoint whose hf_quant_config.json excludes every layer's attention (wildcards) and the
+    LM head: routed, shared and dense MLP weights at 4.5 bits (e2m1 + one e4m3 scale per 16), attention bf16."""
+    cfg = checkpoint(tmp_path, "deepseek-v3", {"producer": {"name": "modelopt"}, "quantization": {
+        "quant_algo": "NVFP4", "kv_cache_quant_algo": None, "group_size": 16,
+        "exclude_modules": ["lm_head", "model.layers.*.self_attn*", "model.layers.61*"]}},
+        quantization_config=None)
+    d = 7168
+    routed = 58 * 256 * 3 * d * 2048  # 58 MoE layers x 256 experts
+    mlp = 58 * 3 * d * 2048 + 3 * 3 * d * 18432  # shared experts and the 3 dense layers
+    attn = 61 * (d * 1536 + 1536 * 128 * 192 + d * 576 + 512 * 128 * 256 + 128 * 128 * d)  # q LoRA, kv LoRA, o
+    small = 61 * (1536 + 512 + 2 * d) + d + 58 * (d + 1) * 256  # norms; routers and their selection bias (bf16)
+    vocab = 2 * 129280 * d
+    assert cfg.weight_bytes == pytest.approx((routed + mlp) * 4.5 / 8 + (attn + small + vocab) * 2, rel=1e-9)
+    assert cfg.weight_bytes == pytest.approx(396.4e9, rel=1e-3)  # 1.34 TB in bf16
+    assert (cfg.attn_weights, cfg.weights, cfg.experts, cfg.kv) == ("bfloat16", "nvfp4", "nvfp4", "bfloat16")
+
+
+def test_modelopt_in_config_json_with_config_groups(tmp_path):
+    """Qwen3 MoE NVFP4 as newer ModelOpt exports write it into config.json (quant_method modelopt, config_groups, an
+    ignore list, kv_cache_scheme): every layer matmul at 4.5 bits, the routers (mlp.gate) bf16, KV fp8."""
+    q = {"quant_method": "modelopt", "quant_algo": "NVFP4", "producer": {"name": "modelopt", "version": "0.33.1"},
+         "config_groups": {"group_0": {"targets": ["Linear"],
+                                       "weights": {"num_bits": 4, "type": "float", "group_size": 16},
+                                       "input_activations": {"num_bits": 4, "type": "float", "group_size": 16}}},
+         "ignore": ["lm_head", "model.layers.0.mlp.gate", "model.layers.1.mlp.gate"],
+         "kv_cache_scheme": {"num_bits": 8, "type": "float", "dynamic": False}}
+    cfg = checkpoint(tmp_path, "qwen3-30b-a3b", quantization_config=q)
+    d, layers = 2048, 48
+    matmul = layers * (2 * d * 32 * 128 + 2 * d * 4 * 128 + 128 * 3 * d * 768)
+    rest = 2 * 151936 * d + layers * (2 * d + d * 128) + d  # vocabulary, norms, routers
+    assert (cfg.attn_weights, cfg.experts, cfg.kv) == ("nvfp4", "nvfp4", "float8")
+    assert cfg.weight_bytes == pytest.approx(matmul * 4.5 / 8 + rest * 2, rel=1e-9)
+
+
+@pytest.mark.parametrize("scheme, want", [
+    ({"weights": {"num_bits": 8, "type": "float"}, "input_activations": {"num_bits": 8, "type": "float"}}, "float8"),
+    ({"weights": {"num_bits": 8, "type": "int"}, "input_activations": {"num_bits": 8, "type": "int"}}, "int8"),
+    ({"weights": {"num_bits": 4, "type": "int", "group_size": 128, "strategy": "group"}}, "int4"),
+])
+def test_compressed_tensors_schemes(tmp_path, scheme, want):
+    """llm-compressor's FP8 and INT8 W8A8 and INT4 W4A16 (groups of 128: 4 + (16 + 4) / 128 bits): every Llama
+    layer matmul in that format, the vocabulary bf16."""
+    q = {"quant_method": "compressed-tensors", "format": "float-quantized",
+         "config_groups": {"group_0": {"targets": ["Linear"], **scheme}}, "ignore": ["lm_head"]}
+    cfg = checkpoint(tmp_path, "llama3-70b", quantization_config=q)
+    bits = {"float8": 8, "int8": 8, "int4": 4 + (16 + 4) / 128}[want]
+    matmul = 80 * (2 * 8192 * 64 * 128 + 2 * 8192 * 8 * 128 + 3 * 8192 * 28672)
+    assert cfg.weights == want
+    assert cfg.weight_bytes == pytest.approx(matmul * bits / 8 + (2 * 128256 * 8192 + 161 * 8192) * 2, rel=1e-9)
+
+
+def test_awq_and_gptq_group_sizes_and_fp8_exclusions(tmp_path):
+    """AWQ int4 in groups of 64 (4 + 20/64 bits); GPTQ 8-bit is refused; fp8 with self_attn not converted keeps the
+    attention bf16."""
+    awq = checkpoint(tmp_path, "llama3-70b", quantization_config={
+        "quant_method": "awq", "bits": 4, "group_size": 64, "zero_point": True, "version": "gemm"})
+    assert (awq.weights, awq.int4_group, awq.bits("int4")) == ("int4", 64, 4 + 20 / 64)
+    with pytest.raises(ConfigError, match="gptq with 8 bits is not supported") as err:
+        checkpoint(tmp_path / "b", "llama3-70b", quantization_config={"quant_method": "gptq", "bits": 8})
+    assert "\n" not in str(err.value)
+    fp8 = checkpoint(tmp_path / "c", "qwen3-30b-a3b", quantization_config={
+        "quant_method": "fp8", "weight_block_size": [128, 128], "modules_to_not_convert": ["self_attn", "lm_head"]})
+    assert (fp8.attn_weights, fp8.experts) == ("bfloat16", "float8")
+
+
+@pytest.mark.parametrize("q, match", [
+    ({"quant_method": "modelopt", "quant_algo": "W4A8_AWQ"}, "modelopt 'W4A8_AWQ' is not supported"),
+    ({"quant_method": "hqq"}, "method 'hqq' is not supported"),
+    ({"quant_method": "modelopt"}, "no hf_quant_config.json beside it"),
+])
+def test_unknown_quantization_is_one_line_error(tmp_path, q, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        checkpoint(tmp_path, "llama3-70b", quantization_config=q)
+    assert "\n" not in str(err.value)
+
+
+# --- NVFP4 and int4, and the names people type ---
+
+def test_nvfp4_runs_at_fp4_peak_where_the_chip_has_one(small):
+    """NVFP4 on B200: activations quantized to FP4 and every layer matmul at the FP4 peak (W4A4); on H100 (no FP4
+    tensor cores) the same weights convert inside a bf16 matmul. Decode: 2 x 8 tokens x the layers' matmul params
+    / 8 devices in FP4."""
+    b200 = trace(small, "b200x8", "tp", batch=8, context=64, weights="fp4", find_max_batch=False)
+    h100 = trace(small, "h100x8", "tp", batch=8, context=64, weights="fp4", find_max_batch=False)
+    layer_matmuls = small.n_layers * (small.attn_params_per_layer + small.dense_mlp_params)
+    fp4 = b200.phases["decode"].step.cost.flops_by_dtype
+    assert fp4["float4"] == pytest.approx(2 * 8 * layer_matmuls / 8, rel=0.01)
+    assert "float4" not in h100.phases["decode"].step.cost.flops_by_dtype
+    assert any("W4A4" in n for n in b200.notes) and any("W4A16" in n for n in h100.notes)
+    assert b200.model.weights == "nvfp4" and b200.model.bits("nvfp4") == 4 + 8 / 16
+
+
+def test_dtype_spellings():
+    cfg = get_model("llama3-8b").with_dtypes(weights="fp8", kv_cache="fp8_e4m3", activations="bf16")
+    assert (cfg.weights, cfg.kv, cfg.dtype) == ("float8", "float8", "bfloat16")
+    assert get_model("llama3-8b").with_dtypes(weights="fp4").weights == "nvfp4"
+    assert get_model("llama3-8b").with_dtypes(weights="int4").bits("int4") == 4 + 20 / 128
+    with pytest.raises(ConfigError, match="weight_dtype 'fp6' is not one of"):
+        get_model("llama3-8b").with_dtypes(weights="fp6")

@@ -167,7 +167,7 @@ def test_non_repeating_layer_types(tmp_path):
 def test_unsupported_layouts(tmp_path):
     fails(write_json(tmp_path, {**hf_config("qwen3-30b-a3b"), "mlp_only_layers": [3]}), "layout is not supported")
     fails(write_json(tmp_path, {**hf_config("qwen3-30b-a3b"), "decoder_sparse_step": 2}, "b"), "not supported")
-    fails(write_json(tmp_path, {**hf_config("llama3-70b"), "quantization_config": {"quant_method": "awq"}}, "c"),
-          "quantization 'awq' is not supported")
+    fails(write_json(tmp_path, {**hf_config("llama3-70b"), "quantization_config": {"quant_method": "bitsandbytes"}},
+                     "c"), "quantization method 'bitsandbytes' is not supported")
     fails(write_json(tmp_path, {**hf_config("llama3-70b"), "hidden_size": "8192"}, "d"),
           "hidden_size must be an integer")

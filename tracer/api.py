@@ -194,13 +194,23 @@ def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1) -> tuple[s
              "tensor), which is most of its compiled bytes",
              "slices of stacked weights/caches and layout-only copies are read in place by their consumer, as GPU "
              "and TPU compilers do"]
-    stored = {cfg.weights, cfg.experts}
+    stored = {cfg.weights, cfg.attn_weights, cfg.experts}
     if stored & {"float8", "int8"}:
         notes.append("fp8/int8 weights run as W8A8 matmuls at the chip's fp8/int8 peak, activations quantized on the "
                      "fly; their per-channel or block scales (under 0.1% of the bytes) are not modelled")
     if "mxfp4" in stored:
         notes.append("MXFP4 weights are read at 4.25 bits per value (4-bit e2m1 plus one 8-bit scale per 32) and "
                      "converted inside the matmul, which runs in bf16 (W4A16)")
+    if "nvfp4" in stored:
+        how = ("activations quantized to FP4 on the fly, the matmul at the chip's FP4 peak (W4A4)" if
+               cfg.fp4_activations else "converted inside the matmul, which runs in bf16 (W4A16): this chip has no "
+               "FP4 tensor cores")
+        notes.append(f"NVFP4 weights are read at 4.5 bits per value (4-bit e2m1 plus one e4m3 scale per 16; the "
+                     f"per-tensor f32 scale is negligible); {how}")
+    if "int4" in stored:
+        notes.append(f"int4 weights (AWQ/GPTQ style, W4A16) are read at {cfg.bits('int4'):.3g} bits per value (4-bit "
+                     f"integers plus one 16-bit scale and one 4-bit zero point per group of {cfg.int4_group}) and "
+                     "converted inside the matmul, which runs in bf16")
     if cfg.kv != cfg.dtype:
         notes.append(f"KV cache stored in {cfg.kv}: read and written at its own width")
     if cfg.is_moe:
@@ -237,6 +247,13 @@ def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1) -> tuple[s
     return tuple(notes)
 
 
+def fp4_matmuls(cfg: ModelConfig, system) -> ModelConfig:
+    """NVFP4 matmuls quantize their activations to FP4 (W4A4, at the FP4 peak) on chips with FP4 tensor cores, and
+    convert the weights inside a bf16 matmul (W4A16) elsewhere."""
+    fp4 = "float4" in system.chip.peak_flops and "nvfp4" in {cfg.weights, cfg.attn_weights, cfg.experts}
+    return dataclasses.replace(cfg, fp4_activations=fp4) if fp4 != cfg.fp4_activations else cfg
+
+
 def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["system"],
           strategy: str = DEFAULTS["strategy"], batch: int = DEFAULTS["batch"], prompt: int | None = None,
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
@@ -260,6 +277,7 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
             raise ConfigError(f"--capacity-factor applies to mixture-of-experts models; {cfg.name} is dense")
         cfg = dataclasses.replace(cfg, capacity_factor=capacity_factor)
     sys_ = get_system(system, usd_per_chip_hour)
+    cfg = fp4_matmuls(cfg, sys_)
     strat = get_strategy(strategy)
     mesh = strat.mesh_shape(sys_)
     work = Workload(batch, prompt, context)

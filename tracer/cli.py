@@ -38,6 +38,21 @@ def _list_of(kind):
     return parse
 
 
+def _dtype(allowed):
+    """A dtype as people type it (bf16, fp16, fp8, fp4, ...: models.config.ALIASES), checked against `allowed`."""
+    from models.config import ALIASES, canonical_dtype
+
+    def parse(text: str) -> str:
+        name = canonical_dtype(text)
+        if name not in allowed:
+            spellings = sorted(a for a, c in ALIASES.items() if c in allowed)
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(allowed)} (or their spellings "
+                                             f"{', '.join(spellings)})")
+        return name
+
+    return parse
+
+
 def _workload_options(p: argparse.ArgumentParser, batch_type=int):
     from models.config import ACT_DTYPES
 
@@ -47,7 +62,8 @@ def _workload_options(p: argparse.ArgumentParser, batch_type=int):
     p.add_argument("--prompt", type=int, default=None, help="prefill tokens per sequence (default: the context)")
     p.add_argument("--context", type=int, default=DEFAULTS["context"], help="KV cache capacity the decode step "
                                                                             "attends over")
-    p.add_argument("--dtype", choices=list(ACT_DTYPES), help="override the model's activation dtype")
+    p.add_argument("--dtype", type=_dtype(ACT_DTYPES), metavar="{" + ",".join(ACT_DTYPES) + "}",
+                   help="override the model's activation dtype (bf16 and fp16 are priced alike)")
     p.add_argument("--price", type=float, help="USD per chip-hour (overrides the system's dated default)")
     p.add_argument("--capacity-factor", type=float, help="MoE: expert slots as a multiple of the balanced load "
                                                           "(default 1.0: exactly the active parameters' work)")
@@ -112,9 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("systems", help="list the systems")
     s.add_argument("--json", action="store_true")
     for p in (t, c, m):
-        p.add_argument("--weights", choices=list(DTYPES), help="store every matmul weight (experts included) in "
-                                                               "this dtype")
-        p.add_argument("--kv-cache", choices=list(KV_DTYPES), help="store the KV cache in this dtype")
+        p.add_argument("--weights", type=_dtype(tuple(DTYPES)), metavar="{" + ",".join(DTYPES) + "}",
+                       help="store every matmul weight (experts included) in this dtype (also bf16, fp16, fp8, fp4)")
+        p.add_argument("--kv-cache", type=_dtype(KV_DTYPES), metavar="{" + ",".join(KV_DTYPES) + "}",
+                       help="store the KV cache in this dtype (also bf16, fp8)")
     return parser
 
 

@@ -118,7 +118,8 @@ class CompiledStep:
 
 def _shard_bytes(sds: jax.ShapeDtypeStruct) -> float:
     shape = sds.sharding.shard_shape(sds.shape)
-    bits = 4 if jnp.dtype(sds.dtype) == jnp.float4_e2m1fn else 8 * jnp.dtype(sds.dtype).itemsize  # numpy: 1 byte
+    dtype = jnp.dtype(sds.dtype)
+    bits = 4 if dtype in (jnp.float4_e2m1fn, jnp.int4) else 8 * dtype.itemsize  # numpy stores them in a byte
     return float(math.prod(shape)) * bits / 8
 
 

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from meshes.systems import System
-from models.config import DTYPE_BITS, ModelConfig
+from models.config import ModelConfig
 from tracer.compile import CompiledStep, Workload
 from tracer.cost import Collective
 
@@ -175,9 +175,9 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
         keys = sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
         kv = b * cfg.kv_bytes(work.context)
     flops += pair * b / lay.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)
-    weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * DTYPE_BITS[cfg.vocab] / 8)
+    weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bits(cfg.vocab) / 8)
     slots = -(-cfg.n_experts // lay.experts) * lay.experts if cfg.is_moe else 0  # models.moe.expert_slots
-    routed_bytes = cfg.routed_expert_params * DTYPE_BITS[cfg.experts] / 8
+    routed_bytes = cfg.routed_expert_params * cfg.bits(cfg.experts) / 8
     weights_read += (slots / cfg.n_experts - 1) * routed_bytes if cfg.is_moe else 0  # replicas are read too
     routed_bytes *= slots / cfg.n_experts if cfg.is_moe else 1
     if cfg.is_moe:  # a group of T tokens reaches at most T x k of the E experts: the rest are not read
