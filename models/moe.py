@@ -72,6 +72,18 @@ class DispatchPlan:
         return dropped * self.bins / n
 
 
+ROUTINGS = ("uniform", "worst")
+
+
+def reached_fraction(n_experts: int, k: int, tokens: float, routing: str = "uniform") -> float:
+    """The share of E experts that T tokens, each routed to k distinct ones, reach: under uniform routing each expert
+    is missed by a token with probability 1 - k/E, so E (1 - (1 - k/E)^T) are reached on average; `worst` is the
+    bound min(E, T k), every assignment to an expert of its own."""
+    if routing == "worst":
+        return min(1.0, tokens * k / n_experts)
+    return 1.0 - (1.0 - k / n_experts) ** tokens
+
+
 def expert_slots(cfg: ModelConfig, expert_shards: int) -> int:
     """Experts held over `expert_shards` devices: when E does not divide, every device holds ceil(E / shards) and
     the extra slots replicate the first experts (as redundant experts balance hot ones: 256 over 72 -> 288)."""

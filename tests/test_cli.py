@@ -20,7 +20,7 @@ ARGS = ["trace", "--model", "tiny", "--batch", "8", "--prompt", "16", "--context
      "nearest batches that work: 63 or 72"),
     (["trace", "--prompt", "100", "--context", "50"], "raise --context"),
     (["trace", "--model", "nowhere/config.json"], "not found"),
-    (["trace", "--weights", "float3"], "invalid choice"),
+    (["trace", "--weights", "float3"], "is not one of"),
     (["models", "--model", "tests/data/nope.toml"], "not found"),
     (["trace", "--capacity-factor", "1.25"], "applies to mixture-of-experts models"),
     (["trace", "--model", "mixtral-8x7b", "--capacity-factor", "0"], "capacity_factor must be > 0"),

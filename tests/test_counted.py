@@ -1,15 +1,18 @@
 """Counted right (issue 12): tensor-parallel experts reduced once, quantized checkpoints, NVFP4 and int4, the experts a
 decode step reaches, each against a figure derived by hand in the test."""
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
 from models.files import load_model_file
+from models.moe import reached_fraction
 from tracer.api import trace
 from tracer.compile import Workload, compile_steps
 from tracer.errors import ConfigError
@@ -164,3 +167,43 @@ def test_dtype_spellings():
     assert get_model("llama3-8b").with_dtypes(weights="int4").bits("int4") == 4 + 20 / 128
     with pytest.raises(ConfigError, match="weight_dtype 'fp6' is not one of"):
         get_model("llama3-8b").with_dtypes(weights="fp6")
+
+
+# --- the experts a decode step reaches ---
+
+def test_expected_experts_reached_matches_a_seeded_simulation():
+    """T tokens, each routed to k distinct experts of E uniformly at random: the expected share reached is
+    1 - (1 - k/E)^T. Qwen3-Coder-480B (E = 160, k = 8) at 16 tokens: 1 - 0.95^16 = 0.5599, not min(1, 128/160) = 0.8."""
+    rng = np.random.default_rng(0)
+    for n_experts, k, tokens in ((160, 8, 16), (128, 8, 64), (8, 2, 3), (256, 8, 1)):
+        trials = 4000
+        reached = [len(np.unique(np.concatenate([rng.choice(n_experts, k, replace=False) for _ in range(tokens)])))
+                   for _ in range(trials)]
+        assert np.mean(reached) / n_experts == pytest.approx(reached_fraction(n_experts, k, tokens), rel=0.01)
+    assert reached_fraction(160, 8, 16) == pytest.approx(1 - 0.95 ** 16) == pytest.approx(0.5599, abs=1e-4)
+    assert reached_fraction(160, 8, 16, "worst") == 0.8
+
+
+CODER = dataclasses.replace(get_model("qwen3-235b-a22b"), name="qwen3-coder-480b-a35b", hidden=6144, n_layers=62,
+                            n_heads=96, n_kv_heads=8, n_experts=160, expert_ffn=2560)  # its config.json
+
+
+def test_decode_reads_the_experts_its_tokens_reach():
+    """Qwen3-Coder-480B, batch 16 on h200x8 under tp: each device holds 1/8 of every expert's hidden (62 layers x
+    160 experts x 3 x 6144 x 2560 bf16 / 8 = 117.0 GB). The program reads one expert per row: 16 x 8 = 128 of 160
+    (0.8 of them, 93.6 GB); uniform routing reaches 0.56 (65.5 GB), so the step reads 28.1 GB less: ~70 GB, not
+    ~98 GB. --routing worst keeps the program's figure."""
+    held = 62 * 160 * 3 * 6144 * 2560 * 2 / 8
+    assert held == pytest.approx(117.0e9, rel=1e-3)
+    uniform = trace(CODER, "h200x8", "tp", batch=16, context=1024, find_max_batch=False)
+    worst = trace(CODER, "h200x8", "tp", batch=16, context=1024, find_max_batch=False, routing="worst")
+    u, w = uniform.phases["decode"], worst.phases["decode"]
+    assert u.step.expert_weight_bytes == pytest.approx(held, rel=1e-6)
+    assert w.step.cost.expert_weight_bytes == pytest.approx(0.8 * held, rel=0.01)  # as compiled
+    assert w.step.cost.hbm_bytes == w.compiled_hbm_bytes == u.compiled_hbm_bytes
+    f = 1 - 0.95 ** 16
+    assert u.step.cost.expert_weight_bytes == pytest.approx(f * held, rel=1e-6)
+    assert u.compiled_hbm_bytes - u.step.cost.hbm_bytes == pytest.approx((0.8 - f) * held, rel=0.01)
+    assert u.step.cost.hbm_bytes == pytest.approx(70e9, rel=0.03)
+    assert u.analytic["hbm_bytes_per_device"] < w.analytic["hbm_bytes_per_device"]
+    assert u.to_dict()["hbm_bytes_compiled"] == u.compiled_hbm_bytes

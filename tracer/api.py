@@ -10,11 +10,23 @@ from dataclasses import dataclass
 from meshes.strategies import Strategy, get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
-from models.moe import choose_groups, expert_slots
+from models.moe import ROUTINGS, choose_groups, expert_slots, reached_fraction
 from tracer.compile import CompiledStep, Workload, choose_compiler, compile_steps
 from tracer.defaults import DEFAULTS
 from tracer.errors import ConfigError, DoesNotFit
-from tracer.roofline import Memory, StepTime, analytic, collective_time, layout, link, memory, step_time, usd_per_mtok
+from tracer.roofline import (
+    Memory,
+    StepTime,
+    analytic,
+    charge_routed_experts,
+    collective_time,
+    layout,
+    link,
+    memory,
+    step_time,
+    tokens_per_expert_copy,
+    usd_per_mtok,
+)
 
 MAX_BATCH_TRIES = 4  # compiles spent confirming the largest batch that fits
 
@@ -32,6 +44,7 @@ class Phase:
     collectives: tuple[dict, ...]
     moe: dict | None = None  # the dispatch plan of one token group
     breakdown: dict | None = None  # part of the model -> FLOPs, HBM bytes, wire bytes and their times
+    compiled_hbm_bytes: float = 0.0  # as the program reads them, before the routed experts are charged as reached
 
     def to_dict(self) -> dict:
         cost = self.step.cost
@@ -39,6 +52,8 @@ class Phase:
             "flops_per_device": cost.flops,
             "flops_by_dtype": cost.flops_by_dtype,
             "hbm_bytes_per_device": cost.hbm_bytes,
+            "hbm_bytes_compiled": self.compiled_hbm_bytes,
+            "expert_weight_bytes_read": cost.expert_weight_bytes,
             "comm_bytes_per_device": cost.comm_bytes,
             "collectives": list(self.collectives),
             "memory_per_device": {**dataclasses.asdict(self.memory), "total": self.memory.total,
@@ -73,6 +88,7 @@ class TraceResult:
     max_batch_note: str
     notes: tuple[str, ...]
     compiler_note: str = "chosen"  # why this compiler produced the figures (auto's choice and its reason)
+    routing: str = "uniform"  # how the routed experts a step reaches are counted (models.moe.reached_fraction)
 
     @property
     def compiler(self) -> str:
@@ -86,7 +102,8 @@ class TraceResult:
             "batch": self.work.batch, "prompt": self.work.prompt, "context": self.work.context,
             "dtype": self.model.dtype, "weights_dtype": self.model.weights, "experts_dtype": self.model.experts,
             "vocab_dtype": self.model.vocab, "kv_cache_dtype": self.model.kv, "total_params": self.model.total_params,
-            "active_params": self.model.active_params, "usd_per_chip_hour": self.usd_per_chip_hour,
+            "active_params": self.model.active_params, "routing": self.routing,
+            "usd_per_chip_hour": self.usd_per_chip_hour,
             "price_note": self.price_note,
             **{name: phase.to_dict() for name, phase in self.phases.items()},
             "max_batch": self.max_batch, "max_batch_note": self.max_batch_note,
@@ -114,16 +131,21 @@ def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, 
             "expected_drop_fraction_uniform_routing": plan.expected_drop_fraction()}
 
 
-def _phase(name, step, cfg, system, work, mesh, strategy) -> Phase:
+def _phase(name, step, cfg, system, work, mesh, strategy, routing) -> Phase:
     n_chips = math.prod(mesh.values())
+    lay = layout(strategy, mesh)
+    compiled_hbm = step.cost.hbm_bytes
+    if cfg.is_moe and routing == "uniform":
+        step = charge_routed_experts(step, reached_fraction(cfg.n_experts, cfg.n_active,
+                                                            tokens_per_expert_copy(work, name, lay)))
     time = step_time(step, system)
     tokens = work.batch * (work.prompt if name == "prefill" else 1)
     per_chip = tokens / time.step_s / n_chips
     collectives = tuple({**c.to_dict(), "link": link(system, c), "time_s": collective_time(system, c)}
                         for c in step.cost.collectives)
     return Phase(name, step, time, memory(step, system, name), tokens, per_chip, usd_per_mtok(system, per_chip),
-                 analytic(cfg, work, name, layout(strategy, mesh)), collectives,
-                 _moe_plan(cfg, strategy, mesh, work, name), _breakdown(step, system, time))
+                 analytic(cfg, work, name, lay, routing), collectives,
+                 _moe_plan(cfg, strategy, mesh, work, name), _breakdown(step, system, time), compiled_hbm)
 
 
 def _breakdown(step: CompiledStep, system, time: StepTime) -> dict:
@@ -180,7 +202,7 @@ def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int
     return guess, "estimated by linear extrapolation from the compiled steps (not confirmed)"
 
 
-def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1) -> tuple[str, ...]:
+def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1, routing: str = "uniform") -> tuple[str, ...]:
     experts = f", routed experts {cfg.experts}" if cfg.is_moe else ""
     notes = [f"model: {cfg.total_params / 1e9:.4g}B parameters, {cfg.active_params / 1e9:.4g}B active per token "
              f"(embedding lookup excluded); weights {cfg.weights}{experts}, KV cache {cfg.kv}, activations {cfg.dtype}",
@@ -220,6 +242,11 @@ def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1) -> tuple[s
                      "has no more tokens than experts, a gathered-rows kernel computes each token with its own "
                      "experts' weights (decode): FLOPs follow active parameters, weight bytes the experts a device "
                      "holds")
+        notes.append("routed experts' weights are read once per expert the step's tokens reach, as a grouped kernel "
+                     "reads them: E (1 - (1 - k/E)^T) of E for T tokens under uniformly random routing (the program "
+                     "itself reads one per slot or row; `hbm_bytes_compiled`)" if routing == "uniform" else
+                     "routed experts' weights are read as the program computes them: min(E, T x k) experts for T "
+                     "tokens, every assignment to an expert of its own (--routing worst)")
     if cfg.is_mla:
         notes.append("MLA decode in the absorbed form: the latent cache (kv_lora_rank + rope values per token and "
                      "layer) is read, not per-head K and V; it has no head axis, so each device of a tensor-parallel "
@@ -258,12 +285,16 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
           strategy: str = DEFAULTS["strategy"], batch: int = DEFAULTS["batch"], prompt: int | None = None,
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
           find_max_batch: bool = True, weights: str | None = None, kv_cache: str | None = None,
-          capacity_factor: float | None = None, compiler: str = "cpu") -> TraceResult:
+          capacity_factor: float | None = None, compiler: str = "cpu", routing: str = "uniform") -> TraceResult:
     """prompt: prefill tokens per sequence; None fills the whole context. model: a preset name, a model file
     (.toml or a Hugging Face config.json) or a ModelConfig. dtype, weights, kv_cache: override the model's
     activation, weight and KV-cache dtypes. capacity_factor: MoE expert slots per expert, as a multiple of the
     balanced load (1.0 computes exactly the active parameters). compiler: cpu (emulated devices), gpu or tpu
-    (the target's own compiler, compile-only; needs its extra), or auto (the target's own when installed)."""
+    (the target's own compiler, compile-only; needs its extra), or auto (the target's own when installed).
+    routing: uniform (the routed experts' weights read as far as uniformly routed tokens are expected to reach them)
+    or worst (every assignment to an expert of its own, as the program computes them)."""
+    if routing not in ROUTINGS:
+        raise ConfigError(f"--routing {routing!r} is not one of {', '.join(ROUTINGS)}")
     prompt = context if prompt is None else prompt
     for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
         if not isinstance(value, int) or value <= 0:
@@ -283,10 +314,10 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     work = Workload(batch, prompt, context)
     compiler, why = choose_compiler(compiler, sys_)
     steps = compile_steps(cfg, sys_, strat, work, compiler=compiler)
-    phases = {name: _phase(name, step, cfg, sys_, work, mesh, strat) for name, step in steps.items()}
+    phases = {name: _phase(name, step, cfg, sys_, work, mesh, strat, routing) for name, step in steps.items()}
     max_batch, note = (_max_batch(cfg, sys_, strat, work, phases["decode"].memory, strat.ways("batch", mesh),
                                   compiler)
                        if find_max_batch
                        else (0, "not searched"))
     return TraceResult(cfg, sys_.name, strat.name, mesh, work, sys_.usd_per_chip_hour, sys_.price_note, phases,
-                       max_batch, note, _notes(cfg, compiler, strat.ways("cache_seq", mesh)), why)
+                       max_batch, note, _notes(cfg, compiler, strat.ways("cache_seq", mesh), routing), why, routing)

@@ -71,6 +71,9 @@ def _workload_options(p: argparse.ArgumentParser, batch_type=int):
                    help="which compiler produces the program: cpu (emulated devices, always there), gpu or tpu (the "
                         "target's own, compile-only; pip install -e '.[gpu]' or '.[tpu]'), auto (the target's own "
                         "where installed, else cpu)")
+    p.add_argument("--routing", default="uniform", choices=["uniform", "worst"],
+                   help="MoE: routed experts' weights read for the experts uniformly routed tokens are expected to "
+                        "reach (default), or for min(E, tokens x k) of them (worst)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -155,7 +158,8 @@ def _run(args) -> str:
     if args.command == "report":
         return _report(args)
     kw = dict(prompt=args.prompt, context=args.context, dtype=args.dtype, usd_per_chip_hour=args.price,
-              weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor)
+              weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor,
+              routing=args.routing)
     if args.command == "compare":
         from tracer.compare import compare, rows
 

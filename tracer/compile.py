@@ -111,6 +111,7 @@ class CompiledStep:
     cost: ProgramCost
     weight_bytes: float  # weight shards held by one device
     kv_cache_bytes: float  # KV cache shard held by one device (an argument in decode, a result in prefill)
+    expert_weight_bytes: float  # of weight_bytes: the routed experts' (with their scales and biases)
     xla_memory: dict  # Compiled.memory_analysis() as the compiler reports it
     compiler: str
     compile_s: float
@@ -193,6 +194,8 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
     f32_as = "bf16" if compiler == "cpu" and cfg.dtype == "bfloat16" else None
     graphdef, weights = abstract_weights(cfg, mesh, strategy)
     weight_bytes = _tree_bytes(weights)
+    experts = nnx.filter_state(weights, lambda _, v: "experts" in v.get_metadata().get("logical_axes", ()))
+    held = (weight_bytes, _tree_bytes(experts))
 
     def arg(shape, dtype, axes, what):
         return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding(mesh, strategy, axes, shape, what))
@@ -209,11 +212,11 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
         fn = partial(prefill, graphdef=graphdef, capacity=work.context)
         cost, mem, secs = _compile(fn, (weights, tokens), mesh, strategy, f32_as, cfg.dtype,
                                    out_shardings=(logits_sharding, cache_shardings))
-        steps["prefill"] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), mem, compiler, secs)
+        steps["prefill"] = CompiledStep(cost, held[0], _tree_bytes(cache), held[1], mem, compiler, secs)
     if "decode" in phases:
         tokens = arg((work.batch,), jnp.int32, ("batch",), "tokens")
         fn = partial(decode, graphdef=graphdef)
         cost, mem, secs = _compile(fn, (weights, cache, tokens, tokens), mesh, strategy, f32_as, cfg.dtype,
                                    donate_argnums=(1,), out_shardings=(logits_sharding, cache_shardings))
-        steps["decode"] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), mem, compiler, secs)
+        steps["decode"] = CompiledStep(cost, held[0], _tree_bytes(cache), held[1], mem, compiler, secs)
     return steps

@@ -49,8 +49,13 @@ SCOPES = (("cache_update", "cache update"), ("router", "router"), ("expert_weigh
 
 def scope_of(op_name: str) -> str:
     """The part of the model an instruction comes from, by the named scopes in its op_name."""
+    return SCOPES[_scope_rank(op_name)][1] if _scope_rank(op_name) < len(SCOPES) else "embedding, other"
+
+
+def _scope_rank(op_name: str) -> int:
+    """The position in SCOPES of the innermost named scope in `op_name` (len(SCOPES): none)."""
     path = "/" + op_name + "/"
-    return next((label for key, label in SCOPES if f"/{key}/" in path), "embedding, other")
+    return next((k for k, (key, _) in enumerate(SCOPES) if f"/{key}/" in path), len(SCOPES))
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class ProgramCost:
     collectives: tuple[Collective, ...]
     notes: tuple[str, ...]
     by_scope: dict = None  # part of the model -> {"flops", "hbm_bytes"}: where the step's work comes from
+    expert_weight_bytes: float = 0.0  # of hbm_bytes: the routed experts' weights read (step arguments read there)
 
     @property
     def comm_bytes(self) -> float:
@@ -106,6 +112,7 @@ class _Reader:
         self.flops: dict[str, float] = defaultdict(float)  # by the precision the work runs in
         self.vector_dtype = vector_dtype  # elementwise work runs in the program's own precision
         self.hbm_bytes = 0.0
+        self.expert_weights = 0.0
         self.collectives: dict[tuple, list] = defaultdict(lambda: [0, 0.0, 0.0])
         self.collective_scopes: dict[tuple, dict] = defaultdict(lambda: defaultdict(float))
         self.by_scope: dict[str, dict] = defaultdict(lambda: {"flops": 0.0, "hbm_bytes": 0.0})
@@ -356,6 +363,16 @@ class _Reader:
             return instr.arrays[0].elements * self.width(narrow)
         return self.size(instr)
 
+    def argument_reads(self, comp: Computation, instr: Instr) -> float:
+        """Bytes `instr` reads of the step's arguments (weights, through slices, gathers and upcasts) rather than of
+        values the step computed."""
+        total = 0.0
+        for k, op in enumerate(instr.operands):
+            source = comp.by_name.get(self.buffer(comp, op))
+            if source is not None and source.opcode in ("parameter", "get-tuple-element"):
+                total += self.operand_read(comp, instr, k)
+        return total
+
     def instr_bytes(self, comp: Computation, instr: Instr) -> float:
         if instr.opcode in NO_TRAFFIC or self.is_view(instr):
             return 0.0
@@ -444,14 +461,17 @@ class _Reader:
 
     def scope(self, comp: Computation, instr: Instr) -> str:
         """The part of the model `instr` belongs to; an instruction the compiler left without metadata (CPU's
-        rewritten dots) takes that of its operands, then of its users."""
+        rewritten dots) takes that of its nearest operands, then users, that lie in a named part (the slice of a
+        stacked weight, outside every part, does not decide)."""
         if comp.name not in self.users_of:
             self.users_of[comp.name] = comp.users()
         users, seen, ring = self.users_of[comp.name], {instr.name}, [instr]
-        for _ in range(6):  # nearest neighbours with metadata, through views and converts
-            for i in ring:
-                if name := self.op_name(i):
-                    return scope_of(name)
+        if name := self.op_name(instr):
+            return scope_of(name)
+        for _ in range(6):  # nearest neighbours with metadata, through views and converts: the innermost part
+            rank = min((_scope_rank(self.op_name(i)) for i in ring), default=len(SCOPES))
+            if rank < len(SCOPES):
+                return SCOPES[rank][1]
             ring = [n for i in ring for n in [*(comp.by_name[o] for o in i.operands if o in comp.by_name),
                                                *users.get(i.name, [])] if n.name not in seen]
             seen.update(n.name for n in ring)
@@ -473,7 +493,8 @@ class _Reader:
             self.hbm_bytes += fused
             self.by_scope[CORE]["hbm_bytes"] += fused
         for instr in comp.instrs:
-            scope = self.by_scope[CORE if instr.name in members else self.scope(comp, instr)]
+            label = CORE if instr.name in members else self.scope(comp, instr)
+            scope = self.by_scope[label]
             for dtype, flops in self.instr_flops(comp, instr).items():
                 self.flops[dtype] += times * flops
                 scope["flops"] += times * flops
@@ -481,6 +502,8 @@ class _Reader:
                 moved = times * self.instr_bytes(comp, instr)
                 self.hbm_bytes += moved
                 scope["hbm_bytes"] += moved
+                if label == "experts" and moved:
+                    self.expert_weights += times * self.argument_reads(comp, instr)
             if instr.opcode.removesuffix("-start") in COLLECTIVES:
                 self.record_collective(comp, instr, times)
             if instr.opcode == "while":
@@ -591,4 +614,4 @@ def read_program(hlo_text_module: Module, f32_as: str | None, fused_scope: str,
     flops = {k: v for k, v in sorted(reader.flops.items()) if v}
     by_scope = {k: dict(v) for k, v in sorted(reader.by_scope.items()) if v["flops"] or v["hbm_bytes"]}
     return ProgramCost(sum(flops.values()), flops, reader.hbm_bytes, peak, outputs, collectives,
-                       tuple(sorted(reader.notes)), by_scope)
+                       tuple(sorted(reader.notes)), by_scope, reader.expert_weights)

@@ -3,11 +3,13 @@
 Pure functions of a compiled step's figures and the system's numbers: nothing here reads a program.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from meshes.systems import System
 from models.config import ModelConfig
+from models.moe import reached_fraction
 from tracer.compile import CompiledStep, Workload
 from tracer.cost import Collective
 
@@ -130,7 +132,31 @@ def layout(strategy, mesh: dict[str, int]) -> Layout:
                   seq=w("seq", mesh), cache_seq=w("cache_seq", mesh), routed=math.prod(mesh[a] for a in routed))
 
 
-def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
+def tokens_per_expert_copy(work: Workload, phase: str, lay: Layout) -> float:
+    """Tokens whose routing can reach one device's experts: those of the token groups that send to it (a batch
+    shard's, or every colocated shard's under expert parallelism; a prompt split over devices counts its parts)."""
+    tokens = work.batch * (work.prompt if phase == "prefill" else 1)
+    seq = lay.seq if phase == "prefill" and work.prompt % lay.seq == 0 else 1
+    return tokens / lay.batch / seq * lay.colocated
+
+
+def charge_routed_experts(step: CompiledStep, fraction: float) -> CompiledStep:
+    """The step with its routed-expert weight reads taken as a grouped kernel makes them: each expert the step's
+    tokens reach read once, `fraction` of those a device holds. The program reads an expert per slot or row it
+    computes (every bin's, or min(E, T k)), so this only lowers its figure."""
+    cost = step.cost
+    saved = cost.expert_weight_bytes - min(cost.expert_weight_bytes, fraction * step.expert_weight_bytes)
+    if saved <= 0:
+        return step
+    by_scope = {part: dict(v) for part, v in (cost.by_scope or {}).items()}
+    if "experts" in by_scope:
+        by_scope["experts"]["hbm_bytes"] -= saved
+    cost = dataclasses.replace(cost, hbm_bytes=cost.hbm_bytes - saved,
+                               expert_weight_bytes=cost.expert_weight_bytes - saved, by_scope=by_scope)
+    return dataclasses.replace(step, cost=cost)
+
+
+def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing: str = "uniform") -> dict:
     """Textbook estimates per device.
     FLOPs: 2 x active matmul parameters x tokens (routed experts: only the k a token uses) + attention over the keys
     each query sees (windows included; MLA decode in its absorbed form), each kind of work divided by the ways the
@@ -138,7 +164,8 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
     all expert assignments. Weights with no axis to split (MLA's latent down-projections, the router) are computed
     by every device that holds the sequences' tokens.
     Bytes: every stored weight read once (the embedding table is gathered, not read, unless tied to the LM head;
-    routed experts only as far as the step's tokens can reach them: T tokens x k of E), each divided by the ways it
+    routed experts only as far as the step's tokens reach them: E (1 - (1 - k/E)^T) of E under uniform routing,
+    min(E, T x k) at worst), each divided by the ways it
     is sharded (gathered whole under FSDP), + the KV cache read (decode) or written (prefill) by the device's own
     sequences (MLA's latent cache and repeated GQA kv heads are replicated across the head-parallel group).
     Context parallelism splits the prompt's tokens, their query-key pairs and the cache over its devices (MLA
@@ -180,8 +207,8 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout) -> dict:
     routed_bytes = cfg.routed_expert_params * cfg.bits(cfg.experts) / 8
     weights_read += (slots / cfg.n_experts - 1) * routed_bytes if cfg.is_moe else 0  # replicas are read too
     routed_bytes *= slots / cfg.n_experts if cfg.is_moe else 1
-    if cfg.is_moe:  # a group of T tokens reaches at most T x k of the E experts: the rest are not read
-        reached = min(1.0, per_seq * lay.colocated * cfg.n_active / cfg.n_experts)
+    if cfg.is_moe:  # the experts a device's tokens do not reach are not read
+        reached = reached_fraction(cfg.n_experts, cfg.n_active, tokens_per_expert_copy(work, phase, lay), routing)
         weights_read -= (1 - reached) * routed_bytes
         routed_bytes *= reached
     if lay.gathered:
