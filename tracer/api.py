@@ -15,11 +15,13 @@ from tracer.compile import CompiledStep, Workload, choose_compiler, compile_step
 from tracer.defaults import DEFAULTS
 from tracer.errors import ConfigError, DoesNotFit
 from tracer.roofline import (
+    FUSIONS,
     Memory,
     StepTime,
     analytic,
     charge_routed_experts,
     collective_time,
+    fused_kernels,
     layout,
     link,
     memory,
@@ -89,6 +91,7 @@ class TraceResult:
     notes: tuple[str, ...]
     compiler_note: str = "chosen"  # why this compiler produced the figures (auto's choice and its reason)
     routing: str = "uniform"  # how the routed experts a step reaches are counted (models.moe.reached_fraction)
+    fusion: str = "kernels"  # whose kernels move the HBM bytes: serving engines' (tracer.fusion) or the program's
 
     @property
     def compiler(self) -> str:
@@ -102,7 +105,7 @@ class TraceResult:
             "batch": self.work.batch, "prompt": self.work.prompt, "context": self.work.context,
             "dtype": self.model.dtype, "weights_dtype": self.model.weights, "experts_dtype": self.model.experts,
             "vocab_dtype": self.model.vocab, "kv_cache_dtype": self.model.kv, "total_params": self.model.total_params,
-            "active_params": self.model.active_params, "routing": self.routing,
+            "active_params": self.model.active_params, "routing": self.routing, "fusion": self.fusion,
             "usd_per_chip_hour": self.usd_per_chip_hour,
             "price_note": self.price_note,
             **{name: phase.to_dict() for name, phase in self.phases.items()},
@@ -131,10 +134,12 @@ def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, 
             "expected_drop_fraction_uniform_routing": plan.expected_drop_fraction()}
 
 
-def _phase(name, step, cfg, system, work, mesh, strategy, routing) -> Phase:
+def _phase(name, step, cfg, system, work, mesh, strategy, routing, fusion) -> Phase:
     n_chips = math.prod(mesh.values())
     lay = layout(strategy, mesh)
     compiled_hbm = step.cost.hbm_bytes
+    if fusion == "kernels":
+        step = fused_kernels(step)
     if cfg.is_moe and routing == "uniform":
         step = charge_routed_experts(step, reached_fraction(cfg.n_experts, cfg.n_active,
                                                             tokens_per_expert_copy(work, name, lay)))
@@ -202,7 +207,8 @@ def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int
     return guess, "estimated by linear extrapolation from the compiled steps (not confirmed)"
 
 
-def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1, routing: str = "uniform") -> tuple[str, ...]:
+def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1, routing: str = "uniform",
+           fusion: str = "kernels") -> tuple[str, ...]:
     experts = f", routed experts {cfg.experts}" if cfg.is_moe else ""
     notes = [f"model: {cfg.total_params / 1e9:.4g}B parameters, {cfg.active_params / 1e9:.4g}B active per token "
              f"(embedding lookup excluded); weights {cfg.weights}{experts}, KV cache {cfg.kv}, activations {cfg.dtype}",
@@ -212,8 +218,14 @@ def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1, routing: s
              "NIC across domains, plus an assumed latency per algorithm step (1 us NVLink, 5 us network); "
              "communication is not overlapped with compute",
              "attention core counted as a fused flash kernel: scores stay on chip",
+             "HBM bytes as serving engines' fused kernels move them (tracer/fusion.py: merged QKV and gate/up "
+             "projections, rope, activations and router weights in matmul epilogues, the MoE gather and scatter-add "
+             "in the grouped matmuls, residual add with RMSNorm); the compiled program's own bytes are "
+             "`hbm_bytes_compiled` (--fusion compiled prices those)" if fusion == "kernels" else
+             "HBM bytes as the compiled program's own kernels move them (--fusion compiled); serving engines fuse "
+             "more (--fusion kernels)",
              "analytic HBM bytes count weights and KV cache only; prefill also moves activations (B x P x hidden per "
-             "tensor), which is most of its compiled bytes",
+             "tensor), which is most of its bytes",
              "slices of stacked weights/caches and layout-only copies are read in place by their consumer, as GPU "
              "and TPU compilers do"]
     stored = {cfg.weights, cfg.attn_weights, cfg.experts}
@@ -285,16 +297,21 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
           strategy: str = DEFAULTS["strategy"], batch: int = DEFAULTS["batch"], prompt: int | None = None,
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
           find_max_batch: bool = True, weights: str | None = None, kv_cache: str | None = None,
-          capacity_factor: float | None = None, compiler: str = "cpu", routing: str = "uniform") -> TraceResult:
+          capacity_factor: float | None = None, compiler: str = "cpu", routing: str = "uniform",
+          fusion: str = "kernels") -> TraceResult:
     """prompt: prefill tokens per sequence; None fills the whole context. model: a preset name, a model file
     (.toml or a Hugging Face config.json) or a ModelConfig. dtype, weights, kv_cache: override the model's
     activation, weight and KV-cache dtypes. capacity_factor: MoE expert slots per expert, as a multiple of the
     balanced load (1.0 computes exactly the active parameters). compiler: cpu (emulated devices), gpu or tpu
     (the target's own compiler, compile-only; needs its extra), or auto (the target's own when installed).
     routing: uniform (the routed experts' weights read as far as uniformly routed tokens are expected to reach them)
-    or worst (every assignment to an expert of its own, as the program computes them)."""
+    or worst (every assignment to an expert of its own, as the program computes them).
+    fusion: kernels (HBM bytes as serving engines' fused kernels move them, tracer.fusion) or compiled (as the
+    compiled program moves them)."""
     if routing not in ROUTINGS:
         raise ConfigError(f"--routing {routing!r} is not one of {', '.join(ROUTINGS)}")
+    if fusion not in FUSIONS:
+        raise ConfigError(f"--fusion {fusion!r} is not one of {', '.join(FUSIONS)}")
     prompt = context if prompt is None else prompt
     for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
         if not isinstance(value, int) or value <= 0:
@@ -314,10 +331,11 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     work = Workload(batch, prompt, context)
     compiler, why = choose_compiler(compiler, sys_)
     steps = compile_steps(cfg, sys_, strat, work, compiler=compiler)
-    phases = {name: _phase(name, step, cfg, sys_, work, mesh, strat, routing) for name, step in steps.items()}
+    phases = {name: _phase(name, step, cfg, sys_, work, mesh, strat, routing, fusion) for name, step in steps.items()}
     max_batch, note = (_max_batch(cfg, sys_, strat, work, phases["decode"].memory, strat.ways("batch", mesh),
                                   compiler)
                        if find_max_batch
                        else (0, "not searched"))
     return TraceResult(cfg, sys_.name, strat.name, mesh, work, sys_.usd_per_chip_hour, sys_.price_note, phases,
-                       max_batch, note, _notes(cfg, compiler, strat.ways("cache_seq", mesh), routing), why, routing)
+                       max_batch, note, _notes(cfg, compiler, strat.ways("cache_seq", mesh), routing, fusion), why,
+                       routing, fusion)

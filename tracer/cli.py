@@ -74,6 +74,9 @@ def _workload_options(p: argparse.ArgumentParser, batch_type=int):
     p.add_argument("--routing", default="uniform", choices=["uniform", "worst"],
                    help="MoE: routed experts' weights read for the experts uniformly routed tokens are expected to "
                         "reach (default), or for min(E, tokens x k) of them (worst)")
+    p.add_argument("--fusion", default="kernels", choices=["kernels", "compiled"],
+                   help="HBM bytes as serving engines' fused kernels move them (default; tracer/fusion.py), or as the "
+                        "compiled program's own kernels do")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -159,7 +162,7 @@ def _run(args) -> str:
         return _report(args)
     kw = dict(prompt=args.prompt, context=args.context, dtype=args.dtype, usd_per_chip_hour=args.price,
               weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor,
-              routing=args.routing)
+              routing=args.routing, fusion=args.fusion)
     if args.command == "compare":
         from tracer.compare import compare, rows
 

@@ -21,6 +21,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
+from tracer.fusion import kernels, kind
 from tracer.hlo import DTYPE_BITS, Array, Computation, Instr, Module, replica_groups, trip_count
 
 COLLECTIVES = {"all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"}
@@ -98,6 +99,8 @@ class ProgramCost:
     notes: tuple[str, ...]
     by_scope: dict = None  # part of the model -> {"flops", "hbm_bytes"}: where the step's work comes from
     expert_weight_bytes: float = 0.0  # of hbm_bytes: the routed experts' weights read (step arguments read there)
+    fused_hbm_bytes: float = 0.0  # the same step's bytes as serving engines' fused kernels move them (tracer.fusion)
+    fused_by_scope: dict = None  # part of the model -> those bytes
 
     @property
     def comm_bytes(self) -> float:
@@ -113,6 +116,8 @@ class _Reader:
         self.vector_dtype = vector_dtype  # elementwise work runs in the program's own precision
         self.hbm_bytes = 0.0
         self.expert_weights = 0.0
+        self.fused_bytes = 0.0  # as serving engines' fused kernels move them (tracer.fusion)
+        self.fused_by_scope: dict[str, float] = defaultdict(float)
         self.collectives: dict[tuple, list] = defaultdict(lambda: [0, 0.0, 0.0])
         self.collective_scopes: dict[tuple, dict] = defaultdict(lambda: defaultdict(float))
         self.by_scope: dict[str, dict] = defaultdict(lambda: {"flops": 0.0, "hbm_bytes": 0.0})
@@ -238,6 +243,11 @@ class _Reader:
         return instr.arrays[0].elements * self.width(stored)
 
     # --- FLOPs ---
+    @staticmethod
+    def is_gemm(instr: Instr) -> bool:
+        """A library matmul's custom call (cuBLAS)."""
+        return bool(GEMM_CALL.search(instr.attr("custom_call_target") or ""))
+
     def dot_dtype(self, comp: Computation, instr: Instr, outers: tuple) -> str:
         """The precision a matmul runs in: that of its wider operand, as stored (W8A8 runs in fp8 or int8; MXFP4
         weights times bf16 activations in bf16)."""
@@ -257,7 +267,7 @@ class _Reader:
             for d in contracting:
                 k *= lhs.dims[d]
             return {self.dot_dtype(comp, instr, outers): 2.0 * instr.arrays[0].elements * k}
-        if instr.opcode == "custom-call" and GEMM_CALL.search(instr.attr("custom_call_target") or ""):
+        if instr.opcode == "custom-call" and self.is_gemm(instr):
             # a library gemm (cuBLAS): its shapes give the FLOPs the compiler's cost model leaves at -1
             lhs = comp.by_name[instr.operands[0]].arrays[0]
             m = re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]', instr.attrs)
@@ -395,21 +405,34 @@ class _Reader:
             for op in instr.operands:
                 if (source := self.source(comp, op)) in names:
                     kernel[find(instr.name)] = find(source)
+        return sum(self.kernel_bytes(comp, {name: find(name) for name in names}).values())
+
+    def kernel_bytes(self, comp: Computation, kernel_of: dict[str, str]) -> dict[str, float]:
+        """Bytes of each kernel (instructions mapped to the kernel they run in): each input from outside it read
+        once (the part it slices), and only what is read outside it (or returned) written."""
         reads: dict[tuple[str, str], float] = {}
-        for instr in region:  # keyed by the buffer read: keys and values sliced from one cache are one read
+        for name, kernel in kernel_of.items():  # keyed by the buffer read: keys and values sliced from one cache
+            instr = comp.by_name[name]
             for k, op in enumerate(instr.operands):
-                if self.source(comp, op) not in names:
-                    key = (find(instr.name), self.buffer(comp, op))
+                if kernel_of.get(self.source(comp, op)) != kernel:
+                    key = (kernel, self.buffer(comp, op))
                     reads[key] = max(reads.get(key, 0.0), self.operand_read(comp, instr, k))
         users = comp.users()
 
-        def escapes(name: str) -> bool:  # read outside the region, looking through views (layout copies included)
+        def escapes(name: str, kernel: str) -> bool:  # read outside the kernel, looking through views
             for user in users.get(name, []):
-                if user.is_root or (escapes(user.name) if self.is_view(user) else user.name not in names):
+                if user.is_root or (escapes(user.name, kernel) if self.is_view(user) and user.name not in kernel_of
+                                    else kernel_of.get(user.name) != kernel):
                     return True
             return False
 
-        return sum(reads.values()) + sum(self.written(comp, i) for i in region if i.is_root or escapes(i.name))
+        out = defaultdict(float)
+        for (kernel, _), read in reads.items():
+            out[kernel] += read
+        for name, kernel in kernel_of.items():
+            if comp.by_name[name].is_root or escapes(name, kernel):
+                out[kernel] += self.written(comp, comp.by_name[name])
+        return out
 
     def viewed(self, comp: Computation, instr: Instr) -> Instr | None:
         """The operand a view looks into: the first one, or a view fusion's largest (its data, not the indices of
@@ -485,6 +508,26 @@ class _Reader:
         return next((i.op_name for i in reversed(body.instrs) if i.op_name), "")
 
     # --- walking the program ---
+    def serving_kernels(self, comp: Computation, members: set[str], times: int):
+        """The step's bytes as serving engines' fused kernels move them (tracer.fusion), by part of the model."""
+        nodes = [i for i in comp.instrs if i.name not in members and i.opcode not in NO_TRAFFIC
+                 and not self.is_view(i) and i.opcode.removesuffix("-start") not in COLLECTIVES]
+        kernel_of = kernels(self, comp, nodes)
+        sizes = defaultdict(int)
+        for kernel in kernel_of.values():
+            sizes[kernel] += 1
+        fused = {name: kernel for name, kernel in kernel_of.items() if sizes[kernel] > 1}
+        labels = {}
+        for instr in nodes:  # a kernel's part: that of its first matmul, else of its first instruction
+            kernel = kernel_of[instr.name]
+            if kernel not in labels or (kind(self, instr) == "matmul" and labels[kernel][1] != "matmul"):
+                labels[kernel] = (self.scope(comp, instr), kind(self, instr))
+        moved = dict(self.kernel_bytes(comp, fused))
+        moved.update({i.name: self.instr_bytes(comp, i) for i in nodes if i.name not in fused})
+        for kernel, bytes_ in moved.items():
+            self.fused_bytes += times * bytes_
+            self.fused_by_scope[labels[kernel][0]] += times * bytes_
+
     def walk(self, comp: Computation, times: int):
         members = self.region(comp)
         region = [i for i in comp.instrs if i.name in members]
@@ -492,6 +535,9 @@ class _Reader:
             fused = times * self.region_bytes(comp, region)
             self.hbm_bytes += fused
             self.by_scope[CORE]["hbm_bytes"] += fused
+            self.fused_bytes += fused
+            self.fused_by_scope[CORE] += fused
+        self.serving_kernels(comp, members, times)
         for instr in comp.instrs:
             label = CORE if instr.name in members else self.scope(comp, instr)
             scope = self.by_scope[label]
@@ -614,4 +660,5 @@ def read_program(hlo_text_module: Module, f32_as: str | None, fused_scope: str,
     flops = {k: v for k, v in sorted(reader.flops.items()) if v}
     by_scope = {k: dict(v) for k, v in sorted(reader.by_scope.items()) if v["flops"] or v["hbm_bytes"]}
     return ProgramCost(sum(flops.values()), flops, reader.hbm_bytes, peak, outputs, collectives,
-                       tuple(sorted(reader.notes)), by_scope, reader.expert_weights)
+                       tuple(sorted(reader.notes)), by_scope, reader.expert_weights, reader.fused_bytes,
+                       {k: v for k, v in sorted(reader.fused_by_scope.items()) if v})

@@ -49,6 +49,8 @@ def trace_text(d: dict, breakdown: bool = False) -> str:
              ""],
             ["HBM bytes", _si(x["hbm_bytes_per_device"], "B"), _si(a["hbm_bytes_per_device"], "B"),
              f"{a['hbm_bytes_ratio']:.3f}"],
+            *([["HBM bytes, the program's own kernels", _si(x["hbm_bytes_compiled"], "B"), "", ""]]
+              if x.get("hbm_bytes_compiled") and x["hbm_bytes_compiled"] != x["hbm_bytes_per_device"] else []),
             ["wire bytes", _si(x["comm_bytes_per_device"], "B"), "", ""],
             ["time compute / memory / comms", f"{_ms(t['compute'])} / {_ms(t['memory'])} / {_ms(t['comms'])}", "",
              ""],

@@ -140,6 +140,19 @@ def tokens_per_expert_copy(work: Workload, phase: str, lay: Layout) -> float:
     return tokens / lay.batch / seq * lay.colocated
 
 
+FUSIONS = ("kernels", "compiled")
+
+
+def fused_kernels(step: CompiledStep) -> CompiledStep:
+    """The step with its HBM bytes as serving engines' fused kernels move them (tracer.fusion), by part of the model
+    too; the program's own figure stays in Phase.compiled_hbm_bytes."""
+    cost = step.cost
+    by_scope = {part: {**v, "hbm_bytes": (cost.fused_by_scope or {}).get(part, 0.0)}
+                for part, v in (cost.by_scope or {}).items()}
+    cost = dataclasses.replace(cost, hbm_bytes=cost.fused_hbm_bytes, by_scope=by_scope)
+    return dataclasses.replace(step, cost=cost)
+
+
 def charge_routed_experts(step: CompiledStep, fraction: float) -> CompiledStep:
     """The step with its routed-expert weight reads taken as a grouped kernel makes them: each expert the step's
     tokens reach read once, `fraction` of those a device holds. The program reads an expert per slot or row it

@@ -1,0 +1,135 @@
+"""The fusion model: which of a compiled program's kernels a serving engine runs as one, so that the values passed
+between them never reach HBM.
+
+A compiler for the CPU (and, less so, XLA's GPU compiler) leaves a step's elementwise work as many small kernels,
+each reading and writing whole activations; serving engines run hand-fused kernels instead. The rules, each with the
+engines' kernels it stands for:
+
+1. Projections that read the same activation run as one matmul, reading it once: merged QKV and gate/up weights
+   (vLLM QKVParallelLinear and MergedColumnParallelLinear; MLA's fused q_a/kv_a projection).
+2. Pointwise work on a matmul's outputs alone (with small side inputs: a bias, rope's sin and cos, a scale, the
+   router weights of each slot) runs in its epilogue: rope on q and k, SiLU(gate) x up, dequantization, the
+   router-weighted scale of an expert's output (CUTLASS/TensorRT-LLM gated-activation epilogues; vLLM's fused MoE
+   multiplies by the routing weight in its epilogue).
+3. A gather that feeds only matmuls runs in their prologue: a fused MoE kernel reads each token's row by its sorted
+   index instead of materialising the dispatch buffer (vLLM fused_moe's sorted_token_ids; TensorRT-LLM's permute).
+4. A scatter-add of a matmul's (weighted) outputs runs in its epilogue: the MoE finalize that adds each slot's
+   output into its token (TensorRT-LLM's finalize fusion).
+5. Chains of pointwise and row-reduction work that no matmul absorbed run as one kernel: the residual add with the
+   RMSNorm after it (vLLM fused_add_rms_norm), softmax and top-k prologues, quantization of activations.
+The attention core is a flash kernel already (tracer.cost). Collectives, sorts, cache writes and anything else stay
+kernels of their own. A kernel reads each outside input once and writes only what is read outside it.
+"""
+
+from tracer.hlo import Computation, Instr
+
+POINTWISE = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "negate", "abs", "exponential", "log",
+             "rsqrt", "sqrt", "tanh", "logistic", "power", "select", "compare", "exponential-minus-one",
+             "log-plus-one", "sine", "cosine", "clamp", "convert", "broadcast", "reshape", "bitcast", "transpose",
+             "copy", "slice", "concatenate", "iota", "constant", "parameter", "and", "or", "not", "floor", "ceil",
+             "sign", "round-nearest-even", "round-nearest-afz", "is-finite", "pad", "dynamic-slice"}
+MATMULS = {"dot", "convolution"}
+SIDE_INPUT = 8  # an operand with at most 1/8 of a kernel output's elements is a side input (bias, sin/cos, scales)
+
+
+def kind(reader, instr: Instr) -> str:
+    """matmul, pointwise, reduce (pointwise with row reductions), gather, scatter, or other."""
+    ops = {instr.opcode}
+    if instr.opcode == "fusion":
+        ops = {i.opcode for i in reader.module.computations[instr.called("calls")].instrs}
+    if ops & MATMULS or (instr.opcode == "custom-call" and reader.is_gemm(instr)):
+        return "matmul"
+    if ops <= POINTWISE:
+        return "pointwise"
+    if ops <= POINTWISE | {"reduce"}:
+        return "reduce"
+    if "scatter" in ops and ops <= POINTWISE | {"scatter"}:
+        return "scatter"
+    if "gather" in ops and ops <= POINTWISE | {"gather"}:
+        return "gather"
+    return "other"
+
+
+def kernels(reader, comp: Computation, nodes: list[Instr]) -> dict[str, str]:
+    """Each of `nodes` (the computation's kernels that move data, in program order) -> the serving kernel it runs in
+    (a representative member's name)."""
+    kinds = {i.name: kind(reader, i) for i in nodes}
+    group = {name: name for name in kinds}
+
+    def find(name: str) -> str:
+        while group[name] != name:
+            group[name] = group[group[name]]
+            name = group[name]
+        return name
+
+    def join(a: str, b: str):
+        group[find(a)] = find(b)
+
+    users = comp.users()
+
+    def producer(name: str) -> str | None:  # the node behind an operand, through views
+        instr = comp.by_name.get(name)
+        while instr is not None and instr.name not in kinds and reader.is_view(instr) and instr.operands:
+            instr = reader.viewed(comp, instr)
+        return instr.name if instr is not None and instr.name in kinds else None
+
+    def consumers(name: str) -> list[str]:  # the nodes reading a value, through views
+        found = []
+        for user in users.get(name, []):
+            found += [user.name] if user.name in kinds else consumers(user.name) if reader.is_view(user) else []
+        return found
+
+    def operands(instr: Instr, side: bool) -> list[str | None]:
+        """Producers of the operands (None: a step argument or loop value); without `side`, only of those that are
+        not side inputs."""
+        out = max((a.elements for a in instr.arrays), default=0)
+        found = []
+        for op in instr.operands:
+            arrays = comp.by_name[op].arrays if op in comp.by_name else []
+            if side or sum(a.elements for a in arrays) * SIDE_INPUT > out:
+                found.append(producer(op))
+        return found
+
+    ancestors: dict[str, set[str]] = {}
+    for instr in nodes:  # program order: producers come first
+        ancestors[instr.name] = set()
+        for p in operands(instr, side=True):
+            if p is not None:
+                ancestors[instr.name] |= {p} | ancestors.get(p, set())
+
+    def join_acyclic(a: str, b: str):
+        """Join two kernels unless something outside both reads one and feeds the other (no kernel can wait for
+        its own output)."""
+        merged = {n for n in kinds if find(n) in (find(a), find(b))}
+        upstream = set().union(*(ancestors[n] for n in merged)) - merged
+        if not any(ancestors[x] & merged for x in upstream):
+            join(a, b)
+
+    matmuls = [i.name for i in nodes if kinds[i.name] == "matmul"]
+    for name in matmuls:  # rule 1: matmuls reading one activation
+        for p in operands(comp.by_name[name], side=False):
+            if p is not None and kinds[p] != "matmul":
+                for other in consumers(p):
+                    if kinds[other] == "matmul":
+                        join_acyclic(other, name)
+
+    def in_matmul(name: str | None) -> bool:
+        return name is not None and find(name) in {find(m) for m in matmuls}
+
+    for instr in nodes:
+        k, sources = kinds[instr.name], operands(instr, side=False)
+        if k == "gather" and (readers := consumers(instr.name)) and all(kinds[r] == "matmul" for r in readers):
+            for r in readers:  # rule 3
+                join(instr.name, r)
+        elif k == "scatter" and (fill := producer(instr.operands[0])) and in_matmul(sources[-1]):
+            join(instr.name, sources[-1])  # rule 4: the updates come from a matmul's kernel...
+            if kinds[fill] == "pointwise" and not operands(comp.by_name[fill], side=False) and consumers(fill) == [
+                    instr.name]:
+                join(fill, instr.name)  # ...and the zeros it adds into are the kernel's own output, not a memset
+        elif k == "pointwise" and sources and all(map(in_matmul, sources)) and len({find(s) for s in sources}) == 1:
+            join(instr.name, sources[0])  # rule 2
+        elif k in ("pointwise", "reduce"):
+            for s in operands(instr, side=True):  # rule 5
+                if s is not None and kinds[s] in ("pointwise", "reduce") and not in_matmul(s):
+                    join_acyclic(instr.name, s)
+    return {name: find(name) for name in kinds}
