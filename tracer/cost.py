@@ -511,7 +511,7 @@ class _Reader:
     def serving_kernels(self, comp: Computation, members: set[str], times: int):
         """The step's bytes as serving engines' fused kernels move them (tracer.fusion), by part of the model."""
         nodes = [i for i in comp.instrs if i.name not in members and i.opcode not in NO_TRAFFIC
-                 and not self.is_view(i) and i.opcode.removesuffix("-start") not in COLLECTIVES]
+                 and not self.is_view(i)]  # collectives too: kernels of their own, moving their buffers
         kernel_of = kernels(self, comp, nodes)
         sizes = defaultdict(int)
         for kernel in kernel_of.values():
