@@ -21,7 +21,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-from tracer.fusion import kernels, kind
+from tracer.fusion import Groups, kernels, kind
 from tracer.hlo import DTYPE_BITS, Array, Computation, Instr, Module, replica_groups, trip_count
 
 COLLECTIVES = {"all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"}
@@ -392,20 +392,12 @@ class _Reader:
     def region_bytes(self, comp: Computation, region: list[Instr]) -> float:
         """Each fused kernel (a connected part of the region: one layer's attention core where layers are not a
         loop) reads each outside input once (the part it slices) and writes only what is used outside."""
-        names = {i.name for i in region}
-        kernel = {name: name for name in names}
-
-        def find(name: str) -> str:
-            while kernel[name] != name:
-                kernel[name] = kernel[kernel[name]]
-                name = kernel[name]
-            return name
-
+        groups = Groups(i.name for i in region)
         for instr in region:
             for op in instr.operands:
-                if (source := self.source(comp, op)) in names:
-                    kernel[find(instr.name)] = find(source)
-        return sum(self.kernel_bytes(comp, {name: find(name) for name in names}).values())
+                if (source := self.source(comp, op)) in groups.parent:
+                    groups.join(instr.name, source)
+        return sum(self.kernel_bytes(comp, groups.kernel_of()).values())
 
     def kernel_bytes(self, comp: Computation, kernel_of: dict[str, str]) -> dict[str, float]:
         """Bytes of each kernel (instructions mapped to the kernel they run in): each input from outside it read

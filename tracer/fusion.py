@@ -50,20 +50,31 @@ def kind(reader, instr: Instr) -> str:
     return "other"
 
 
+class Groups:
+    """Which kernel each instruction runs in, as kernels are joined (union-find over instruction names)."""
+
+    def __init__(self, names):
+        self.parent = {name: name for name in names}
+
+    def find(self, name: str) -> str:
+        while self.parent[name] != name:
+            self.parent[name] = self.parent[self.parent[name]]
+            name = self.parent[name]
+        return name
+
+    def join(self, a: str, b: str):
+        self.parent[self.find(a)] = self.find(b)
+
+    def kernel_of(self) -> dict[str, str]:
+        return {name: self.find(name) for name in self.parent}
+
+
 def kernels(reader, comp: Computation, nodes: list[Instr]) -> dict[str, str]:
     """Each of `nodes` (the computation's kernels that move data, in program order) -> the serving kernel it runs in
     (a representative member's name)."""
     kinds = {i.name: kind(reader, i) for i in nodes}
-    group = {name: name for name in kinds}
-
-    def find(name: str) -> str:
-        while group[name] != name:
-            group[name] = group[group[name]]
-            name = group[name]
-        return name
-
-    def join(a: str, b: str):
-        group[find(a)] = find(b)
+    groups = Groups(kinds)
+    find, join = groups.find, groups.join
 
     users = comp.users()
 
@@ -132,4 +143,4 @@ def kernels(reader, comp: Computation, nodes: list[Instr]) -> dict[str, str]:
             for s in operands(instr, side=True):  # rule 5
                 if s is not None and kinds[s] in ("pointwise", "reduce") and not in_matmul(s):
                     join_acyclic(instr.name, s)
-    return {name: find(name) for name in kinds}
+    return groups.kernel_of()
