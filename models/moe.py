@@ -201,10 +201,10 @@ class MoE(nnx.Module):
             y = y.reshape(s, -1, seq, *y.shape[2:]).transpose(1, 0, 2, 3, 4)
         y = y.reshape(*inputs.shape[:2], *y.shape[-2:])  # [B, T, P, D]
         if self.shared is None:
-            return y.sum(axis=2)
+            return _sum(y, 2)
         if same_split(partial_axis, "mlp"):  # one reduction of the routed and shared experts' sum, as engines do
-            return (y + self.shared.partial(inputs)).sum(axis=2)
-        return y.sum(axis=2) + self.shared(inputs)
+            return _sum(y + self.shared.partial(inputs), 2)
+        return _sum(y, 2) + self.shared(inputs)
 
     def _combine(self, out, slot_token, slot_weight, g_axis: str, tokens: int):
         """Each group's slot outputs, weighted and added into their tokens, without reducing partial sums: out
@@ -225,7 +225,7 @@ class MoE(nnx.Module):
             y = constrain(add(token, out)[..., :-1, :], g_axis, q_axis, "expert_mlp", None, "embed")
         if parts == 1 and q > 1:  # the bins' devices hold the partial sums
             return constrain(y[:, :, 0].transpose(0, 2, 1, 3), g_axis, None, q_axis, "embed"), q_axis
-        y = y.sum(axis=1) if q > 1 else y[:, 0]  # both split (a strategy file's choice): the bins' sums reduced here
+        y = _sum(y, 1) if q > 1 else y[:, 0]  # both split (a strategy file's choice): the bins' sums reduced here
         return constrain(y.transpose(0, 2, 1, 3), g_axis, None, "expert_mlp", "embed"), "expert_mlp"
 
     def _rows(self, linear: Linear, spec: str, x, local, g_axis: str, parts: int = 0):
@@ -249,6 +249,12 @@ class MoE(nnx.Module):
         split, x, w = split_contraction(spec, x, w, blocked, parts)
         y = matmul(split, x, w, blocks, linear.act_dtype, blocked, spec.split("->")[0].split(",")[1], linear.w4a4)
         return y if bias is None else y + bias[..., None, :] / parts
+
+
+def _sum(x, axis: int):
+    """Partial sums added up in their own dtype (jnp.sum of bf16 accumulates in f32, and its all-reduce would move
+    f32: serving engines all-reduce bf16)."""
+    return jax.lax.reduce(x, jnp.zeros((), x.dtype), jax.lax.add, (axis,))
 
 
 def _to_experts(x, g_axis: str):
