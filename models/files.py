@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 
 from models.config import PRESETS, ModelConfig
-from models.quantization import read_quantization
+from models.quantization import module_names, read_quantization
 from tracer.errors import ConfigError
 
 EXAMPLE = "models/examples/custom.toml"
@@ -211,7 +211,8 @@ def _from_hf(cfg, where: str, name: str, path: Path) -> ModelConfig:
     values.update(_ARCH_FIELDS[arch](hf, values))
     moe = values.get("n_experts", 0) > 0
     layers = ["moe" if moe and i >= values.get("first_dense", 0) else "dense" for i in range(values["n_layers"])]
-    quant, notes = read_quantization(cfg, path, layers, values["dtype"], where)
+    names = module_names(arch, values.get("kv_lora_rank", 0) > 0, values.get("q_lora_rank", 0) > 0)
+    quant, notes = read_quantization(cfg, path, layers, names, values["dtype"], where)
     values.update(quant, notes=(*values.get("notes", ()), *notes))
     return _build(lambda: ModelConfig(name=name, **values), where)
 

@@ -21,18 +21,22 @@ from pathlib import Path
 
 from tracer.errors import ConfigError
 
-# Module names of each group of matmul weights in one layer, as Hugging Face models name them (any architecture: the
-# names that do not occur in a model match no pattern meant for it).
-GROUPS = {
-    "attention": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                  "self_attn.q_a_proj", "self_attn.q_b_proj", "self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj"),
-    "mlp": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
-    "shared": ("mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj", "mlp.shared_experts.down_proj",
-               "mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj", "mlp.shared_expert.down_proj"),
-    "experts": ("mlp.experts.0.gate_proj", "mlp.experts.0.up_proj", "mlp.experts.0.down_proj",
-                "block_sparse_moe.experts.0.w1", "block_sparse_moe.experts.0.w2", "block_sparse_moe.experts.0.w3",
-                "mlp.experts.gate_up_proj", "mlp.experts.down_proj"),
-}
+
+def module_names(arch: str, mla: bool, q_lora: bool) -> dict[str, tuple[str, ...]]:
+    """The module names of each group of matmul weights in one layer (model.layers.N.<name>), as the architecture's
+    Hugging Face model names them."""
+    if mla:
+        q = ("self_attn.q_a_proj", "self_attn.q_b_proj") if q_lora else ("self_attn.q_proj",)
+        attention = (*q, "self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj", "self_attn.o_proj")
+    else:
+        attention = tuple(f"self_attn.{p}_proj" for p in "qkvo")
+    experts = {"MixtralForCausalLM": tuple(f"block_sparse_moe.experts.0.w{i}" for i in (1, 2, 3)),
+               "GptOssForCausalLM": ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")}.get(
+        arch, tuple(f"mlp.experts.0.{p}_proj" for p in ("gate", "up", "down")))
+    return {"attention": attention, "mlp": tuple(f"mlp.{p}_proj" for p in ("gate", "up", "down")),
+            "shared": tuple(f"mlp.shared_experts.{p}_proj" for p in ("gate", "up", "down")), "experts": experts}
+
+
 FIELDS = {"attention": "attn_dtype", "mlp": "weight_dtype", "shared": "weight_dtype", "experts": "expert_dtype"}
 KNOWN = "fp8, mxfp4, modelopt (FP8, NVFP4), compressed-tensors (FP8, INT8, INT4 W4A16, NVFP4), awq, gptq (4-bit)"
 
@@ -46,9 +50,10 @@ class _Scheme:
         self.kv, self.notes = kv, list(notes)
 
 
-def read_quantization(cfg: dict, path: Path, layers: list[str], base: str, where: str) -> tuple[dict, tuple[str, ...]]:
+def read_quantization(cfg: dict, path: Path, layers: list[str], names: dict, base: str,
+                      where: str) -> tuple[dict, tuple[str, ...]]:
     """(ModelConfig field overrides, notes) for a config.json at `path`. `layers`: each served layer's kind, "dense"
-    or "moe" (which groups it has); `base`: the unquantized weights' dtype."""
+    or "moe" (which groups it has); `names`: module_names(); `base`: the unquantized weights' dtype."""
     quant = cfg.get("quantization_config")
     sibling = path.parent / "hf_quant_config.json"
     if quant is None and not sibling.is_file():
@@ -58,7 +63,7 @@ def read_quantization(cfg: dict, path: Path, layers: list[str], base: str, where
     method = (quant or {}).get("quant_method", "modelopt")
     if method == "modelopt" and not (quant or {}).get("quant_algo"):
         quant = _read_sibling(sibling, where)
-    return _apply(_scheme(str(method).lower(), quant, where), layers, base)
+    return _apply(_scheme(str(method).lower(), quant, where), layers, names, base)
 
 
 def _read_sibling(sibling: Path, where: str) -> dict:
@@ -166,7 +171,7 @@ def excluded(name: str, patterns: list[str]) -> bool:
     return False
 
 
-def _apply(scheme: _Scheme, layers: list[str], base: str) -> tuple[dict, tuple[str, ...]]:
+def _apply(scheme: _Scheme, layers: list[str], names: dict, base: str) -> tuple[dict, tuple[str, ...]]:
     """ModelConfig fields: each group quantized unless its modules are excluded in most served layers (a mixed split
     is noted with its share); `base` is the unquantized dtype. Only fields that differ from what they inherit."""
     kinds = {"dense": ("attention", "mlp"), "moe": ("attention", "shared", "experts")}
@@ -175,7 +180,7 @@ def _apply(scheme: _Scheme, layers: list[str], base: str) -> tuple[dict, tuple[s
         present = [i for i, kind in enumerate(layers) if group in kinds[kind]]
         if not present:
             continue
-        kept = [i for i in present if all(excluded(f"model.layers.{i}.{m}", scheme.exclude) for m in GROUPS[group])]
+        kept = [i for i in present if all(excluded(f"model.layers.{i}.{m}", scheme.exclude) for m in names[group])]
         quantized = len(kept) * 2 <= len(present)
         decided[group] = scheme.dtype if quantized else base
         if kept and len(kept) != len(present):

@@ -126,12 +126,27 @@ def test_awq_and_gptq_group_sizes_and_fp8_exclusions(tmp_path):
     awq = checkpoint(tmp_path, "llama3-70b", quantization_config={
         "quant_method": "awq", "bits": 4, "group_size": 64, "zero_point": True, "version": "gemm"})
     assert (awq.weights, awq.int4_group, awq.bits("int4")) == ("int4", 64, 4 + 20 / 64)
+    gptq = checkpoint(tmp_path / "a", "mixtral-8x7b", quantization_config={
+        "quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True,
+        "modules_to_not_convert": ["gate"]})  # the router: not a weight group the model quantizes anyway
+    assert (gptq.attn_weights, gptq.experts, gptq.int4_group) == ("int4", "int4", 128)
     with pytest.raises(ConfigError, match="gptq with 8 bits is not supported") as err:
         checkpoint(tmp_path / "b", "llama3-70b", quantization_config={"quant_method": "gptq", "bits": 8})
     assert "\n" not in str(err.value)
     fp8 = checkpoint(tmp_path / "c", "qwen3-30b-a3b", quantization_config={
         "quant_method": "fp8", "weight_block_size": [128, 128], "modules_to_not_convert": ["self_attn", "lm_head"]})
     assert (fp8.attn_weights, fp8.experts) == ("bfloat16", "float8")
+
+
+def test_exclusions_follow_each_architectures_module_names(tmp_path):
+    """Mixtral names its experts block_sparse_moe.experts.N.w1..w3, Qwen3 MoE mlp.experts.N.gate_proj..: a pattern
+    that keeps one architecture's experts unquantized matches its own names."""
+    mix = checkpoint(tmp_path, "mixtral-8x7b", quantization_config={
+        "quant_method": "fp8", "modules_to_not_convert": ["block_sparse_moe.experts", "lm_head"]})
+    assert (mix.attn_weights, mix.experts) == ("float8", "bfloat16")
+    qwen = checkpoint(tmp_path / "q", "qwen3-30b-a3b", {"quantization": {
+        "quant_algo": "NVFP4", "group_size": 16, "exclude_modules": ["lm_head", "model.layers.*.mlp.experts*"]}})
+    assert (qwen.attn_weights, qwen.experts) == ("nvfp4", "bfloat16")
 
 
 @pytest.mark.parametrize("q, match", [
