@@ -6,7 +6,7 @@ import sys
 import time
 
 from tracer.defaults import COMPILERS, DEFAULTS
-from tracer.errors import ConfigError
+from tracer.errors import ConfigError, Interrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("prompts", int), ("compilers", str), ("weights", str), ("kv-caches", str)):
         w.add_argument(f"--{name}", type=_list_of(kind), help=f"comma-separated {name}")
     w.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    w.add_argument("--out", default="sweep-results", help="folder for sweep.csv and sweep.jsonl")
+    w.add_argument("--out", default="sweep-results", help="folder for sweep.csv and sweep.jsonl (sweep.jsonl grows "
+                                                          "as points finish)")
+    w.add_argument("--overwrite", action="store_true", help="replace another sweep's results in --out")
     w.add_argument("--no-cache", action="store_true", help="recompute every point (the cache is not read or written)")
     w.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
     r = sub.add_parser("report", help="a Markdown report with tables and plots: of a sweep's results, of the seed "
@@ -213,9 +215,15 @@ def _sweep(args) -> str:
              "kv_cache": args.kv_caches}
     axes.update({k: v for k, v in flags.items() if v})
     points = sweep.grid(**axes)
+    results = sweep.Results(args.out, points, args.overwrite)  # checked before the first point
     started = time.monotonic()
-    records = sweep.run(points, jobs=args.jobs, max_batch=not args.no_max_batch, use_cache=not args.no_cache)
-    csv_path, jsonl_path = sweep.write(records, args.out)
+    try:
+        records = sweep.run(points, jobs=args.jobs, max_batch=not args.no_max_batch, use_cache=not args.no_cache,
+                            on_record=results.add)
+    except Interrupted as err:
+        results.close(err.records)
+        raise Interrupted(f"{err}: {results.folder}", err.code - 128) from None
+    csv_path, jsonl_path = results.close(records)
     failed = sum("error" in r for r in records)
     hits = sum(r["cached"] for r in records)
     return (f"{len(records)} points ({hits} from the cache, {failed} failed) in {time.monotonic() - started:.1f} s: "
@@ -232,6 +240,9 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"tracer: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        print(f"tracer: {err}", file=sys.stderr)
+        return err.code
     return 0
 
 

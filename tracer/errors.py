@@ -24,3 +24,12 @@ class DoesNotFit(ConfigError):
     def __init__(self, message: str, temp_bytes: float):
         super().__init__(message)
         self.temp_bytes = temp_bytes
+
+
+class Interrupted(Exception):
+    """A long job stopped by SIGINT or SIGTERM after keeping what it finished: the CLI prints the message on one line
+    and exits 128 + the signal's number (130, 143)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.code = 128 + signum

@@ -13,13 +13,15 @@ import importlib.metadata
 import itertools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracer.errors import ConfigError, read_toml
+from tracer.errors import ConfigError, Interrupted, read_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("models", "meshes", "tracer")  # their .py files make the tool's digest
@@ -44,11 +46,36 @@ class Point:
     kv_cache: str | None = None
 
 
+PLURAL = {"model": "models", "system": "systems", "strategy": "strategies", "batch": "batches", "context": "contexts",
+          "prompt": "prompts", "compiler": "compilers", "weights": "weights", "kv_cache": "kv_caches"}
+
+
+def check_axes(axes: dict, where: str = "sweep"):
+    """Every value of every axis of the right type, before anything runs: names are strings, contexts and prompts
+    positive integers, batches positive integers or "max"."""
+    for axis, values in axes.items():
+        for value in values:
+            if axis in ("batch", "context", "prompt"):
+                ok = (isinstance(value, int) and not isinstance(value, bool) and value > 0) or (
+                    axis == "batch" and value == "max")
+                want = "positive integers" + (' or "max"' if axis == "batch" else "")
+            else:
+                ok, want = isinstance(value, str) and bool(value), "names (strings)"
+            if not ok:
+                raise ConfigError(f"{where}: {PLURAL[axis]} holds {value!r}; its values must be {want}, e.g. "
+                                  f"{PLURAL[axis]} = {_example(axis)}")
+
+
+def _example(axis: str) -> str:
+    return {"batch": '[8, 64, "max"]', "context": "[4096, 8192]", "prompt": "[1024]"}.get(axis, '["..."]')
+
+
 def grid(**axes) -> list[Point]:
     """Every combination of the given values (each a list; unknown axes are errors)."""
     unknown = set(axes) - set(AXES)
     if unknown:
         raise ConfigError(f"unknown sweep axis {', '.join(sorted(unknown))}; the axes are {', '.join(AXES)}")
+    check_axes({a: v for a, v in axes.items() if v})
     for name in ("model", "system", "strategy", "batch", "context"):
         if not axes.get(name):
             raise ConfigError(f"a sweep needs at least one {name} (--{name.replace('_', '-')}s or `{name}s = [...]` "
@@ -60,9 +87,7 @@ def grid(**axes) -> list[Point]:
 def load_sweep(path: str) -> dict[str, list]:
     """A sweep file: TOML with lists `models`, `systems`, `strategies`, `batches`, `contexts` and optional
     `prompts`, `compilers`, `weights`, `kv_caches` (see benchmarks/example_sweep.toml)."""
-    plural = {"models": "model", "systems": "system", "strategies": "strategy", "batches": "batch",
-              "contexts": "context", "prompts": "prompt", "compilers": "compiler", "weights": "weights",
-              "kv_caches": "kv_cache"}
+    plural = {many: one for one, many in PLURAL.items()}
     data = read_toml(path, f"sweep file {path}")
     unknown = set(data) - set(plural)
     if unknown:
@@ -73,6 +98,7 @@ def load_sweep(path: str) -> dict[str, list]:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep file {path}: {key} must be a non-empty list, e.g. {key} = [...]")
         axes[plural[key]] = values
+    check_axes(axes, f"sweep file {path}")
     return axes
 
 
@@ -94,8 +120,20 @@ def versions() -> dict:
     return out
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("TRACER_CACHE", Path.home() / ".cache" / "tracer"))
+def cache_dir() -> tuple[Path | None, str | None]:
+    """(the cache folder, or None to run without one; why not, said once). TRACER_CACHE="" turns the cache off."""
+    value = os.environ.get("TRACER_CACHE")
+    if value == "":
+        return None, None
+    folder = Path(value) if value else Path.home() / ".cache" / "tracer"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        return None, f"the cache {folder} cannot be written ({err.strerror or err}); running without it"
+    return folder, None
 
 
 def _key(point: Point, env: dict, max_batch: bool) -> tuple[str, dict]:
@@ -108,25 +146,41 @@ def _checksum(result: dict) -> str:
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
 
 
+def valid_result(result) -> bool:
+    """A trace object the outputs can use: no error, and every figure a row reads present and of its type."""
+    if not isinstance(result, dict) or "error" in result:
+        return False
+    try:
+        row({"inputs": {}, "cached": False, "result": result})
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError):
+        return False
+    return True
+
+
 def cached(point: Point, env: dict, max_batch: bool, folder: Path) -> dict | None:
-    """The stored result, or None when there is none or it cannot be trusted."""
+    """The stored result, or None when there is none or it cannot be trusted (unreadable, a checksum or key that
+    does not match, a result of the wrong shape)."""
     key, inputs = _key(point, env, max_batch)
     path = folder / f"{key}.json"
     try:
         entry = json.loads(path.read_text(encoding="utf-8"))
         if entry["inputs"] != inputs or entry["checksum"] != _checksum(entry["result"]):
             return None
-        return entry["result"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return entry["result"] if valid_result(entry["result"]) else None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 
 def store(point: Point, env: dict, max_batch: bool, folder: Path, result: dict):
+    """Keep a result, whole or not at all; a cache that cannot take it (a folder where the entry goes) is skipped."""
     key, inputs = _key(point, env, max_batch)
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f"{key}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"inputs": inputs, "checksum": _checksum(result), "result": result}), encoding="utf-8")
-    tmp.replace(folder / f"{key}.json")  # whole or not at all
+    try:
+        tmp.write_text(json.dumps({"inputs": inputs, "checksum": _checksum(result), "result": result}),
+                       encoding="utf-8")
+        tmp.replace(folder / f"{key}.json")
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 # --- running ---
@@ -149,6 +203,17 @@ def trace_point(point: Point, max_batch: bool) -> dict:
         return result.to_dict()
     except ConfigError as err:
         return {"error": str(err)}
+    except Exception as err:  # a point that fails otherwise is recorded in one line, and the sweep goes on
+        return {"error": one_line(err)}
+
+
+def one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"[:500]
+
+
+def _start_worker():
+    """A worker leaves SIGINT to the sweep, which stops every worker itself (no traceback from each)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _worker(point: Point, max_batch: bool, env: dict, folder: str | None) -> dict:
@@ -187,13 +252,18 @@ def _duration(seconds: float) -> str:
 
 
 def run(points: list[Point], jobs: int = 1, max_batch: bool = True, use_cache: bool = True,
-        progress="stderr") -> list[dict]:
+        progress="stderr", on_record=None) -> list[dict]:
     """Each point's record {"inputs", "cached", "result" | "error"}, in the order of `points`. progress: a stream
-    for the progress bar (default: standard error), or None."""
+    for the progress bar (default: standard error), or None. on_record(record) is called as each point finishes
+    (Results.add keeps it on disk). SIGINT or SIGTERM stops every worker and raises Interrupted, whose `records` are
+    the finished points."""
     progress = sys.stderr if progress == "stderr" else progress
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-    env, folder = versions(), cache_dir() if use_cache else None
+    env = versions()
+    folder, why = cache_dir() if use_cache else (None, None)
+    if why and progress is not None:
+        progress.write(f"tracer: {why}\n")
     records: list[dict | None] = [None] * len(points)
     bar = Progress(len(points))
 
@@ -201,6 +271,8 @@ def run(points: list[Point], jobs: int = 1, max_batch: bool = True, use_cache: b
         inputs = dataclasses.asdict(points[i])
         records[i] = {"inputs": inputs, "cached": from_cache,
                       **({"error": result["error"]} if "error" in result else {"result": result})}
+        if on_record is not None:
+            on_record(records[i])
         bar.done += 1
         bar.cached += from_cache
         bar.failed += "error" in result
@@ -208,32 +280,104 @@ def run(points: list[Point], jobs: int = 1, max_batch: bool = True, use_cache: b
             progress.write("\r" + bar.line())
             progress.flush()
 
-    todo = []
-    for i, point in enumerate(points):
-        hit = cached(point, env, max_batch, folder) if folder is not None else None
-        if hit is not None:
-            finish(i, hit, True)
-        else:
-            todo.append(i)
-    folder_text = str(folder) if folder is not None else None
-    if jobs == 1 or len(todo) <= 1:
-        for i in todo:
-            finish(i, _worker(points[i], max_batch, env, folder_text), False)
-    else:
-        import multiprocessing
+    def stop(signum, _frame):
+        raise Interrupted(f"sweep stopped by {signal.Signals(signum).name}: {bar.done} of {len(points)} points "
+                          "finished and kept", signum)
 
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_worker, points[i], max_batch, env, folder_text): i for i in todo}
-            for future in as_completed(futures):
-                i = futures[future]
-                try:
-                    result = future.result()
-                except Exception as err:  # a worker that died: recorded, the sweep goes on
-                    result = {"error": f"{type(err).__name__}: {err}"}
-                finish(i, result, False)
-    if progress is not None:
-        progress.write("\n")
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        todo = []
+        for i, point in enumerate(points):
+            hit = cached(point, env, max_batch, folder) if folder is not None else None
+            if hit is not None:
+                finish(i, hit, True)
+            else:
+                todo.append(i)
+        folder_text = str(folder) if folder is not None else None
+        if jobs == 1 or len(todo) <= 1:
+            for i in todo:
+                finish(i, _worker(points[i], max_batch, env, folder_text), False)
+        else:
+            _run_pool(points, todo, jobs, max_batch, env, folder_text, finish)
+    except Interrupted as err:
+        err.records = [r for r in records if r is not None]
+        raise
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        if progress is not None:
+            progress.write("\n")
     return records
+
+
+def _run_pool(points, todo, jobs, max_batch, env, folder_text, finish):
+    """The points in `todo` over `jobs` worker processes; on any exit but a normal one, every worker is stopped."""
+    import multiprocessing
+
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker)
+    try:
+        futures = {pool.submit(_worker, points[i], max_batch, env, folder_text): i for i in todo}
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                result = future.result()
+            except Exception as err:  # a worker that died: recorded in one line, the sweep goes on
+                result = {"error": one_line(err)}
+            finish(i, result, False)
+    except BaseException:
+        workers = list(pool._processes.values())  # private, but the only handle before Python 3.14's terminate
+        for proc in workers:
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers:
+            proc.join(timeout=10)
+        raise
+    pool.shutdown()
+
+
+class Results:
+    """A sweep's output folder: checked before the first point, sweep.jsonl written a line as each point finishes,
+    and sweep.jsonl and sweep.csv of every finished point, in the sweep's order, at the end (or when it is stopped).
+    A folder holding another sweep's results (other points) is refused unless `overwrite`; the same sweep run again
+    replaces its own."""
+
+    def __init__(self, out_dir: str, points: list[Point], overwrite: bool = False):
+        self.folder = Path(out_dir)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"--out {out_dir}: cannot make that folder ({err.strerror or err}); choose a writable "
+                              "folder") from None
+        jsonl = self.folder / "sweep.jsonl"
+        mine = {json.dumps(dataclasses.asdict(p), sort_keys=True) for p in points}
+        if not overwrite and (jsonl.exists() or (self.folder / "sweep.csv").exists()) and _points_in(jsonl) != mine:
+            raise ConfigError(f"--out {out_dir} already holds another sweep's results; choose another folder, or "
+                              "pass --overwrite to replace them")
+        try:
+            self.file = jsonl.open("w", encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"--out {out_dir}: cannot write there ({err.strerror or err}); choose a writable "
+                              "folder") from None
+
+    def add(self, record: dict):
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self, records: list[dict]) -> tuple[Path, Path]:
+        self.file.close()
+        return write([r for r in records if r is not None], str(self.folder))
+
+
+def _points_in(jsonl: Path) -> set[str] | None:
+    """The points of the sweep whose results are in `jsonl` (None: unreadable)."""
+    try:
+        with jsonl.open(encoding="utf-8") as f:
+            return {json.dumps(json.loads(line)["inputs"], sort_keys=True) for line in f if line.strip()}
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
 
 
 # --- outputs ---
@@ -270,12 +414,14 @@ def write(records: list[dict], out_dir: str) -> tuple[Path, Path]:
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, jsonl_path = folder / "sweep.csv", folder / "sweep.jsonl"
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
+    with (folder / "sweep.csv.tmp").open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for record in records:
             writer.writerow(row(record))
-    with jsonl_path.open("w", encoding="utf-8") as f:
+    with (folder / "sweep.jsonl.tmp").open("w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
+    (folder / "sweep.csv.tmp").replace(csv_path)  # each whole or not at all
+    (folder / "sweep.jsonl.tmp").replace(jsonl_path)
     return csv_path, jsonl_path
