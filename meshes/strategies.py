@@ -42,8 +42,11 @@ class Strategy:
             if size == "rest":
                 continue
             if isinstance(size, str):
-                part = size.removeprefix("domain")
-                size = min(system.domain_size, system.n_chips) // (int(part[1:]) if part else 1)
+                part, domain = size.removeprefix("domain"), min(system.domain_size, system.n_chips)
+                if part and domain % int(part[1:]):
+                    raise ConfigError(f"strategy {self.name}: axis {axis} = {size!r} does not divide the "
+                                      f"{domain}-chip domain of {system.name}; use a divisor of {domain}")
+                size = domain // (int(part[1:]) if part else 1)
             if size < 1:
                 raise ConfigError(f"strategy {self.name}: axis {axis} has no devices on {system.name}")
             sizes[axis] = size
@@ -51,6 +54,9 @@ class Strategy:
         if system.n_chips % fixed:
             raise ConfigError(f"strategy {self.name}: its groups of {fixed} ({sizes}) do not divide the "
                               f"{system.n_chips} chips of {system.name}")
+        if fixed != system.n_chips and all(size != "rest" for _, size in self.mesh):
+            raise ConfigError(f"strategy {self.name}: its mesh {sizes} holds {fixed} of the {system.n_chips} chips "
+                              f"of {system.name}; size the axes to use every chip, or add an axis = \"rest\"")
         return {axis: sizes.get(axis, system.n_chips // fixed) for axis, _ in self.mesh}
 
     def axes(self, logical: str | None, weights: bool = False) -> tuple[str, ...]:
@@ -185,13 +191,19 @@ def load_strategy(path: str) -> Strategy:
     where = f"strategy file {path}"
     data = read_toml(path, where, f"; give a .toml strategy file or one of {', '.join(STRATEGIES)}")
     unknown = set(data) - {"name", "description", "mesh", "rules", "weight_rules"}
-    if unknown or not isinstance(data.get("mesh"), dict) or not isinstance(data.get("rules"), dict):
-        raise ConfigError(f"{where}: needs [mesh] and [rules] tables (and may have name, description, "
-                          f"[weight_rules]){'; unknown keys: ' + ', '.join(sorted(unknown)) if unknown else ''}")
+    tables = ("mesh", "rules") + (("weight_rules",) if "weight_rules" in data else ())
+    if unknown or not all(isinstance(data.get(t), dict) for t in tables) or not data.get("mesh"):
+        raise ConfigError(f"{where}: needs a non-empty [mesh] table and a [rules] table (and may have name, "
+                          f"description, a [weight_rules] table)"
+                          f"{'; unknown keys: ' + ', '.join(sorted(unknown)) if unknown else ''}")
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{where}: {key} must be a string, got {data[key]!r}")
     mesh = tuple(data["mesh"].items())
     for axis, size in mesh:
-        ok = (isinstance(size, int) and size > 0) or size in ("domain", "rest") or (
-            isinstance(size, str) and size.startswith("domain/") and size[7:].isdigit() and int(size[7:]) > 0)
+        ok = (isinstance(size, int) and not isinstance(size, bool) and size > 0) or size in ("domain", "rest") or (
+            isinstance(size, str) and size.startswith("domain/") and size[7:].isascii() and size[7:].isdigit()
+            and int(size[7:]) > 0)
         if not ok:
             raise ConfigError(f"{where}: mesh axis {axis} = {size!r}; a size is a positive integer, \"domain\", "
                               "\"domain/k\" or \"rest\"")
@@ -204,6 +216,9 @@ def load_strategy(path: str) -> Strategy:
             if logical not in LOGICAL_AXES:
                 raise ConfigError(f"{where}: [{table}] {logical} is not a logical axis; known: "
                                   f"{', '.join(LOGICAL_AXES)}")
+            if not (isinstance(target, str) or (isinstance(target, list) and all(isinstance(t, str) for t in target))):
+                raise ConfigError(f"{where}: [{table}] {logical} = {target!r}; a rule is a mesh axis's name or a list "
+                                  f"of them, e.g. {logical} = \"{mesh[-1][0]}\"")
             targets = (target,) if isinstance(target, str) else tuple(target)
             missing = [t for t in targets if t not in dict(mesh)]
             if missing or not targets:

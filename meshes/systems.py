@@ -6,6 +6,7 @@ Bandwidths are bytes/s, one direction. Prices are USD per chip-hour, dated defau
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from tracer.errors import ConfigError
@@ -120,22 +121,28 @@ NODES = ("h100x8", "h200x8", "b200x8", "gb200-nvl72")  # NVLink domains that joi
 
 def get_system(name: str, usd_per_chip_hour: float | None = None) -> System:
     """A system by name; `NODE*N` is N of a multi-GPU NVLink system joined by their scale-out network (h200x8*9)."""
-    base, _, count = name.partition("*")
+    if not isinstance(name, str):
+        raise ConfigError(f"system must be a name, got {name!r} (see `tracer systems`)")
+    base, star, count = name.partition("*")
     if base not in SYSTEMS:
         raise ConfigError(f"unknown system {name!r}; choose one of: {', '.join(SYSTEMS)}, or NODE*N for N nodes of "
                           "an 8-GPU system (e.g. h200x8*9) (see `tracer systems`)")
     system = SYSTEMS[base]
-    if count:
-        if not count.isdigit() or int(count) < 1:
+    if star:
+        if not (count.isascii() and count.isdigit()) or int(count) < 1:
             raise ConfigError(f"system {name!r}: the node count after '*' must be a positive integer, e.g. {base}*2")
-        if system.n_chips != system.domain_size or system.n_chips == 1:
+        if base not in NODES:
             raise ConfigError(f"system {name!r}: only multi-GPU nodes ({', '.join(NODES)}) join into clusters")
         nodes = int(count)
         system = dataclasses.replace(system, name=name, n_chips=system.n_chips * nodes,
                                      description=f"{nodes} x {system.description}, joined by InfiniBand "
                                                  f"({system.chip.scale_out_bw / 1e9:.0f} GB/s per GPU)")
     if usd_per_chip_hour is not None:
-        if usd_per_chip_hour <= 0:
-            raise ConfigError(f"--price must be > 0 USD per chip-hour, got {usd_per_chip_hour}")
+        if not _positive_number(usd_per_chip_hour):
+            raise ConfigError(f"--price must be a finite number > 0 of USD per chip-hour, got {usd_per_chip_hour!r}")
         system = dataclasses.replace(system, usd_per_chip_hour=usd_per_chip_hour, price_note="set by the user")
     return system
+
+
+def _positive_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0

@@ -6,6 +6,7 @@ Features are switched by fields, never by a model's name: `n_experts > 0` (mixtu
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import jax.numpy as jnp
@@ -109,8 +110,26 @@ class ModelConfig:
         for key in ("dtype", "weight_dtype", "attn_dtype", "expert_dtype", "kv_dtype", "vocab_dtype"):
             object.__setattr__(self, key, canonical_dtype(getattr(self, key)))  # bf16, fp8, fp4, ... as typed
         for key in ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn", "int4_group"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
-                fail(f"{key} must be a positive integer, got {getattr(self, key)!r}")
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                fail(f"{key} must be a positive integer, got {value!r}")
+        for key in ("n_experts", "n_active", "n_shared", "expert_ffn", "first_dense", "q_lora_rank", "kv_lora_rank",
+                    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                fail(f"{key} must be an integer >= 0 (0: the feature is off), got {value!r}")
+        for key in ("tie_embeddings", "qkv_bias", "attn_sinks", "expert_bias", "scan_layers", "fp4_activations"):
+            if not isinstance(getattr(self, key), bool):
+                fail(f"{key} must be true or false, got {getattr(self, key)!r}")
+        for key in ("rope_theta", "norm_eps", "capacity_factor"):
+            value, positive = getattr(self, key), key != "norm_eps"
+            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or value < 0 or (positive and value == 0):
+                fail(f"{key} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+        if not self.is_moe and (self.n_active or self.n_shared or self.expert_ffn or self.first_dense):
+            fail("n_active, n_shared, expert_ffn and first_dense describe experts: they need n_experts > 0")
+        if not self.is_mla and (self.q_lora_rank or self.qk_nope_head_dim or self.v_head_dim):
+            fail("q_lora_rank, qk_nope_head_dim and v_head_dim describe latent attention: they need kv_lora_rank > 0")
         if self.n_heads % self.n_kv_heads:
             fail(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
         if self.dtype not in ACT_DTYPES:
@@ -135,8 +154,9 @@ class ModelConfig:
                      f"n_experts={self.n_experts}, expert_ffn={self.expert_ffn}")
             if self.router not in ("softmax", "sigmoid"):
                 fail(f"router {self.router!r} is not softmax or sigmoid")
-            if not self.capacity_factor > 0:
-                fail(f"capacity_factor must be > 0, got {self.capacity_factor}")
+            if self.capacity_factor > self.n_experts:  # beyond E, one expert could already take every assignment
+                fail(f"capacity_factor {self.capacity_factor:g} exceeds n_experts={self.n_experts} (at E, one "
+                     "expert's slots hold every assignment); give a factor between 0 and that")
         if not 0 <= self.first_dense <= self.n_layers:
             fail(f"first_dense={self.first_dense} must be within 0..n_layers={self.n_layers}")
         period = self.period

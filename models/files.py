@@ -183,7 +183,18 @@ class _HF:
         return float(value) if kind is float else value
 
     def int(self, key: str, default=_MISSING) -> int:
-        return self.get(key, int, default)
+        value = self.get(key, int, default)
+        if value is not default and value < 0:
+            self.fail(f"{key} must be >= 0 in a {self.arch} config, got {value}; correct the value")
+        return value
+
+    def count(self, key: str) -> int:
+        """A count the architecture needs: a positive integer (0 would silently make another model)."""
+        value = self.get(key, int)
+        if value <= 0:
+            self.fail(f"{key} must be a positive integer for {self.arch} (it has that feature), got {value}; correct "
+                      "the value, or describe a model without it in a .toml file (see models/examples/custom.toml)")
+        return value
 
 
 def _from_hf(cfg, where: str, name: str, path: Path) -> ModelConfig:
@@ -231,8 +242,10 @@ def _hf_common(hf: _HF) -> dict:
         values["rope_theta"] = theta
     if (eps := hf.get("rms_norm_eps", float, None)) is not None:
         values["norm_eps"] = eps
-    dtype = hf.cfg.get("torch_dtype") or hf.cfg.get("dtype")
-    values["dtype"] = dtype if dtype in ("bfloat16", "float32") else "bfloat16"
+    dtype = hf.cfg.get("torch_dtype") or hf.cfg.get("dtype") or "bfloat16"
+    if dtype not in ("bfloat16", "float16", "float32"):
+        hf.fail(f"torch_dtype {dtype!r} is not bfloat16, float16 or float32; give the model's activation dtype")
+    values["dtype"] = "float32" if dtype == "float32" else "bfloat16"  # float16: the same bytes and peak as bf16
     return values
 
 
@@ -241,7 +254,7 @@ def _llama(hf: _HF, values: dict) -> dict:
 
 
 def _mixtral(hf: _HF, values: dict) -> dict:
-    extra = dict(n_experts=hf.int("num_local_experts"), n_active=hf.int("num_experts_per_tok"),
+    extra = dict(n_experts=hf.count("num_local_experts"), n_active=hf.count("num_experts_per_tok"),
                  expert_ffn=values["ffn"])
     if (window := hf.int("sliding_window", None)) is not None:  # Mistral-style: every layer windowed
         extra["window_pattern"] = (window,)
@@ -256,8 +269,8 @@ def _qwen3_moe(hf: _HF, values: dict) -> dict:
     if hf.get("use_sliding_window", bool, False):
         hf.fail("use_sliding_window = true: Qwen3's per-layer sliding window layout is not supported; set it to "
                 f"false, or write a .toml with window_pattern (see {EXAMPLE})")
-    return dict(qkv_bias=hf.get("attention_bias", bool, False), n_experts=hf.int("num_experts"),
-                n_active=hf.int("num_experts_per_tok"), expert_ffn=hf.int("moe_intermediate_size"))
+    return dict(qkv_bias=hf.get("attention_bias", bool, False), n_experts=hf.count("num_experts"),
+                n_active=hf.count("num_experts_per_tok"), expert_ffn=hf.count("moe_intermediate_size"))
 
 
 def _deepseek_v3(hf: _HF, values: dict) -> dict:
@@ -265,20 +278,21 @@ def _deepseek_v3(hf: _HF, values: dict) -> dict:
         hf.fail("moe_layer_freq != 1 (dense layers among the MoE layers) is not supported; only the first "
                 "first_k_dense_replace layers may be dense, so set moe_layer_freq = 1 or write a .toml "
                 f"(see {EXAMPLE})")
-    nope, rope = hf.int("qk_nope_head_dim"), hf.int("qk_rope_head_dim")
+    nope, rope = hf.count("qk_nope_head_dim"), hf.count("qk_rope_head_dim")
+    scoring = hf.cfg.get("scoring_func", "sigmoid")  # transformers' own DeepseekV3 (no key) scores with a sigmoid
+    if scoring not in ("sigmoid", "softmax"):
+        hf.fail(f"scoring_func {scoring!r} is not sigmoid or softmax; correct the value")
     notes = []
     if hf.int("num_nextn_predict_layers", 0):
         notes.append("the multi-token-prediction module is not part of the served model")
     if hf.int("n_group", 1) > 1:
         notes.append("group-limited routing (n_group, topk_group) picks the same number of experts")
     return dict(n_kv_heads=values["n_heads"], head_dim=nope + rope, q_lora_rank=hf.int("q_lora_rank", 0),
-                kv_lora_rank=hf.int("kv_lora_rank"), qk_nope_head_dim=nope, qk_rope_head_dim=rope,
-                v_head_dim=hf.int("v_head_dim"), n_experts=hf.int("n_routed_experts"),
-                n_active=hf.int("num_experts_per_tok"), n_shared=hf.int("n_shared_experts", 0),
-                expert_ffn=hf.int("moe_intermediate_size"), first_dense=hf.int("first_k_dense_replace"),
-                # transformers' own DeepseekV3 (no scoring_func key) always scores with a sigmoid
-                router="sigmoid" if hf.cfg.get("scoring_func", "sigmoid") == "sigmoid" else "softmax",
-                notes=tuple(notes))
+                kv_lora_rank=hf.count("kv_lora_rank"), qk_nope_head_dim=nope, qk_rope_head_dim=rope,
+                v_head_dim=hf.count("v_head_dim"), n_experts=hf.count("n_routed_experts"),
+                n_active=hf.count("num_experts_per_tok"), n_shared=hf.int("n_shared_experts", 0),
+                expert_ffn=hf.count("moe_intermediate_size"), first_dense=hf.int("first_k_dense_replace"),
+                router=scoring, notes=tuple(notes))
 
 
 def _gpt_oss(hf: _HF, values: dict) -> dict:
@@ -298,7 +312,7 @@ def _gpt_oss(hf: _HF, values: dict) -> dict:
                     "full_attention")
     per_token = "num_experts_per_tok" if hf.cfg.get("num_experts_per_tok") is not None else "experts_per_token"
     return dict(window_pattern=_window_pattern(windows, hf), qkv_bias=hf.get("attention_bias", bool, False),
-                attn_sinks=True, n_experts=hf.int("num_local_experts"), n_active=hf.int(per_token),
+                attn_sinks=True, n_experts=hf.count("num_local_experts"), n_active=hf.count(per_token),
                 expert_ffn=values["ffn"], expert_bias=True,
                 notes=("YaRN rope scaling and the SwiGLU clamp do not change the cost",))
 

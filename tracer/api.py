@@ -314,8 +314,11 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
         raise ConfigError(f"--fusion {fusion!r} is not one of {', '.join(FUSIONS)}")
     prompt = context if prompt is None else prompt
     for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"--{name} must be a positive integer, got {value}")
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+    if capacity_factor is not None and (isinstance(capacity_factor, bool) or not isinstance(capacity_factor,
+                                                                                            int | float)):
+        raise ConfigError(f"--capacity-factor must be a number, got {capacity_factor!r}")
     if prompt > context:
         raise ConfigError(f"--prompt {prompt} exceeds --context {context}: the cache must hold the prompt; "
                           f"raise --context to at least {prompt}")

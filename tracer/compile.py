@@ -32,7 +32,19 @@ from tracer.quiet import quiet_stderr
 # Emulated CPU devices, set before the backend starts: one process holds both 8- and 72-device meshes.
 # If jax already started (a notebook that used it first), the count stays as it is and virtual_mesh says how many
 # devices a system needs.
-CPU_DEVICES = int(os.environ.get("TRACER_CPU_DEVICES", "256"))  # the largest built-in system: a v5e or v6e pod
+MAX_CPU_DEVICES = 2048  # what one process's CPU backend emulates at most (xla-facts.md)
+
+
+def _cpu_devices(text: str) -> tuple[int, str | None]:
+    """(the emulated device count, why TRACER_CPU_DEVICES was not taken): 256 by default, the largest built-in
+    system (a v5e or v6e pod)."""
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_CPU_DEVICES:
+        return int(text), None
+    return 256, (f"TRACER_CPU_DEVICES={text!r} is not a whole number from 1 to {MAX_CPU_DEVICES} (the most one "
+                 "process emulates); unset it or give one in that range")
+
+
+CPU_DEVICES, CPU_DEVICES_PROBLEM = _cpu_devices(os.environ.get("TRACER_CPU_DEVICES", "256"))
 try:
     jax.config.update("jax_num_cpu_devices", CPU_DEVICES)
     jax.config.update("jax_platforms", "cpu")  # the GPU and TPU plugins only compile here: no device is started
@@ -88,6 +100,11 @@ def _topology_devices(compiler: str, chip: str, topology: str) -> tuple:
 def target_devices(system: System, compiler: str) -> list:
     """The devices a step is compiled for, in id order: emulated CPU devices, or a compile-only topology's."""
     if compiler == "cpu":
+        if CPU_DEVICES_PROBLEM:
+            raise ConfigError(CPU_DEVICES_PROBLEM)
+        if system.n_chips > MAX_CPU_DEVICES:
+            raise ConfigError(f"{system.name} has {system.n_chips} chips, more than the {MAX_CPU_DEVICES} devices "
+                              "one process emulates; compile a smaller cluster, or use --compiler gpu or tpu")
         with quiet_stderr():
             return jax.devices()
     if compiler == "gpu":  # slices x nodes x GPUs per node
