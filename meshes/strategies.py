@@ -124,6 +124,9 @@ STRATEGIES = {s.name: s for s in (
 
 def get_strategy(name: str) -> Strategy:
     """A strategy by name, or from a TOML file of rules (see load_strategy)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"strategy must be a name or a .toml file's path, got {name!r}; choose one of: "
+                          f"{', '.join(STRATEGIES)}")
     if name.endswith(".toml"):
         return load_strategy(name)
     if name not in STRATEGIES:

@@ -7,6 +7,7 @@ Features are switched by fields, never by a model's name: `n_experts > 0` (mixtu
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 
 import jax.numpy as jnp
@@ -451,9 +452,14 @@ PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, MIXTRAL_8X7B,
                                GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V3, KIMI_K2, TINY)}
 
 
-def get_model(name: str) -> ModelConfig:
-    """A preset by name, or a model file: a .toml in the project's format or a Hugging Face config.json."""
-    if name.endswith((".toml", ".json")) or "/" in name:
+def get_model(name) -> ModelConfig:
+    """A preset by name, or a model file (a path, or a pathlib.Path): a .toml in the project's format or a Hugging
+    Face config.json."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise ConfigError(f"model must be a preset's name or a model file's path, got {name!r} (see `tracer models`)")
+    if name.endswith((".toml", ".json")) or "/" in name or os.sep in name:
         from models.files import load_model_file
 
         return load_model_file(name)

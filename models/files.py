@@ -32,6 +32,8 @@ def load_model_file(path: str) -> ModelConfig:
     if not p.exists():
         raise ConfigError(f"model file {path} not found; give the path of a .toml model file (see {EXAMPLE}) "
                           "or of a Hugging Face config.json")
+    if not p.is_file():  # a FIFO or a device would block or never end
+        raise ConfigError(f"{path} is not a regular file; give the path of a .toml model file or a config.json")
     suffix = p.suffix.lower()
     if suffix not in (".toml", ".json"):
         raise ConfigError(f"{path}: a model file must end in .toml (the project's format, see {EXAMPLE}) or .json "
@@ -44,11 +46,16 @@ def load_model_file(path: str) -> ModelConfig:
     if suffix == ".toml":
         try:
             data = tomllib.loads(text)
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply to be a model file; fix the file") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML ({_one_line(e)}); fix the syntax (see {EXAMPLE})") from None
         return _from_toml(data, str(path), p.stem)
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config.json; download the model's config.json "
+                          "again") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({_one_line(e)}); fix the syntax or download the model's "
                           "config.json again") from None

@@ -1,18 +1,24 @@
 """Model, strategy, system and numeric inputs are checked where they are read (issue 13): one-line errors naming
 the fix, never a traceback or a silently different model."""
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from meshes.strategies import get_strategy, load_strategy
 from meshes.systems import get_system
-from models.config import TINY
+from models.config import TINY, get_model
 from models.files import load_model_file
 from tracer.api import trace
+from tracer.cli import main
 from tracer.compare import trace_point
 from tracer.compile import _cpu_devices
 from tracer.errors import ConfigError
@@ -115,3 +121,49 @@ def test_emulated_device_count_setting():
         assert count == 256 and "from 1 to 2048" in problem
     one_line_error("more than the 2048 devices", trace, "tiny", system="h100x8*300", batch=8, context=64,
                    find_max_batch=False)
+
+
+def test_api_types_and_paths():
+    assert get_model(DATA / "llama3-70b" / "config.json").n_layers == 80  # a pathlib.Path is a path
+    one_line_error("model must be a preset's name or a model file's path", get_model, None)
+    one_line_error("strategy must be a name", get_strategy, None)
+
+
+def test_files_that_would_hang_or_recurse(tmp_path):
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    one_line_error("not a regular file", load_model_file, str(fifo))
+    deep = tmp_path / "deep" / "config.json"
+    deep.parent.mkdir()
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    one_line_error("nested too deeply", load_model_file, str(deep))
+    toml = tmp_path / "deep.toml"
+    toml.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    one_line_error("nested too deeply|not valid TOML", load_model_file, str(toml))
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["trace", "--batch", "max"], "'max' is for `tracer compare` and `tracer sweep`"),
+    (["trace", "--price", "-inf"], "--price must be a finite number > 0"),
+    (["compare", "--tpot-ms", "-1"], "--tpot-ms must be a finite number"),
+    (["sweep", "--models", "tiny", "--systems", "h100x8", "--strategies", "tp", "--contexts", "64"],
+     "--batches or `batches = \\[...\\]`"),
+    (["--bogus"], "see `tracer --help`"),
+])
+def test_cli_messages(capsys, argv, match):
+    with pytest.raises(SystemExit) if argv[0].startswith("--") or "max" in argv else contextlib.nullcontext():
+        code = main(argv)
+        assert code == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and len(err.strip().splitlines()) == 1
+
+
+def test_closed_or_full_stdout():
+    """`tracer models | head -1` ends quietly; `> /dev/full` says so in one line."""
+    run = [sys.executable, "-m", "tracer.cli", "models"]
+    piped = subprocess.run(f"{' '.join(run)} | head -1", shell=True, capture_output=True, text=True, timeout=120)
+    assert piped.stdout.startswith("name") and "Traceback" not in piped.stderr and "Exception" not in piped.stderr
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(run, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(
+        "tracer: error: cannot write the output") and "Traceback" not in done.stderr

@@ -322,7 +322,7 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     if prompt > context:
         raise ConfigError(f"--prompt {prompt} exceeds --context {context}: the cache must hold the prompt; "
                           f"raise --context to at least {prompt}")
-    cfg = (get_model(model) if isinstance(model, str) else model).with_dtypes(weights, kv_cache, dtype)
+    cfg = (model if isinstance(model, ModelConfig) else get_model(model)).with_dtypes(weights, kv_cache, dtype)
     if capacity_factor is not None:
         if not cfg.is_moe:
             raise ConfigError(f"--capacity-factor applies to mixture-of-experts models; {cfg.name} is dense")

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -11,8 +12,40 @@ from tracer.errors import ConfigError, Interrupted
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse prints the usage too)
-        print(f"tracer: error: {message} (see `tracer {self.prog.split()[-1]} --help`)", file=sys.stderr)
+        command = " ".join(self.prog.split()[1:])
+        print(f"tracer: error: {message} (see `tracer {command + ' ' if command else ''}--help`)", file=sys.stderr)
         raise SystemExit(2)
+
+
+NUMBER_OPTIONS = ("--price", "--tpot-ms", "--capacity-factor")  # may be given a negative number (then refused)
+
+
+def _attach_numbers(argv: list[str]) -> list[str]:
+    """`--price -inf` as `--price=-inf`: argparse would read a value that starts with '-' as an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in NUMBER_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            try:
+                float(argv[i + 1])
+            except ValueError:
+                pass
+            else:
+                out.append(f"{argv[i]}={argv[i + 1]}")
+                i += 2
+                continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def _trace_batch(text: str) -> int:
+    if text == "max":
+        raise argparse.ArgumentTypeError("'max' is for `tracer compare` and `tracer sweep`; `tracer trace` takes a "
+                                         "number and reports the largest batch that fits")
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid batch {text!r}: a positive integer") from None
 
 
 def _batch(text: str) -> int | str:
@@ -53,7 +86,7 @@ def _dtype(allowed):
     return parse
 
 
-def _workload_options(p: argparse.ArgumentParser, batch_type=int):
+def _workload_options(p: argparse.ArgumentParser, batch_type=_trace_batch):
     from models.config import ACT_DTYPES
 
     p.add_argument("--model", default=DEFAULTS["model"], help="a preset (see `tracer models`), or a model file: "
@@ -234,9 +267,18 @@ def main(argv=None) -> int:
     from tracer.quiet import import_jax
 
     import_jax()  # before anything imports it: the compiler plugins' start-up lines stay out of the output
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_attach_numbers(sys.argv[1:] if argv is None else list(argv)))
     try:
-        print(_run(args))
+        text = _run(args)
+        try:
+            print(text)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away (`tracer models | head -1`): nothing more to say
+            _stdout_to_devnull()
+        except OSError as err:  # a full disk (> /dev/full)
+            _stdout_to_devnull()
+            print(f"tracer: error: cannot write the output ({err.strerror or err})", file=sys.stderr)
+            return 2
     except ConfigError as err:
         print(f"tracer: error: {err}", file=sys.stderr)
         return 2
@@ -244,6 +286,12 @@ def main(argv=None) -> int:
         print(f"tracer: {err}", file=sys.stderr)
         return err.code
     return 0
+
+
+def _stdout_to_devnull():
+    """Point stdout at /dev/null, so that Python's own flush at exit does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

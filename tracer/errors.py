@@ -10,10 +10,14 @@ def read_toml(path: str, where: str, hint: str = "") -> dict:
     import tomllib
     from pathlib import Path
 
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO would block
+        raise ConfigError(f"{where} is not a regular file{hint}")
     try:
         return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{where} not found{hint}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to be read; fix the file") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"{where} is not valid TOML: {str(err).splitlines()[0]}") from None
 

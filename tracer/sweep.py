@@ -78,8 +78,8 @@ def grid(**axes) -> list[Point]:
     check_axes({a: v for a, v in axes.items() if v})
     for name in ("model", "system", "strategy", "batch", "context"):
         if not axes.get(name):
-            raise ConfigError(f"a sweep needs at least one {name} (--{name.replace('_', '-')}s or `{name}s = [...]` "
-                              "in the sweep file)")
+            raise ConfigError(f"a sweep needs at least one {name} (--{PLURAL[name].replace('_', '-')} or "
+                              f"`{PLURAL[name]} = [...]` in the sweep file)")
     names = [a for a in AXES if axes.get(a)]
     return [Point(**dict(zip(names, values, strict=True))) for values in itertools.product(*(axes[a] for a in names))]
 
