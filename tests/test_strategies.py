@@ -161,7 +161,7 @@ def test_strategy_file(tmp_path):
     ('[mesh]\ntp = "domain"\n[rules]\nhedas = "tp"\n', "not a logical axis"),
     ('[mesh]\ntp = "domain"\n[rules]\nheads = "xp"\n', "names no mesh axis"),
     ('[mesh]\ntp = "half"\n[rules]\nheads = "tp"\n', "a size is a positive integer"),
-    ('[rules]\nheads = "tp"\n', r"needs \[mesh\] and \[rules\]"),
+    ('[rules]\nheads = "tp"\n', r"needs a non-empty \[mesh\] table and a \[rules\] table"),
     ('[mesh\n', "not valid TOML"),
 ])
 def test_strategy_file_errors(tmp_path, text, says):
