@@ -14,7 +14,7 @@ ARGS = ["trace", "--model", "tiny", "--batch", "8", "--prompt", "16", "--context
     (["trace", "--strategy", "nope"], "unknown strategy"),
     (["trace", "--batch", "0"], "--batch must be a positive integer"),
     (["trace", "--context", "-4"], "--context must be a positive integer"),
-    (["trace", "--batch", "x"], "invalid int value"),
+    (["trace", "--batch", "x"], "invalid batch"),
     (["trace", "--system", "gb200-nvl72", "--strategy", "tp"], "does not divide over tp=72"),
     (["trace", "--system", "gb200-nvl72", "--strategy", "tp-dp", "--batch", "64"],
      "nearest batches that work: 63 or 72"),
