@@ -167,3 +167,21 @@ def test_closed_or_full_stdout():
         done = subprocess.run(run, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(
         "tracer: error: cannot write the output") and "Traceback" not in done.stderr
+
+
+def test_sizes_beyond_32_bit_positions_and_batch_with_tpot(capsys):
+    one_line_error("must each stay under 2\\^31", trace, "tiny", batch=2**16, prompt=2**16, context=2**16)
+    one_line_error("must each stay under 2\\^31", trace, "tiny", batch=1, prompt=8, context=2**31)
+    assert main(["compare", "--model", "tiny", "--batch", "8", "--tpot-ms", "5"]) == 2
+    assert "--tpot-ms chooses the batch itself" in capsys.readouterr().err
+
+
+def test_a_long_compile_says_so(monkeypatch, capsys):
+    import time
+
+    import tracer.compile
+
+    monkeypatch.setattr(tracer.compile, "PROGRESS_AFTER_S", 0.05)
+    with tracer.compile._still_compiling("the prefill step of tiny"):
+        time.sleep(0.3)
+    assert "still compiling the prefill step of tiny" in capsys.readouterr().err

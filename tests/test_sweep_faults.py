@@ -151,3 +151,25 @@ def test_signal_mid_sweep_stops_workers_and_keeps_finished_points(tmp_path, sig,
     assert len((out / "sweep.csv").read_text().splitlines()) == len(records) + 1
     time.sleep(0.5)
     assert workers and not any(_alive(pid) for pid in workers)
+
+
+def test_reports_refuse_malformed_records_in_one_line(cache, tmp_path, capsys):
+    (good,) = sweep.run([POINT], max_batch=False, progress=None)
+    no_decode = {**good, "result": {k: v for k, v in good["result"].items() if k != "decode"}}
+    cases = {"null": ({**good, "result": None}, "holds neither a result nor an error"),
+             "neither": ({"inputs": good["inputs"], "cached": False}, "holds neither a result nor an error"),
+             "no-decode": (no_decode, "its result is not a whole trace")}
+    for name, (record, match) in cases.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
+        assert main(["report", str(path), "--out", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"{path} line 2" in err and match in err and len(err.strip().splitlines()) == 1
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert main(["report", str(binary), "--out", str(tmp_path / "b")]) == 2
+    assert "is not a text file of sweep records" in capsys.readouterr().err
+    tiny = tmp_path / "tiny.jsonl"
+    tiny.write_text(json.dumps(good) + "\n")
+    assert main(["report", "claims", "--from", str(tiny), "--out", str(tmp_path / "c")]) == 2
+    assert "is not the claims sweep" in capsys.readouterr().err

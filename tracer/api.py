@@ -316,6 +316,10 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+    int32 = 2**31 - 1  # token ids and positions are int32 in the step programs
+    if context > int32 or batch * prompt > int32:
+        raise ConfigError(f"batch {batch} x prompt {prompt} tokens and context {context} must each stay under 2^31 "
+                          "(token positions and ids are 32-bit in the compiled steps); lower them")
     if capacity_factor is not None and (isinstance(capacity_factor, bool) or not isinstance(capacity_factor,
                                                                                             int | float)):
         raise ConfigError(f"--capacity-factor must be a number, got {capacity_factor!r}")

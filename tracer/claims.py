@@ -424,13 +424,27 @@ def write_report(records: list[dict], out: str) -> tuple[Path, list[Verdict]]:
     return report, found
 
 
+def _usable(result) -> bool:
+    """A result with every figure the claims read."""
+    try:
+        claim_rows([{"inputs": {}, "result": result}])
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError):
+        return False
+    return True
+
+
 def run(out: str, jobs: int = 1, results: str | None = None, progress="stderr") -> tuple[Path, list[Verdict]]:
     """Trace the claims sweep (cached like any sweep), or read a sweep's results, and write the report."""
     from tracer import sweep
     from tracer.sweep_report import load_records
 
     if results:
-        records = load_records(results)
+        records = load_records(results, whole=_usable)
+        wanted = {(p.model, p.system, p.context) for p in points()}
+        if not wanted & {(r["result"]["model"], r["result"]["system"], r["result"]["context"]) for r in records
+                         if "result" in r}:
+            raise ConfigError(f"{results} is not the claims sweep: none of its points is a model, system and context "
+                              "the claims compare; run `tracer report claims` without --from to trace them")
     else:
         records = sweep.run(points(), jobs=jobs, progress=progress)
         sweep.write(records, str(Path(out) / "data"))

@@ -86,12 +86,12 @@ def _dtype(allowed):
     return parse
 
 
-def _workload_options(p: argparse.ArgumentParser, batch_type=_trace_batch):
+def _workload_options(p: argparse.ArgumentParser, batch_type=_trace_batch, batch_default=DEFAULTS["batch"]):
     from models.config import ACT_DTYPES
 
     p.add_argument("--model", default=DEFAULTS["model"], help="a preset (see `tracer models`), or a model file: "
                    ".toml (see models/examples/custom.toml) or a Hugging Face config.json")
-    p.add_argument("--batch", type=batch_type, default=DEFAULTS["batch"], help="sequences per step")
+    p.add_argument("--batch", type=batch_type, default=batch_default, help="sequences per step")
     p.add_argument("--prompt", type=int, default=None, help="prefill tokens per sequence (default: the context)")
     p.add_argument("--context", type=int, default=DEFAULTS["context"], help="KV cache capacity the decode step "
                                                                             "attends over")
@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
                                                             "model (attention, MLP or experts, router, LM head, "
                                                             "cache update)")
     c = sub.add_parser("compare", help="the same model and workload over several strategies or systems")
-    _workload_options(c, _batch)
+    _workload_options(c, _batch, batch_default=None)
     c.add_argument("--system", default=DEFAULTS["system"], help="the system (with --strategies)")
     c.add_argument("--systems", type=_names, help="compare these systems (comma-separated) for each strategy")
     c.add_argument("--strategy", default=DEFAULTS["strategy"], help="the strategy (with --systems)")
@@ -201,6 +201,11 @@ def _run(args) -> str:
     if args.command == "compare":
         from tracer.compare import compare, rows
 
+        if args.tpot_ms is not None and args.batch not in (None, "max"):
+            raise ConfigError("--tpot-ms chooses the batch itself (the largest whose decode step meets it); leave "
+                              "out --batch, or give --batch max")
+        if args.batch is None:
+            args.batch = "max" if args.tpot_ms is not None else DEFAULTS["batch"]
         if args.batch != "max" and args.batch <= 0:
             raise ConfigError(f"--batch must be a positive integer or 'max', got {args.batch}")
         for name in args.compilers or []:

@@ -9,6 +9,8 @@ import importlib.util
 import math
 import os
 import re
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -172,7 +174,32 @@ def translator(mesh, strategy: Strategy):
     return use_translator(to_sharding, lambda axis, shared=None: strategy.ways(axis, dict(mesh.shape), shared=shared))
 
 
-def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, **jit_kw):
+PROGRESS_AFTER_S = 20.0  # say once that a compile is still running after this long (None: never; sweep workers)
+
+
+@contextlib.contextmanager
+def _still_compiling(what: str):
+    """A line on stderr if compiling `what` takes longer than PROGRESS_AFTER_S: large contexts take minutes."""
+    if PROGRESS_AFTER_S is None:
+        yield
+        return
+    timer = threading.Timer(PROGRESS_AFTER_S, lambda: print(
+        f"tracer: still compiling {what} after {PROGRESS_AFTER_S:.0f} s (large contexts and batches take minutes)",
+        file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, what: str = "a step", **jit_kw):
+    with _still_compiling(what):
+        return _compile_now(fn, args, mesh, strategy, f32_as, vector_dtype, **jit_kw)
+
+
+def _compile_now(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, **jit_kw):
     start = time.perf_counter()
     with translator(mesh, strategy):
         lowered = jax.jit(fn, **jit_kw).lower(*args)
@@ -228,12 +255,14 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
         tokens = arg((work.batch, work.prompt), jnp.int32, ("batch", "seq"), "tokens")
         fn = partial(prefill, graphdef=graphdef, capacity=work.context)
         cost, mem, secs = _compile(fn, (weights, tokens), mesh, strategy, f32_as, cfg.dtype,
+                                   what=f"the prefill step of {cfg.name} (batch {work.batch}, prompt {work.prompt})",
                                    out_shardings=(logits_sharding, cache_shardings))
         steps["prefill"] = CompiledStep(cost, held[0], _tree_bytes(cache), held[1], mem, compiler, secs)
     if "decode" in phases:
         tokens = arg((work.batch,), jnp.int32, ("batch",), "tokens")
         fn = partial(decode, graphdef=graphdef)
         cost, mem, secs = _compile(fn, (weights, cache, tokens, tokens), mesh, strategy, f32_as, cfg.dtype,
+                                   what=f"the decode step of {cfg.name} (batch {work.batch}, context {work.context})",
                                    donate_argnums=(1,), out_shardings=(logits_sharding, cache_shardings))
         steps["decode"] = CompiledStep(cost, held[0], _tree_bytes(cache), held[1], mem, compiler, secs)
     return steps

@@ -212,8 +212,12 @@ def one_line(err: BaseException) -> str:
 
 
 def _start_worker():
-    """A worker leaves SIGINT to the sweep, which stops every worker itself (no traceback from each)."""
+    """A worker leaves SIGINT to the sweep, which stops every worker itself (no traceback from each), and its
+    progress to the sweep's bar."""
+    import tracer.compile
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tracer.compile.PROGRESS_AFTER_S = None
 
 
 def _worker(point: Point, max_batch: bool, env: dict, folder: str | None) -> dict:

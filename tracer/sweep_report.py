@@ -15,24 +15,43 @@ from tracer.errors import ConfigError
 from tracer.sweep import kv_share
 
 
-def load_records(path: str) -> list[dict]:
-    """A sweep's records: its folder (sweep.jsonl inside) or the .jsonl file itself."""
+def load_records(path: str, whole=None) -> list[dict]:
+    """A sweep's records: its folder (sweep.jsonl inside) or the .jsonl file itself. Every record holds a point's
+    inputs and either its error or a result that `whole(result)` accepts (default: a whole trace, as the sweep's
+    CSV rows read it); anything else is a one-line error naming the line."""
+    from tracer.sweep import valid_result
+
+    whole = whole or valid_result
     source = Path(path)
     if source.is_dir():
         source = source / "sweep.jsonl"
     try:
         lines = source.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source} is not a text file of sweep records; give the sweep.jsonl `tracer sweep` wrote"
+                          ) from None
     except OSError:
         raise ConfigError(f"no sweep results at {path}: give the --out folder of `tracer sweep` or its sweep.jsonl"
                           ) from None
     records = []
     for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
-            if not isinstance(record, dict) or "inputs" not in record:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"{source} line {n} is not a sweep record; re-run `tracer sweep` to write it") from None
+        except (ValueError, RecursionError):
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict):
+            raise ConfigError(f"{source} line {n} is not a sweep record; re-run `tracer sweep` to write it")
+        if isinstance(record.get("error"), str):
+            records.append(record)
+            continue
+        if "result" not in record or record["result"] is None:
+            raise ConfigError(f"{source} line {n} holds neither a result nor an error (a malformed record); re-run "
+                              "`tracer sweep` to write it")
+        if not whole(record["result"]):
+            raise ConfigError(f"{source} line {n}: its result is not a whole trace (prefill, decode and their "
+                              "figures); re-run `tracer sweep` to write it")
         records.append(record)
     if not records:
         raise ConfigError(f"{source} holds no sweep records")
