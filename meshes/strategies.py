@@ -170,7 +170,8 @@ def sharding(mesh: Mesh, strategy: Strategy, logical_axes, shape, what: str, wei
         if axis == "batch":
             raise ConfigError(f"batch {size} does not divide over {ways} replicas ({target} in strategy "
                               f"{strategy.name}); nearest batches that work: {nearest_multiples(size, ways)}")
-        raise ConfigError(f"{what}: {axis}={size} does not divide over {target}={ways} (strategy {strategy.name}); "
+        raise ConfigError(f"{what}: its {axis} dimension ({size} values) does not divide over {target}={ways} "
+                          f"(strategy {strategy.name}); "
                           f"choose a strategy whose groups divide {size}, e.g. tp-dp")
     return NamedSharding(mesh, PartitionSpec(*spec))
 

@@ -61,11 +61,23 @@ def test_a_failing_point_is_one_line_and_the_sweep_goes_on(cache, monkeypatch):
     assert "result" in good and bad["error"] == "RuntimeError: compiler crashed with a second line"
 
 
-@pytest.mark.parametrize("where", ["file", "under-file"])
+def _read_only_folder() -> Path | None:
+    """A folder nobody may write in, root included (sysfs); None where there is none."""
+    try:
+        (Path("/sys") / f"tracer-probe-{os.getpid()}").mkdir()
+    except OSError:
+        return Path("/sys")
+    (Path("/sys") / f"tracer-probe-{os.getpid()}").rmdir()
+    return None
+
+
+@pytest.mark.parametrize("where", ["file", "under-file", "read-only"])
 def test_unwritable_out_is_refused_before_any_point(cache, tmp_path, capsys, where):
     blocker = tmp_path / "taken"
     blocker.write_text("not a folder")
-    out = blocker if where == "file" else blocker / "results"
+    if where == "read-only" and _read_only_folder() is None:
+        pytest.skip("no read-only folder here (as root, permissions do not stop writes)")
+    out = {"file": blocker, "under-file": blocker / "results", "read-only": Path("/sys/tracer-results")}[where]
     started = time.monotonic()
     assert main(["sweep", *FLAGS, "--batches", "8", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -90,9 +102,10 @@ def test_unusable_or_empty_cache_setting(tmp_path, monkeypatch, capsys):
     and nothing written into the current folder."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setenv("TRACER_CACHE", str(blocker))
-    (record,) = sweep.run([POINT], max_batch=False)
-    assert "result" in record and capsys.readouterr().err.count("running without it") == 1
+    for unusable in (blocker, *([Path("/sys")] if _read_only_folder() else [])):  # a file; a read-only folder
+        monkeypatch.setenv("TRACER_CACHE", str(unusable))
+        (record,) = sweep.run([POINT], max_batch=False)
+        assert "result" in record and capsys.readouterr().err.count("running without it") == 1
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
