@@ -16,7 +16,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from meshes.systems import System
-from tracer.errors import ConfigError, read_toml
+from tracer.errors import ConfigError, is_int, read_toml
 
 Target = str | tuple[str, ...] | None
 
@@ -205,7 +205,7 @@ def load_strategy(path: str) -> Strategy:
             raise ConfigError(f"{where}: {key} must be a string, got {data[key]!r}")
     mesh = tuple(data["mesh"].items())
     for axis, size in mesh:
-        ok = (isinstance(size, int) and not isinstance(size, bool) and size > 0) or size in ("domain", "rest") or (
+        ok = (is_int(size) and size > 0) or size in ("domain", "rest") or (
             isinstance(size, str) and size.startswith("domain/") and size[7:].isascii() and size[7:].isdigit()
             and int(size[7:]) > 0)
         if not ok:

@@ -6,10 +6,9 @@ Bandwidths are bytes/s, one direction. Prices are USD per chip-hour, dated defau
 """
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
-from tracer.errors import ConfigError
+from tracer.errors import ConfigError, is_number
 
 
 @dataclass(frozen=True)
@@ -138,11 +137,7 @@ def get_system(name: str, usd_per_chip_hour: float | None = None) -> System:
                                      description=f"{nodes} x {system.description}, joined by InfiniBand "
                                                  f"({system.chip.scale_out_bw / 1e9:.0f} GB/s per GPU)")
     if usd_per_chip_hour is not None:
-        if not _positive_number(usd_per_chip_hour):
+        if not is_number(usd_per_chip_hour) or usd_per_chip_hour <= 0:
             raise ConfigError(f"--price must be a finite number > 0 of USD per chip-hour, got {usd_per_chip_hour!r}")
         system = dataclasses.replace(system, usd_per_chip_hour=usd_per_chip_hour, price_note="set by the user")
     return system
-
-
-def _positive_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0

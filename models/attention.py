@@ -190,7 +190,7 @@ class GQA(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         d, n, k, h, act = cfg.hidden, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.jnp_dtype
         self.cfg = cfg
-        kw = dict(fmt=cfg.format(cfg.attn_weights), act_dtype=act, bias=cfg.qkv_bias, w4a4=cfg.fp4_activations)
+        kw = dict(fmt=cfg.format(cfg.attn_weights), act_dtype=act, bias=cfg.qkv_bias)
         self.wq = Linear(rngs, (d, n, h), ("embed", "heads", "head_dim"), spec="btd,dnh->btnh", **kw)
         self.wk = Linear(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), spec="btd,dkh->btkh", **kw)
         self.wv = Linear(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), spec="btd,dkh->btkh", **kw)
@@ -236,7 +236,7 @@ class MLA(nnx.Module):
         d, n, r, act = cfg.hidden, cfg.n_heads, cfg.kv_lora_rank, cfg.jnp_dtype
         nope, pe, hv, qk = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.head_dim
         self.cfg = cfg
-        kw = dict(fmt=cfg.format(cfg.attn_weights), act_dtype=act, w4a4=cfg.fp4_activations)
+        kw = dict(fmt=cfg.format(cfg.attn_weights), act_dtype=act)
         if cfg.q_lora_rank:
             self.wq_a = Linear(rngs, (d, cfg.q_lora_rank), ("embed", "q_lora"), spec="btd,dr->btr", **kw)
             self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.norm_eps, act, "q_lora")

@@ -6,13 +6,12 @@ Features are switched by fields, never by a model's name: `n_experts > 0` (mixtu
 """
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 
 import jax.numpy as jnp
 
-from tracer.errors import ConfigError
+from tracer.errors import ConfigError, is_int, is_number
 
 
 @dataclass(frozen=True)
@@ -24,6 +23,7 @@ class Format:
     block: int = 0  # values per block scale (0: none, or per-channel/128x128 scales too small to count)
     scale: object = None  # jnp dtype of the block scales
     zero: object = None  # jnp dtype of per-block zero points (asymmetric int4)
+    w4a4: bool = False  # activations quantized to the element type too (NVFP4 on chips with FP4 tensor cores)
 
     @property
     def bits(self) -> float:
@@ -112,20 +112,19 @@ class ModelConfig:
             object.__setattr__(self, key, canonical_dtype(getattr(self, key)))  # bf16, fp8, fp4, ... as typed
         for key in ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn", "int4_group"):
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not is_int(value) or value <= 0:
                 fail(f"{key} must be a positive integer, got {value!r}")
         for key in ("n_experts", "n_active", "n_shared", "expert_ffn", "first_dense", "q_lora_rank", "kv_lora_rank",
                     "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not is_int(value) or value < 0:
                 fail(f"{key} must be an integer >= 0 (0: the feature is off), got {value!r}")
         for key in ("tie_embeddings", "qkv_bias", "attn_sinks", "expert_bias", "scan_layers", "fp4_activations"):
             if not isinstance(getattr(self, key), bool):
                 fail(f"{key} must be true or false, got {getattr(self, key)!r}")
         for key in ("rope_theta", "norm_eps", "capacity_factor"):
             value, positive = getattr(self, key), key != "norm_eps"
-            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-            if not number or value < 0 or (positive and value == 0):
+            if not is_number(value) or value < 0 or (positive and value == 0):
                 fail(f"{key} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
         if not self.is_moe and (self.n_active or self.n_shared or self.expert_ffn or self.first_dense):
             fail("n_active, n_shared, expert_ffn and first_dense describe experts: they need n_experts > 0")
@@ -212,9 +211,11 @@ class ModelConfig:
         return self.expert_dtype or self.weights
 
     def format(self, dtype: str) -> Format:
-        """A stored dtype's layout, with this model's int4 group size."""
+        """A stored dtype's layout, with this model's int4 group size and, for NVFP4, its activations' precision."""
         fmt = FORMATS[dtype]
-        return dataclasses.replace(fmt, block=self.int4_group) if dtype == "int4" else fmt
+        if dtype == "int4":
+            return dataclasses.replace(fmt, block=self.int4_group)
+        return dataclasses.replace(fmt, w4a4=self.fp4_activations) if dtype == "nvfp4" else fmt
 
     def bits(self, dtype: str) -> float:
         return self.format(dtype).bits

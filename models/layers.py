@@ -35,9 +35,8 @@ class Linear(nnx.Module):
     `spec` is the einsum of the activation with w (e.g. "btd,dnh->btnh"); `contract` the contracted axis of w."""
 
     def __init__(self, rngs: nnx.Rngs, shape, axes, fmt: Format, act_dtype, spec: str, contract: int = 0,
-                 bias: bool = False, fan_in: int | None = None, scale: float | None = None, w4a4: bool = False):
-        self.spec, self.contract, self.act_dtype = spec, contract, act_dtype
-        self.w4a4 = w4a4 and fmt.element == jnp.float4_e2m1fn and fmt.block == 16  # NVFP4 with FP4 activations
+                 bias: bool = False, fan_in: int | None = None, scale: float | None = None):
+        self.spec, self.contract, self.act_dtype, self.w4a4 = spec, contract, act_dtype, fmt.w4a4
         self.w = param(rngs, shape, axes, fmt.element, scale=scale, fan_in=fan_in or shape[contract])
         scales = zero_points = None
         if fmt.block:  # one scale (and zero point) per block of values along the contracted axis
@@ -68,10 +67,9 @@ class Linear(nnx.Module):
     def partial(self, x, parts: int):
         """x times w with w's contracted axis cut into `parts` pieces kept apart: [..., parts, out] partial sums
         that the caller adds up (after adding others to them: see models.moe). The bias is shared among them."""
-        spec, x, w = split_contraction(self.spec, x, self.w[...], self.contract, parts)
-        y = matmul(spec, x, w, self.blocks(), self.act_dtype, self.contract, self.spec.split("->")[0].split(",")[1],
-                   self.w4a4)
-        return y if self.b is None else y + _broadcast(self.b[...] / parts, self.spec, spec.split("->")[1])
+        y = matmul(self.spec, x, self.w[...], self.blocks(), self.act_dtype, self.contract, self.w4a4, parts)
+        out = self.spec.split("->")[1]  # the parts' axis (".", no letter of the spec) just before the last
+        return y if self.b is None else y + _broadcast(self.b[...] / parts, self.spec, f"{out[:-1]}.{out[-1]}")
 
 
 def _broadcast(b, spec: str, out: str):
@@ -98,8 +96,7 @@ def split_contraction(spec: str, x, w, contract: int, parts: int):
     return new, cut(x, x_letters), cut(w, w_letters)
 
 
-def matmul(spec: str, x, w, blocks, act_dtype, blocked: int = 0, block_letters: str | None = None,
-           w4a4: bool = False):
+def matmul(spec: str, x, w, blocks, act_dtype, blocked: int = 0, w4a4: bool = False, parts: int = 0):
     """x (activations) times w in the way w's stored dtype runs on current accelerators:
     - bf16/f32: a plain matmul;
     - fp8 and int8 (W8A8), and NVFP4 with `w4a4` (on chips with FP4 tensor cores): activations quantized to w's
@@ -107,8 +104,12 @@ def matmul(spec: str, x, w, blocks, act_dtype, blocked: int = 0, block_letters: 
       applied there and not modelled);
     - MXFP4, NVFP4 without FP4 tensor cores, int4 (W4A16): w converted on the fly inside a matmul in act_dtype.
     `blocks` (block scales, and int4's zero points) are read once and applied per output element, summed over
-    blocks: the bytes and (negligible) FLOPs of a fused kernel, not its exact numerics. `blocked` is their axis the
-    blocks run along; `block_letters` their einsum letters when w was reshaped (split_contraction), else w's."""
+    blocks: the bytes and (negligible) FLOPs of a fused kernel, not its exact numerics. `blocked` is w's axis the
+    blocks run along. With `parts`, w's contracted axis is cut into that many partial sums kept apart
+    (split_contraction)."""
+    letters = spec.split("->")[0].split(",")[1]  # w's, and its blocks'
+    if parts:
+        spec, x, w = split_contraction(spec, x, w, blocked, parts)
     if w.dtype in (jnp.float8_e4m3fn, jnp.int8):
         y = jnp.einsum(spec, x.astype(w.dtype), w, preferred_element_type=act_dtype)
     elif w4a4:  # both operands stored in FP4; written as converted back (XLA's CPU compiler rejects FP4 dot operands)
@@ -119,7 +120,6 @@ def matmul(spec: str, x, w, blocks, act_dtype, blocked: int = 0, block_letters: 
         return y
     lhs, out = spec.split("->")
     w_letters = lhs.split(",")[1]
-    letters = block_letters or w_letters
     factor = sum(b.astype(jnp.float32) for b in blocks)
     if letters[blocked] in out:  # the blocks run along an output axis (MLA's absorbed decode): one per block
         factor = jnp.repeat(factor, w.shape[w_letters.index(letters[blocked])] // factor.shape[blocked], axis=blocked)

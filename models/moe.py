@@ -20,14 +20,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models.config import ModelConfig
-from models.layers import Linear, matmul, param, split_contraction, zeros
+from models.layers import Linear, matmul, param, zeros
 from models.sharding import constrain, same_split, stripes, ways
 
 
 class MLP(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, ffn: int | None = None):
         d, f = cfg.hidden, ffn or cfg.ffn
-        kw = dict(fmt=cfg.format(cfg.weights), act_dtype=cfg.jnp_dtype, w4a4=cfg.fp4_activations)
+        kw = dict(fmt=cfg.format(cfg.weights), act_dtype=cfg.jnp_dtype)
         self.gate = Linear(rngs, (d, f), ("embed", "mlp"), spec="btd,df->btf", **kw)
         self.up = Linear(rngs, (d, f), ("embed", "mlp"), spec="btd,df->btf", **kw)
         self.down = Linear(rngs, (f, d), ("mlp", "embed"), spec="btf,fd->btd", **kw)
@@ -70,9 +70,6 @@ class DispatchPlan:
                 n - x) * math.log1p(-p) if p < 1 else 0.0
             dropped += (x - cap) * math.exp(log_pmf)
         return dropped * self.bins / n
-
-
-ROUTINGS = ("uniform", "worst")
 
 
 def reached_fraction(n_experts: int, k: int, tokens: float, routing: str = "uniform") -> float:
@@ -136,8 +133,7 @@ class MoE(nnx.Module):
         self.router = param(rngs, (d, cfg.n_experts), ("embed", None), act)
         biased = cfg.expert_bias or cfg.router == "sigmoid"
         self.router_bias = zeros((cfg.n_experts,), (None,), jnp.float32) if biased else None
-        kw = dict(fmt=cfg.format(cfg.experts), act_dtype=act, bias=cfg.expert_bias, contract=1,
-                  w4a4=cfg.fp4_activations)
+        kw = dict(fmt=cfg.format(cfg.experts), act_dtype=act, bias=cfg.expert_bias, contract=1)
         self.gate = Linear(rngs, (e, d, f), ("experts", "embed", "expert_mlp"), spec="gecd,edf->gecf", **kw)
         self.up = Linear(rngs, (e, d, f), ("experts", "embed", "expert_mlp"), spec="gecd,edf->gecf", **kw)
         self.down = Linear(rngs, (e, f, d), ("experts", "expert_mlp", "embed"), spec="gecf,efd->gecd", **kw)
@@ -242,13 +238,8 @@ class MoE(nnx.Module):
             w = constrain(gather(linear.w[...]), g_axis, "experts", None, *w_axes, prefer="experts")
             blocks = tuple(gather(b) for b in linear.blocks())
             bias = None if linear.b is None else gather(linear.b[...])
-        blocked = linear.contract + 2
-        if not parts:
-            y = matmul(spec, x, w, blocks, linear.act_dtype, blocked, w4a4=linear.w4a4)
-            return y if bias is None else y + bias
-        split, x, w = split_contraction(spec, x, w, blocked, parts)
-        y = matmul(split, x, w, blocks, linear.act_dtype, blocked, spec.split("->")[0].split(",")[1], linear.w4a4)
-        return y if bias is None else y + bias[..., None, :] / parts
+        y = matmul(spec, x, w, blocks, linear.act_dtype, linear.contract + 2, linear.w4a4, parts)
+        return y if bias is None else y + (bias[..., None, :] / parts if parts else bias)
 
 
 def _sum(x, axis: int):

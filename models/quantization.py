@@ -37,7 +37,6 @@ def module_names(arch: str, mla: bool, q_lora: bool) -> dict[str, tuple[str, ...
             "shared": tuple(f"mlp.shared_experts.{p}_proj" for p in ("gate", "up", "down")), "experts": experts}
 
 
-FIELDS = {"attention": "attn_dtype", "mlp": "weight_dtype", "shared": "weight_dtype", "experts": "expert_dtype"}
 KNOWN = "fp8, mxfp4, modelopt (FP8, NVFP4), compressed-tensors (FP8, INT8, INT4 W4A16, NVFP4), awq, gptq (4-bit)"
 
 

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from meshes.strategies import Strategy, get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
-from models.moe import ROUTINGS, choose_groups, expert_slots, reached_fraction
+from models.moe import choose_groups, expert_slots, reached_fraction
 from tracer.compile import CompiledStep, Workload, choose_compiler, compile_steps
-from tracer.defaults import DEFAULTS
-from tracer.errors import ConfigError, DoesNotFit
+from tracer.defaults import DEFAULTS, FUSIONS, ROUTINGS
+from tracer.errors import ConfigError, DoesNotFit, is_int
 from tracer.roofline import (
-    FUSIONS,
     Memory,
     StepTime,
     analytic,
@@ -46,7 +45,7 @@ class Phase:
     collectives: tuple[dict, ...]
     moe: dict | None = None  # the dispatch plan of one token group
     breakdown: dict | None = None  # part of the model -> FLOPs, HBM bytes, wire bytes and their times
-    compiled_hbm_bytes: float = 0.0  # as the program reads them, before the routed experts are charged as reached
+    compiled_hbm_bytes: float = 0.0  # as the program's own kernels move them (before fusion and routing)
 
     def to_dict(self) -> dict:
         cost = self.step.cost
@@ -314,14 +313,13 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
         raise ConfigError(f"--fusion {fusion!r} is not one of {', '.join(FUSIONS)}")
     prompt = context if prompt is None else prompt
     for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        if not is_int(value) or value <= 0:
             raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
     int32 = 2**31 - 1  # token ids and positions are int32 in the step programs
     if context > int32 or batch * prompt > int32:
         raise ConfigError(f"batch {batch} x prompt {prompt} tokens and context {context} must each stay under 2^31 "
                           "(token positions and ids are 32-bit in the compiled steps); lower them")
-    if capacity_factor is not None and (isinstance(capacity_factor, bool) or not isinstance(capacity_factor,
-                                                                                            int | float)):
+    if capacity_factor is not None and not (is_int(capacity_factor) or isinstance(capacity_factor, float)):
         raise ConfigError(f"--capacity-factor must be a number, got {capacity_factor!r}")
     if prompt > context:
         raise ConfigError(f"--prompt {prompt} exceeds --context {context}: the cache must hold the prompt; "

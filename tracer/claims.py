@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracer.errors import ConfigError
-from tracer.sweep import Point, kv_share
+from tracer.sweep import Point, kv_share, readable
 
 SERVER, RACK = "h200x8", "gb200-nvl72"
 CONTEXTS = (8192, 32768, 131072)
@@ -426,11 +426,7 @@ def write_report(records: list[dict], out: str) -> tuple[Path, list[Verdict]]:
 
 def _usable(result) -> bool:
     """A result with every figure the claims read."""
-    try:
-        claim_rows([{"inputs": {}, "result": result}])
-    except (KeyError, TypeError, ValueError, AttributeError, ConfigError):
-        return False
-    return True
+    return readable(result, lambda r: claim_rows([{"inputs": {}, "result": r}]))
 
 
 def run(out: str, jobs: int = 1, results: str | None = None, progress="stderr") -> tuple[Path, list[Verdict]]:

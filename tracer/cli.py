@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from tracer.defaults import COMPILERS, DEFAULTS
+from tracer.defaults import COMPILERS, DEFAULTS, FUSIONS, ROUTINGS
 from tracer.errors import ConfigError, Interrupted
 
 
@@ -104,10 +104,10 @@ def _workload_options(p: argparse.ArgumentParser, batch_type=_trace_batch, batch
                    help="which compiler produces the program: cpu (emulated devices, always there), gpu or tpu (the "
                         "target's own, compile-only; pip install -e '.[gpu]' or '.[tpu]'), auto (the target's own "
                         "where installed, else cpu)")
-    p.add_argument("--routing", default="uniform", choices=["uniform", "worst"],
+    p.add_argument("--routing", default=ROUTINGS[0], choices=ROUTINGS,
                    help="MoE: routed experts' weights read for the experts uniformly routed tokens are expected to "
                         "reach (default), or for min(E, tokens x k) of them (worst)")
-    p.add_argument("--fusion", default="kernels", choices=["kernels", "compiled"],
+    p.add_argument("--fusion", default=FUSIONS[0], choices=FUSIONS,
                    help="HBM bytes as serving engines' fused kernels move them (default; tracer/fusion.py), or as the "
                         "compiled program's own kernels do")
     p.add_argument("--json", action="store_true", help="print JSON")

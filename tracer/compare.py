@@ -2,13 +2,12 @@
 chosen the same way (given, the largest that fits, or the largest whose decode step meets a latency target)."""
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from tracer.api import TraceResult, trace
-from tracer.errors import ConfigError
+from tracer.errors import ConfigError, is_number
 
 TPOT_TRIES = 4  # compiles spent confirming the batch that meets a decode-step target
 
@@ -34,8 +33,7 @@ def _replicas(system: str, strategy: str) -> int:
 def trace_point(model, system: str, strategy: str, batch: int | str, tpot_ms: float | None, **kw) -> Point:
     """Trace at `batch`, or at the largest batch that fits ("max"), or at the largest whose decode step stays
     under `tpot_ms` (within what fits). Every chosen batch is confirmed by compiling it."""
-    if tpot_ms is not None and (isinstance(tpot_ms, bool) or not isinstance(tpot_ms, int | float)
-                                or not math.isfinite(tpot_ms) or tpot_ms <= 0):
+    if tpot_ms is not None and (not is_number(tpot_ms) or tpot_ms <= 0):
         raise ConfigError(f"--tpot-ms must be a finite number of milliseconds > 0, got {tpot_ms!r}")
     if batch != "max" and tpot_ms is None:
         return Point(system, strategy, trace(model, system, strategy, batch=batch, **kw), "as given")

@@ -195,19 +195,15 @@ def _still_compiling(what: str):
 
 
 def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, what: str = "a step", **jit_kw):
-    with _still_compiling(what):
-        return _compile_now(fn, args, mesh, strategy, f32_as, vector_dtype, **jit_kw)
-
-
-def _compile_now(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, **jit_kw):
     start = time.perf_counter()
-    with translator(mesh, strategy):
-        lowered = jax.jit(fn, **jit_kw).lower(*args)
     platform = mesh.devices.flat[0].platform
     quiet = quiet_stderr() if platform != "cpu" else contextlib.nullcontext()
     try:
-        with quiet:  # the GPU compiler logs its own estimates (rematerialization, scheduling limits) to stderr
-            compiled = lowered.compile()
+        with _still_compiling(what):
+            with translator(mesh, strategy):
+                lowered = jax.jit(fn, **jit_kw).lower(*args)
+            with quiet:  # the GPU compiler logs its own estimates (rematerialization, scheduling limits) to stderr
+                compiled = lowered.compile()
     except jax.errors.JaxRuntimeError as err:  # the TPU compiler checks that its buffers fit the chip's HBM
         text = str(err)
         if "RESOURCE_EXHAUSTED" not in text:
@@ -238,8 +234,8 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
     f32_as = "bf16" if compiler == "cpu" and cfg.dtype == "bfloat16" else None
     graphdef, weights = abstract_weights(cfg, mesh, strategy)
     weight_bytes = _tree_bytes(weights)
-    experts = nnx.filter_state(weights, lambda _, v: "experts" in v.get_metadata().get("logical_axes", ()))
-    held = (weight_bytes, _tree_bytes(experts))
+    expert_bytes = _tree_bytes(nnx.filter_state(
+        weights, lambda _, v: "experts" in v.get_metadata().get("logical_axes", ())))
 
     def arg(shape, dtype, axes, what):
         return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding(mesh, strategy, axes, shape, what))
@@ -257,12 +253,12 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
         cost, mem, secs = _compile(fn, (weights, tokens), mesh, strategy, f32_as, cfg.dtype,
                                    what=f"the prefill step of {cfg.name} (batch {work.batch}, prompt {work.prompt})",
                                    out_shardings=(logits_sharding, cache_shardings))
-        steps["prefill"] = CompiledStep(cost, held[0], _tree_bytes(cache), held[1], mem, compiler, secs)
+        steps["prefill"] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), expert_bytes, mem, compiler, secs)
     if "decode" in phases:
         tokens = arg((work.batch,), jnp.int32, ("batch",), "tokens")
         fn = partial(decode, graphdef=graphdef)
         cost, mem, secs = _compile(fn, (weights, cache, tokens, tokens), mesh, strategy, f32_as, cfg.dtype,
                                    what=f"the decode step of {cfg.name} (batch {work.batch}, context {work.context})",
                                    donate_argnums=(1,), out_shardings=(logits_sharding, cache_shardings))
-        steps["decode"] = CompiledStep(cost, held[0], _tree_bytes(cache), held[1], mem, compiler, secs)
+        steps["decode"] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), expert_bytes, mem, compiler, secs)
     return steps

@@ -21,7 +21,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-from tracer.fusion import Groups, kernels, kind
+from tracer.fusion import Groups, kernels
 from tracer.hlo import DTYPE_BITS, Array, Computation, Instr, Module, replica_groups, trip_count
 
 COLLECTIVES = {"all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"}
@@ -122,6 +122,7 @@ class _Reader:
         self.collective_scopes: dict[tuple, dict] = defaultdict(lambda: defaultdict(float))
         self.by_scope: dict[str, dict] = defaultdict(lambda: {"flops": 0.0, "hbm_bytes": 0.0})
         self.users_of: dict[str, dict] = {}
+        self.scopes: dict[tuple[str, str], str] = {}
         self.notes: set[str] = set()
         self.boundary = self.boundary_copies(module.computations[module.entry])
 
@@ -475,6 +476,13 @@ class _Reader:
             self.scope(comp, instr)] += times * wire_bytes(op, n, operand, result)
 
     def scope(self, comp: Computation, instr: Instr) -> str:
+        """The part of the model `instr` belongs to (found once: the byte and FLOP walks both ask)."""
+        key = (comp.name, instr.name)
+        if key not in self.scopes:
+            self.scopes[key] = self._find_scope(comp, instr)
+        return self.scopes[key]
+
+    def _find_scope(self, comp: Computation, instr: Instr) -> str:
         """The part of the model `instr` belongs to; an instruction the compiler left without metadata (CPU's
         rewritten dots) takes that of its nearest operands, then users, that lie in a named part (the slice of a
         stacked weight, outside every part, does not decide)."""
@@ -504,7 +512,7 @@ class _Reader:
         """The step's bytes as serving engines' fused kernels move them (tracer.fusion), by part of the model."""
         nodes = [i for i in comp.instrs if i.name not in members and i.opcode not in NO_TRAFFIC
                  and not self.is_view(i)]  # collectives too: kernels of their own, moving their buffers
-        kernel_of = kernels(self, comp, nodes)
+        kernel_of, kinds = kernels(self, comp, nodes)
         sizes = defaultdict(int)
         for kernel in kernel_of.values():
             sizes[kernel] += 1
@@ -512,8 +520,8 @@ class _Reader:
         labels = {}
         for instr in nodes:  # a kernel's part: that of its first matmul, else of its first instruction
             kernel = kernel_of[instr.name]
-            if kernel not in labels or (kind(self, instr) == "matmul" and labels[kernel][1] != "matmul"):
-                labels[kernel] = (self.scope(comp, instr), kind(self, instr))
+            if kernel not in labels or (kinds[instr.name] == "matmul" and labels[kernel][1] != "matmul"):
+                labels[kernel] = (self.scope(comp, instr), kinds[instr.name])
         moved = dict(self.kernel_bytes(comp, fused))
         moved.update({i.name: self.instr_bytes(comp, i) for i in nodes if i.name not in fused})
         for kernel, bytes_ in moved.items():

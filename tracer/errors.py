@@ -1,5 +1,7 @@
 """The one error type for bad input: its message names the fix; the CLI prints it on one line and exits 2."""
 
+import math
+
 
 class ConfigError(ValueError):
     pass
@@ -20,6 +22,16 @@ def read_toml(path: str, where: str, hint: str = "") -> dict:
         raise ConfigError(f"{where} is nested too deeply to be read; fix the file") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"{where} is not valid TOML: {str(err).splitlines()[0]}") from None
+
+
+def is_int(value) -> bool:
+    """An integer, not a bool (true is an int to Python, never a size to a user)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """A finite real number, not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class DoesNotFit(ConfigError):

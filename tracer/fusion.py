@@ -69,9 +69,9 @@ class Groups:
         return {name: self.find(name) for name in self.parent}
 
 
-def kernels(reader, comp: Computation, nodes: list[Instr]) -> dict[str, str]:
-    """Each of `nodes` (the computation's kernels that move data, in program order) -> the serving kernel it runs in
-    (a representative member's name)."""
+def kernels(reader, comp: Computation, nodes: list[Instr]) -> tuple[dict[str, str], dict[str, str]]:
+    """(each of `nodes` (the computation's kernels that move data, in program order) -> the serving kernel it runs in
+    (a representative member's name), each -> its kind)."""
     kinds = {i.name: kind(reader, i) for i in nodes}
     groups = Groups(kinds)
     find, join = groups.find, groups.join
@@ -143,4 +143,4 @@ def kernels(reader, comp: Computation, nodes: list[Instr]) -> dict[str, str]:
             for s in operands(instr, side=True):  # rule 5
                 if s is not None and kinds[s] in ("pointwise", "reduce") and not in_matmul(s):
                     join_acyclic(instr.name, s)
-    return groups.kernel_of()
+    return groups.kernel_of(), kinds

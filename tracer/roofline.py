@@ -140,9 +140,6 @@ def tokens_per_expert_copy(work: Workload, phase: str, lay: Layout) -> float:
     return tokens / lay.batch / seq * lay.colocated
 
 
-FUSIONS = ("kernels", "compiled")
-
-
 def fused_kernels(step: CompiledStep) -> CompiledStep:
     """The step with its HBM bytes as serving engines' fused kernels move them (tracer.fusion), by part of the model
     too; the program's own figure stays in Phase.compiled_hbm_bytes."""

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracer.errors import ConfigError, Interrupted, read_toml
+from tracer.errors import ConfigError, Interrupted, is_int, read_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("models", "meshes", "tracer")  # their .py files make the tool's digest
@@ -56,8 +56,7 @@ def check_axes(axes: dict, where: str = "sweep"):
     for axis, values in axes.items():
         for value in values:
             if axis in ("batch", "context", "prompt"):
-                ok = (isinstance(value, int) and not isinstance(value, bool) and value > 0) or (
-                    axis == "batch" and value == "max")
+                ok = (is_int(value) and value > 0) or (axis == "batch" and value == "max")
                 want = "positive integers" + (' or "max"' if axis == "batch" else "")
             else:
                 ok, want = isinstance(value, str) and bool(value), "names (strings)"
@@ -146,15 +145,20 @@ def _checksum(result: dict) -> str:
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
 
 
-def valid_result(result) -> bool:
-    """A trace object the outputs can use: no error, and every figure a row reads present and of its type."""
+def readable(result, read) -> bool:
+    """Whether `read(result)` finds every figure it needs: a trace object, not an error, of the right shape."""
     if not isinstance(result, dict) or "error" in result:
         return False
     try:
-        row({"inputs": {}, "cached": False, "result": result})
-    except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError):
+        read(result)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError):  # ConfigError is a ValueError
         return False
     return True
+
+
+def valid_result(result) -> bool:
+    """A trace object the outputs can use: every figure a row reads present and of its type."""
+    return readable(result, lambda r: row({"inputs": {}, "cached": False, "result": r}))
 
 
 def cached(point: Point, env: dict, max_batch: bool, folder: Path) -> dict | None:
