@@ -132,8 +132,9 @@ def kernels(reader, comp: Computation, nodes: list[Instr]) -> tuple[dict[str, st
         if k == "gather" and (readers := consumers(instr.name)) and all(kinds[r] == "matmul" for r in readers):
             for r in readers:  # rule 3
                 join(instr.name, r)
-        elif k == "scatter" and (fill := producer(instr.operands[0])) and in_matmul(sources[-1]):
-            join(instr.name, sources[-1])  # rule 4: the updates come from a matmul's kernel...
+        elif k == "scatter" and (fill := producer(instr.operands[0])) and in_matmul(
+                updates := producer(instr.operands[-1])):
+            join(instr.name, updates)  # rule 4: the updates come from a matmul's kernel...
             if kinds[fill] == "pointwise" and not operands(comp.by_name[fill], side=False) and consumers(fill) == [
                     instr.name]:
                 join(fill, instr.name)  # ...and the zeros it adds into are the kernel's own output, not a memset
