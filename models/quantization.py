@@ -62,7 +62,7 @@ def read_quantization(cfg: dict, path: Path, layers: list[str], names: dict, bas
     method = (quant or {}).get("quant_method", "modelopt")
     if method == "modelopt" and not (quant or {}).get("quant_algo"):
         quant = _read_sibling(sibling, where)
-    return _apply(_scheme(str(method).lower(), quant, where), layers, names, base)
+    return _apply(_scheme(str(method).lower(), quant, where), layers, names, base, where)
 
 
 def _read_sibling(sibling: Path, where: str) -> dict:
@@ -170,7 +170,7 @@ def excluded(name: str, patterns: list[str]) -> bool:
     return False
 
 
-def _apply(scheme: _Scheme, layers: list[str], names: dict, base: str) -> tuple[dict, tuple[str, ...]]:
+def _apply(scheme: _Scheme, layers: list[str], names: dict, base: str, where: str) -> tuple[dict, tuple[str, ...]]:
     """ModelConfig fields: each group quantized unless its modules are excluded in most served layers (a mixed split
     is noted with its share); `base` is the unquantized dtype. Only fields that differ from what they inherit."""
     kinds = {"dense": ("attention", "mlp"), "moe": ("attention", "shared", "experts")}
@@ -185,6 +185,9 @@ def _apply(scheme: _Scheme, layers: list[str], names: dict, base: str) -> tuple[
         if kept and len(kept) != len(present):
             notes.append(f"{group} weights are kept unquantized in {len(kept)} of {len(present)} layers; priced as "
                          f"{decided[group]} in all of them")
+    if not decided:  # e.g. mxfp4, which quantizes routed experts, on a dense model: nothing would be priced as stored
+        raise ConfigError(f"{where}: its quantization ({scheme.dtype}) applies to {', '.join(scheme.groups)} weights, "
+                          "which this model does not have; check the quantization_config against the architecture")
     weights = decided.get("mlp", decided.get("shared"))
     if decided.get("shared", weights) != weights:
         notes.append(f"shared experts are stored in {decided['shared']} but priced as the dense layers' {weights}")

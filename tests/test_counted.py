@@ -153,6 +153,7 @@ def test_exclusions_follow_each_architectures_module_names(tmp_path):
     ({"quant_method": "modelopt", "quant_algo": "W4A8_AWQ"}, "modelopt 'W4A8_AWQ' is not supported"),
     ({"quant_method": "hqq"}, "method 'hqq' is not supported"),
     ({"quant_method": "modelopt"}, "no hf_quant_config.json beside it"),
+    ({"quant_method": "mxfp4"}, "applies to experts weights, which this model does not have"),
 ])
 def test_unknown_quantization_is_one_line_error(tmp_path, q, match):
     with pytest.raises(ConfigError, match=match) as err:
