@@ -15,8 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from base.inputs import ConfigError, is_int, read_toml
 from meshes.systems import System
-from tracer.errors import ConfigError, is_int, read_toml
 
 Target = str | tuple[str, ...] | None
 

@@ -8,7 +8,7 @@ Bandwidths are bytes/s, one direction. Prices are USD per chip-hour, dated defau
 import dataclasses
 from dataclasses import dataclass
 
-from tracer.errors import ConfigError, is_number
+from base.inputs import ConfigError, is_number
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import jax.numpy as jnp
 
-from tracer.errors import ConfigError, is_int, is_number
+from base.inputs import ConfigError, is_int, is_number
 
 
 @dataclass(frozen=True)

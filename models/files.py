@@ -16,9 +16,9 @@ import types
 import typing
 from pathlib import Path
 
+from base.inputs import ConfigError
 from models.config import PRESETS, ModelConfig
 from models.quantization import module_names, read_quantization
-from tracer.errors import ConfigError
 
 EXAMPLE = "models/examples/custom.toml"
 _MISSING = object()

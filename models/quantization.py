@@ -19,7 +19,7 @@ import json
 import re
 from pathlib import Path
 
-from tracer.errors import ConfigError
+from base.inputs import ConfigError
 
 
 def module_names(arch: str, mla: bool, q_lora: bool) -> dict[str, tuple[str, ...]]:

@@ -1,22 +1,15 @@
 """tracer: what an LLM's input and output tokens cost to serve, read off compiled programs.
 
-`tracer.trace(model=..., system=..., strategy=..., batch=..., prompt=..., context=...)` mirrors `tracer trace`.
+`tracer.trace(model=..., system=..., strategy=..., batch=..., prompt=..., context=...)` mirrors `tracer trace`;
+`tracer.get_model(name_or_path)` gives a model's config (a preset or a model file: .toml, Hugging Face config.json).
 """
 
+from tracer.quiet import import_jax
+
+import_jax()  # before anything imports it: the compiler plugins' start-up lines stay out of the output
+
+from base.inputs import ConfigError  # noqa: E402
+from models.config import get_model  # noqa: E402
+from tracer.api import trace  # noqa: E402
+
 __all__ = ["trace", "get_model", "ConfigError"]
-
-
-def __getattr__(name):  # lazy, so that models/ and meshes/ can import tracer.errors without a cycle
-    if name == "trace":
-        from tracer.api import trace
-
-        return trace
-    if name == "get_model":  # a preset or a model file (.toml, Hugging Face config.json) as a ModelConfig
-        from models.config import get_model
-
-        return get_model
-    if name == "ConfigError":
-        from tracer.errors import ConfigError
-
-        return ConfigError
-    raise AttributeError(name)

@@ -7,13 +7,14 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from base.inputs import ConfigError, is_int
 from meshes.strategies import Strategy, get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
 from models.moe import choose_groups, expert_slots, reached_fraction
 from tracer.compile import CompiledStep, Workload, choose_compiler, compile_steps
 from tracer.defaults import DEFAULTS, FUSIONS, ROUTINGS
-from tracer.errors import ConfigError, DoesNotFit, is_int
+from tracer.errors import DoesNotFit
 from tracer.roofline import (
     Memory,
     StepTime,

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracer.errors import ConfigError
+from base.inputs import ConfigError
 from tracer.sweep import Point, kv_share, readable
 
 SERVER, RACK = "h200x8", "gb200-nvl72"

@@ -6,8 +6,9 @@ import os
 import sys
 import time
 
+from base.inputs import ConfigError
 from tracer.defaults import COMPILERS, DEFAULTS, FUSIONS, ROUTINGS
-from tracer.errors import ConfigError, Interrupted
+from tracer.errors import Interrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -269,9 +270,6 @@ def _sweep(args) -> str:
 
 
 def main(argv=None) -> int:
-    from tracer.quiet import import_jax
-
-    import_jax()  # before anything imports it: the compiler plugins' start-up lines stay out of the output
     args = _parser().parse_args(_attach_numbers(sys.argv[1:] if argv is None else list(argv)))
     try:
         text = _run(args)

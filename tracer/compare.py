@@ -4,10 +4,10 @@ chosen the same way (given, the largest that fits, or the largest whose decode s
 import dataclasses
 from dataclasses import dataclass
 
+from base.inputs import ConfigError, is_number
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from tracer.api import TraceResult, trace
-from tracer.errors import ConfigError, is_number
 
 TPOT_TRIES = 4  # compiles spent confirming the batch that meets a decode-step target
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from base.inputs import ConfigError
 from meshes.strategies import Strategy, nearest_multiples, sharding, virtual_mesh
 from meshes.systems import System
 from meshes.targets import GPU_TARGETS
@@ -27,7 +28,7 @@ from models.sharding import use_translator
 from models.transformer import ATTN_CORE, KVCache, abstract_model, cache_layout, decode, prefill
 from tracer.cost import ProgramCost, read_program
 from tracer.defaults import COMPILERS
-from tracer.errors import ConfigError, DoesNotFit
+from tracer.errors import DoesNotFit
 from tracer.hlo import parse_module
 from tracer.quiet import quiet_stderr
 

@@ -21,7 +21,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracer.errors import ConfigError, Interrupted, is_int, read_toml
+from base.inputs import ConfigError, is_int, read_toml
+from tracer.errors import Interrupted
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("models", "meshes", "tracer")  # their .py files make the tool's digest
@@ -225,9 +226,6 @@ def _start_worker():
 
 
 def _worker(point: Point, max_batch: bool, env: dict, folder: str | None) -> dict:
-    from tracer.quiet import import_jax
-
-    import_jax()  # a fresh worker process: keep the compiler plugins' start-up lines off the progress bar
     result = trace_point(point, max_batch)
     if folder is not None and "error" not in result:
         store(point, env, max_batch, Path(folder), result)

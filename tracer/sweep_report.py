@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from tracer.errors import ConfigError
+from base.inputs import ConfigError
 from tracer.sweep import kv_share
 
 
