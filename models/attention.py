@@ -21,6 +21,7 @@ from flax import nnx
 
 from models.config import ModelConfig
 from models.layers import Linear, RMSNorm, attend, matmul, param, rope
+from models.scopes import CACHE_UPDATE
 from models.sharding import constrain, stripes, ways
 
 PREFILL_QUERY_BLOCK = 1024  # causal prefill attention skips key blocks outside each query block, as flash kernels do
@@ -74,7 +75,7 @@ def slot_positions(cap: int, s: int) -> jax.Array:
 
 def write_cache(cache: dict, new: dict, layer, step: Step) -> dict:
     """Store this pass's entries (name -> [B, T, ...], prefill's in the prompt's own order) for `layer`."""
-    with jax.named_scope("cache_update"):
+    with jax.named_scope(CACHE_UPDATE):
         out = {}
         for name, arr in cache.items():
             x = new[name].astype(arr.dtype)

@@ -12,9 +12,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models.config import Format
+from models.scopes import ATTN_CORE
 from models.sharding import ways
-
-ATTN_CORE = "attn_core"  # named scope of the attention core: the tracer reads it as one fused (flash) kernel
 
 
 def param(rngs: nnx.Rngs, shape, axes, dtype, scale=None, fan_in=None) -> nnx.Param:

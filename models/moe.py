@@ -21,6 +21,7 @@ from flax import nnx
 
 from models.config import ModelConfig
 from models.layers import Linear, matmul, param, zeros
+from models.scopes import COMBINE, EXPERT_WEIGHTS, EXPERTS, ROUTER
 from models.sharding import constrain, same_split, stripes, ways
 
 
@@ -142,7 +143,7 @@ class MoE(nnx.Module):
     def route(self, x):
         """x [G, S, D] -> expert ids [G, S, k] and their weights (normalised over the k chosen)."""
         cfg = self.cfg
-        with jax.named_scope("router"):
+        with jax.named_scope(ROUTER):
             logits = jnp.einsum("gsd,de->gse", x, self.router[...]).astype(jnp.float32)
             if cfg.router == "sigmoid":  # DeepSeek-V3: the bias steers selection only
                 scores = jax.nn.sigmoid(logits)
@@ -179,7 +180,7 @@ class MoE(nnx.Module):
         xe = jnp.take_along_axis(x_pad, slot_token[..., None], axis=1)  # [G, slots, D]
         xe = _to_experts(xe.reshape(groups, plan.bins, plan.capacity, d), g_axis)
         parts = ways("expert_mlp")  # each expert's hidden split: its output is a partial sum per part
-        with jax.named_scope("experts"):
+        with jax.named_scope(EXPERTS):
             if plan.kernel == "grouped":
                 h = jax.nn.silu(self.gate(xe)) * self.up(xe)
                 out = self.down.partial(constrain(h, g_axis, "experts", None, "expert_mlp", prefer="experts"), parts)
@@ -214,7 +215,7 @@ class MoE(nnx.Module):
         out = out.reshape(groups, q, bins // q * capacity, parts, d).transpose(0, 1, 3, 2, 4)
         out = constrain(out, g_axis, q_axis, "expert_mlp", None, "embed")  # [G, Q, P, slots / Q, D]
         token, weight = (constrain(a.reshape(groups, q, -1), g_axis, q_axis, None) for a in (slot_token, slot_weight))
-        with jax.named_scope("combine"):
+        with jax.named_scope(COMBINE):
             out = out * weight[:, :, None, :, None]
             add = jax.vmap(jax.vmap(jax.vmap(lambda t, o: jnp.zeros((tokens + 1, d), out.dtype).at[t].add(o),
                                              in_axes=(None, 0))))  # a scatter batched over G, Q and P
@@ -233,7 +234,7 @@ class MoE(nnx.Module):
             shards = arr.reshape(n, arr.shape[0] // n, *arr.shape[1:])
             return jax.vmap(jax.vmap(lambda a, i: a[i]), in_axes=(None, 0))(shards, local)
 
-        with jax.named_scope("expert_weights"):  # read in place by the matmul (tracer.cost.WEIGHT_GATHER)
+        with jax.named_scope(EXPERT_WEIGHTS):  # read in place by the matmul (models.scopes)
             w_axes = linear.w.get_metadata()["logical_axes"][1:]  # after "experts": [G, n, R, ...]
             w = constrain(gather(linear.w[...]), g_axis, "experts", None, *w_axes, prefer="experts")
             blocks = tuple(gather(b) for b in linear.blocks())

@@ -15,13 +15,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from models import scopes
 from models.attention import Step, cache_arrays, cache_capacity, make_attention, striped_order
 from models.config import DTYPES, ModelConfig
-from models.layers import ATTN_CORE, RMSNorm, matmul, param
+from models.layers import RMSNorm, matmul, param
 from models.moe import MLP, MoE
 from models.sharding import constrain, stripes
 
-__all__ = ["ATTN_CORE", "KVCache", "Transformer", "abstract_model", "cache_layout", "decode", "prefill", "segments"]
+__all__ = ["KVCache", "Transformer", "abstract_model", "cache_layout", "decode", "prefill", "segments"]
 
 
 class Block(nnx.Module):
@@ -31,10 +32,10 @@ class Block(nnx.Module):
         self.attn = make_attention(cfg, rngs)
         self.mlp_norm = RMSNorm(cfg.hidden, cfg.norm_eps, act)
         self.mlp = MoE(cfg, rngs) if moe else MLP(cfg, rngs)
-        self.scope = "moe" if moe else "mlp"
+        self.scope = scopes.MOE if moe else scopes.MLP
 
     def __call__(self, x, cache: dict, layer, step: Step, window: int):
-        with jax.named_scope("attention"):
+        with jax.named_scope(scopes.ATTENTION):
             o, cache = self.attn(self.attn_norm(x), cache, layer, step, window)
             x = x + o
         with jax.named_scope(self.scope):
@@ -89,7 +90,7 @@ class Transformer(nnx.Module):
 
     def logits(self, x):
         """x [B, D] -> [B, V]."""
-        with jax.named_scope("lm_head"):
+        with jax.named_scope(scopes.LM_HEAD):
             x = self.final_norm(x)
             w = self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
             return constrain(matmul("bd,dv->bv", x, w, None, self.cfg.jnp_dtype), "batch", "vocab")

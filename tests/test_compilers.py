@@ -11,11 +11,12 @@ import pytest
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from models.config import TINY
+from models.scopes import SCOPES
 from tracer.cli import main
 from tracer.compile import Workload, choose_compiler, compile_steps, missing_extra
-from tracer.cost import read_program
 from tracer.errors import ConfigError
-from tracer.hlo import parse_module, trip_count
+from tracer.read import read_program
+from tracer.read.hlo import parse_module, trip_count
 from tracer.roofline import analytic, layout
 
 HLO = Path(__file__).parent / "data" / "hlo"
@@ -39,7 +40,7 @@ def test_each_compilers_program_reads_the_same(small, compiler):
     module = parse_module(gzip.decompress((HLO / f"{compiler}-decode.hlo.gz").read_bytes()).decode())
     loops = [i for c in module.computations.values() for i in c.instrs if i.opcode == "while"]
     assert [trip_count(module, loop) for loop in loops] == [small.n_layers]
-    cost = read_program(module, fused_scope="attn_core", **SETTINGS[compiler])
+    cost = read_program(module, scopes=SCOPES, **SETTINGS[compiler])
     (c,) = cost.collectives  # attention and MLP outputs per layer, and the vocab-sharded embedding lookup
     assert (c.op, c.group_size, c.count, c.bytes) == ("all-reduce", 8, 2 * small.n_layers + 1, 8 * small.hidden * 2)
     want = analytic(small, WORK, "decode", TP8)
@@ -108,7 +109,7 @@ def test_breakdown_by_part_of_the_model(small, capsys):
     model puts there: the MLP's matmuls (2 x B x 3 x D x F/8 per layer), one all-reduce per layer each for attention
     and the MLP, the embedding lookup's own."""
     step = compile_steps(small, get_system("h100x8"), get_strategy("tp"), WORK, phases=("decode",))["decode"]
-    parts = step.cost.by_scope
+    parts = {part: {"flops": c.flops, "hbm_bytes": c.hbm_bytes} for part, c in step.cost.by_scope().items()}
     assert sum(p["flops"] for p in parts.values()) == pytest.approx(step.cost.flops)
     assert sum(p["hbm_bytes"] for p in parts.values()) == pytest.approx(step.cost.hbm_bytes)
     mlp = small.n_layers * 2 * WORK.batch * 3 * small.hidden * small.ffn / 8
@@ -140,5 +141,5 @@ backend_config={"gemm_backend_config":{"dot_dimension_numbers":{"lhs_contracting
   ROOT %r = bf16[64,1024]{1,0} get-tuple-element(%gemm), index=0
 }
 """
-    cost = read_program(parse_module(text), f32_as=None, fused_scope="attn_core")
+    cost = read_program(parse_module(text), f32_as=None, scopes=SCOPES)
     assert cost.flops_by_dtype == {"bfloat16": 2 * 64 * 1024 * 4096}

@@ -16,9 +16,9 @@ from conftest import MLA, MOE, WINDOWED
 
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
+from models.scopes import SCOPES
 from tracer.compile import Workload, compile_steps
-from tracer.cost import ProgramCost, read_program
-from tracer.hlo import parse_module
+from tracer.read import ProgramCost, parse_module, read_program
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden.json"
@@ -33,13 +33,14 @@ def figures(cost: ProgramCost) -> dict:
             "peak_live_bytes": cost.peak_live_bytes, "output_bytes": cost.output_bytes,
             "collectives": [[c.op, c.group_size, c.count, c.bytes, c.wire_bytes_per_device, c.dtype]
                             for c in cost.collectives],
-            "by_scope": cost.by_scope, "fused_by_scope": cost.fused_by_scope}
+            "by_scope": {part: {"flops": c.flops, "hbm_bytes": c.hbm_bytes} for part, c in cost.by_scope().items()},
+            "fused_by_scope": {part: c.hbm_bytes for part, c in cost.fused_by_scope().items() if c.hbm_bytes}}
 
 
 def current(name: str, small) -> dict:
     if name in SETTINGS:
         module = parse_module(gzip.decompress((DATA / "hlo" / f"{name}-decode.hlo.gz").read_bytes()).decode())
-        return {"decode": figures(read_program(module, fused_scope="attn_core", **SETTINGS[name]))}
+        return {"decode": figures(read_program(module, scopes=SCOPES, **SETTINGS[name]))}
     cfg, strategy = COMPILED[name]
     steps = compile_steps(cfg or small, get_system("h100x8"), get_strategy(strategy), Workload(8, 32, 64))
     return {phase: figures(step.cost) for phase, step in steps.items()}

@@ -1,5 +1,5 @@
-from tracer.cost import wire_bytes
-from tracer.hlo import parse_module, replica_groups, trip_count
+from tracer.read.collectives import wire_bytes
+from tracer.read.hlo import parse_module, replica_groups, trip_count
 
 HLO = """HloModule jit_f, is_scheduled=true, num_partitions=8
 

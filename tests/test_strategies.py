@@ -8,8 +8,8 @@ from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from tracer.compare import compare
 from tracer.compile import Workload, compile_steps
-from tracer.cost import Collective
 from tracer.errors import ConfigError
+from tracer.read import Collective
 from tracer.roofline import analytic, collective_time, layout, link
 
 WORK = Workload(batch=8, prompt=32, context=64)

@@ -91,7 +91,7 @@ class TraceResult:
     notes: tuple[str, ...]
     compiler_note: str = "chosen"  # why this compiler produced the figures (auto's choice and its reason)
     routing: str = "uniform"  # how the routed experts a step reaches are counted (models.moe.reached_fraction)
-    fusion: str = "kernels"  # whose kernels move the HBM bytes: serving engines' (tracer.fusion) or the program's
+    fusion: str = "kernels"  # whose kernels move the HBM bytes: serving engines' (tracer.read.fusion) or the program's
 
     @property
     def compiler(self) -> str:
@@ -157,8 +157,8 @@ def _breakdown(step: CompiledStep, system, time: StepTime) -> dict:
     """Per part of the model (the named scopes in the program's op metadata): its FLOPs, HBM bytes and wire bytes,
     and their compute, memory and communication times on this system (compute at the step's own seconds per
     FLOP, its mix of precisions)."""
-    parts = {scope: {"flops": v["flops"], "hbm_bytes": v["hbm_bytes"], "wire_bytes": 0.0, "comms_s": 0.0}
-             for scope, v in (step.cost.by_scope or {}).items()}
+    parts = {scope: {"flops": v.flops, "hbm_bytes": v.hbm_bytes, "wire_bytes": 0.0, "comms_s": 0.0}
+             for scope, v in step.cost.by_scope().items()}
     for c in step.cost.collectives:
         seconds = collective_time(system, c)
         for scope, wire in c.scopes:
@@ -218,7 +218,7 @@ def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1, routing: s
              "NIC across domains, plus an assumed latency per algorithm step (1 us NVLink, 5 us network); "
              "communication is not overlapped with compute",
              "attention core counted as a fused flash kernel: scores stay on chip",
-             "HBM bytes as serving engines' fused kernels move them (tracer/fusion.py: merged QKV and gate/up "
+             "HBM bytes as serving engines' fused kernels move them (tracer/read/fusion.py: merged QKV and gate/up "
              "projections, rope, activations and router weights in matmul epilogues, the MoE gather and scatter-add "
              "in the grouped matmuls, residual add with RMSNorm); the compiled program's own bytes are "
              "`hbm_bytes_compiled` (--fusion compiled prices those)" if fusion == "kernels" else
@@ -306,7 +306,7 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     (the target's own compiler, compile-only; needs its extra), or auto (the target's own when installed).
     routing: uniform (the routed experts' weights read as far as uniformly routed tokens are expected to reach them)
     or worst (every assignment to an expert of its own, as the program computes them).
-    fusion: kernels (HBM bytes as serving engines' fused kernels move them, tracer.fusion) or compiled (as the
+    fusion: kernels (HBM bytes as serving engines' fused kernels move them, tracer.read.fusion) or compiled (as the
     compiled program moves them)."""
     if routing not in ROUTINGS:
         raise ConfigError(f"--routing {routing!r} is not one of {', '.join(ROUTINGS)}")

@@ -109,8 +109,8 @@ def _workload_options(p: argparse.ArgumentParser, batch_type=_trace_batch, batch
                    help="MoE: routed experts' weights read for the experts uniformly routed tokens are expected to "
                         "reach (default), or for min(E, tokens x k) of them (worst)")
     p.add_argument("--fusion", default=FUSIONS[0], choices=FUSIONS,
-                   help="HBM bytes as serving engines' fused kernels move them (default; tracer/fusion.py), or as the "
-                        "compiled program's own kernels do")
+                   help="HBM bytes as serving engines' fused kernels move them (default; tracer/read/fusion.py), or as "
+                        "the compiled program's own kernels do")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

@@ -24,13 +24,13 @@ from meshes.strategies import Strategy, nearest_multiples, sharding, virtual_mes
 from meshes.systems import System
 from meshes.targets import GPU_TARGETS
 from models.config import DTYPES, ModelConfig
+from models.scopes import SCOPES
 from models.sharding import use_translator
-from models.transformer import ATTN_CORE, KVCache, abstract_model, cache_layout, decode, prefill
-from tracer.cost import ProgramCost, read_program
+from models.transformer import KVCache, abstract_model, cache_layout, decode, prefill
 from tracer.defaults import COMPILERS
 from tracer.errors import DoesNotFit
-from tracer.hlo import parse_module
 from tracer.quiet import quiet_stderr
+from tracer.read import ProgramCost, parse_module, read_program
 
 # Emulated CPU devices, set before the backend starts: one process holds both 8- and 72-device meshes.
 # If jax already started (a notebook that used it first), the count stays as it is and virtual_mesh says how many
@@ -216,7 +216,7 @@ def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, what: str
                          "--context, or see the figures of the emulated program with --compiler cpu)", temp) from None
     elapsed = time.perf_counter() - start
     on_chip = frozenset({1, 2}) if platform == "tpu" else frozenset()  # VMEM, SMEM
-    cost = read_program(parse_module(compiled.as_text()), f32_as, ATTN_CORE, vector_dtype, on_chip)
+    cost = read_program(parse_module(compiled.as_text()), f32_as, SCOPES, vector_dtype, on_chip)
     mem = compiled.memory_analysis()
     xla_memory = {k: getattr(mem, f"{k}_size_in_bytes") for k in ("argument", "output", "alias", "temp")}
     return cost, xla_memory, elapsed

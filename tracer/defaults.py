@@ -6,4 +6,4 @@ Apart from the API so that the CLI can show them without importing jax.
 DEFAULTS = {"model": "llama3-70b", "system": "h100x8", "strategy": "tp", "batch": 64, "context": 8192}
 COMPILERS = ("cpu", "gpu", "tpu", "auto")  # tracer.compile.choose_compiler
 ROUTINGS = ("uniform", "worst")  # how a step's routed experts are charged: models.moe.reached_fraction
-FUSIONS = ("kernels", "compiled")  # whose kernels move the HBM bytes: serving engines' (tracer.fusion) or the program's
+FUSIONS = ("kernels", "compiled")  # whose kernels move the HBM bytes: serving engines' (tracer.read.fusion) or its own

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from meshes.systems import System
 from models.config import ModelConfig
 from models.moe import reached_fraction
+from models.scopes import SCOPES
 from tracer.compile import CompiledStep, Workload
-from tracer.cost import Collective
+from tracer.read import Collective, Kernel
 
 
 @dataclass(frozen=True)
@@ -141,13 +142,9 @@ def tokens_per_expert_copy(work: Workload, phase: str, lay: Layout) -> float:
 
 
 def fused_kernels(step: CompiledStep) -> CompiledStep:
-    """The step with its HBM bytes as serving engines' fused kernels move them (tracer.fusion), by part of the model
-    too; the program's own figure stays in Phase.compiled_hbm_bytes."""
-    cost = step.cost
-    by_scope = {part: {**v, "hbm_bytes": (cost.fused_by_scope or {}).get(part, 0.0)}
-                for part, v in (cost.by_scope or {}).items()}
-    cost = dataclasses.replace(cost, hbm_bytes=cost.fused_hbm_bytes, by_scope=by_scope)
-    return dataclasses.replace(step, cost=cost)
+    """The step as serving engines' fused kernels run it (tracer.read.fusion): the same FLOPs, fewer HBM bytes; the
+    program's own figure stays in Phase.compiled_hbm_bytes."""
+    return dataclasses.replace(step, cost=dataclasses.replace(step.cost, kernels=step.cost.fused))
 
 
 def charge_routed_experts(step: CompiledStep, fraction: float) -> CompiledStep:
@@ -156,13 +153,18 @@ def charge_routed_experts(step: CompiledStep, fraction: float) -> CompiledStep:
     computes (every bin's, or min(E, T k)), so this only lowers its figure."""
     cost = step.cost
     saved = cost.expert_weight_bytes - min(cost.expert_weight_bytes, fraction * step.expert_weight_bytes)
-    if saved <= 0:
+    experts = {k.name for k in cost.kernels if k.scope == SCOPES.routed_experts and k.cost.argument_bytes}
+    held = sum(k.total.argument_bytes for k in cost.kernels if k.name in experts)
+    if saved <= 0 or not held:
         return step
-    by_scope = {part: dict(v) for part, v in (cost.by_scope or {}).items()}
-    if "experts" in by_scope:
-        by_scope["experts"]["hbm_bytes"] -= saved
-    cost = dataclasses.replace(cost, hbm_bytes=cost.hbm_bytes - saved,
-                               expert_weight_bytes=cost.expert_weight_bytes - saved, by_scope=by_scope)
+    share = min(saved / held, 1.0)  # of each expert kernel's weight reads: not made
+
+    def charged(k: Kernel) -> Kernel:
+        c = k.cost
+        return dataclasses.replace(k, cost=dataclasses.replace(c, bytes_read=c.bytes_read - share * c.argument_bytes,
+                                                               argument_bytes=(1 - share) * c.argument_bytes))
+    kernels = tuple(charged(k) if k.name in experts else k for k in cost.kernels)
+    cost = dataclasses.replace(cost, kernels=kernels, expert_weight_bytes=cost.expert_weight_bytes - saved)
     return dataclasses.replace(step, cost=cost)
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from meshes.strategies import get_strategy
 from meshes.systems import H100, V5E, V5P, System, get_system
 from models.config import LLAMA3_70B, ModelConfig
+from models.scopes import CORE
 from tracer.compile import CompiledStep, Workload, compile_steps
-from tracer.cost import CORE
+from tracer.read import Cost
 from tracer.roofline import step_time
 
 BOOK_FLOPS, BOOK_HBM = 1.97e14, 16e9
@@ -96,8 +97,8 @@ def _step(cfg, system, batch, context, phase="decode", strategy="tp", **dtypes) 
 
 def _core(step: CompiledStep) -> tuple[float, float]:
     """(FLOPs, HBM bytes) of the attention core: the scores, softmax and the KV cache they read."""
-    part = (step.cost.by_scope or {}).get(CORE, {"flops": 0.0, "hbm_bytes": 0.0})
-    return part["flops"], part["hbm_bytes"]
+    part = step.cost.by_scope().get(CORE, Cost())
+    return part.flops, part.hbm_bytes
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,8 @@ def example_3() -> list[Row]:
     kv_token, mqa_token = dense.kv_cache_bytes / context, mqa.kv_cache_bytes / context
     hbm = 16 * BOOK_HBM  # v5e 4x4
     moe = _step(MODEL_3_MOE, one, 16, 128)  # 16 sequences reach all 16 experts (k=2): every expert is read
-    parts = moe.cost.by_scope
-    experts = parts["experts"]
-    expert_flops_per_token = experts["flops"] / 16
+    experts = moe.cost.by_scope()["experts"]
+    expert_flops_per_token = experts.flops / 16
     moe_core_flops, _ = _core(moe)
     active = (moe.cost.flops - moe_core_flops) / 16 / 2
     return [
@@ -190,7 +190,7 @@ def example_3() -> list[Row]:
             "the Flax model's parameters"),
         Row(ex, "MoE: active parameters (billions)", 31.2, active / 1e9,
             "compiled matmul FLOPs per token / 2 (attention core excluded)"),
-        Row(ex, "MoE: critical batch (bf16)", 1920, BOOK_FLOPS / 8.2e11 * experts["hbm_bytes"] / expert_flops_per_token,
+        Row(ex, "MoE: critical batch (bf16)", 1920, BOOK_FLOPS / 8.2e11 * experts.hbm_bytes / expert_flops_per_token,
             "1.97e14 / 8.2e11 x compiled expert bytes read per step / expert FLOPs per token",
             exact=BOOK_FLOPS / 8.2e11 * 16 / 2),
     ]

@@ -17,11 +17,12 @@ engines' kernels it stands for:
    output into its token (TensorRT-LLM's finalize fusion).
 5. Chains of pointwise and row-reduction work that no matmul absorbed run as one kernel: the residual add with the
    RMSNorm after it (vLLM fused_add_rms_norm), softmax and top-k prologues, quantization of activations.
-The attention core is a flash kernel already (tracer.cost). Collectives, sorts, cache writes and anything else stay
-kernels of their own. A kernel reads each outside input once and writes only what is read outside it.
+The attention core is a flash kernel already (tracer.read.attention). Collectives, sorts, cache writes and anything
+else stay kernels of their own. A kernel reads each outside input once and writes only what is read outside it.
 """
 
-from tracer.hlo import Computation, Instr
+from tracer.read.hlo import Computation, Instr
+from tracer.read.rules import is_gemm
 
 POINTWISE = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "negate", "abs", "exponential", "log",
              "rsqrt", "sqrt", "tanh", "logistic", "power", "select", "compare", "exponential-minus-one",
@@ -32,12 +33,12 @@ MATMULS = {"dot", "convolution"}
 SIDE_INPUT = 8  # an operand with at most 1/8 of a kernel output's elements is a side input (bias, sin/cos, scales)
 
 
-def kind(reader, instr: Instr) -> str:
+def kind(buffers, instr: Instr) -> str:
     """matmul, pointwise, reduce (pointwise with row reductions), gather, scatter, or other."""
     ops = {instr.opcode}
     if instr.opcode == "fusion":
-        ops = {i.opcode for i in reader.module.computations[instr.called("calls")].instrs}
-    if ops & MATMULS or (instr.opcode == "custom-call" and reader.is_gemm(instr)):
+        ops = {i.opcode for i in buffers.module.computations[instr.called("calls")].instrs}
+    if ops & MATMULS or is_gemm(instr):
         return "matmul"
     if ops <= POINTWISE:
         return "pointwise"
@@ -69,10 +70,10 @@ class Groups:
         return {name: self.find(name) for name in self.parent}
 
 
-def kernels(reader, comp: Computation, nodes: list[Instr]) -> tuple[dict[str, str], dict[str, str]]:
+def kernels(buffers, comp: Computation, nodes: list[Instr]) -> tuple[dict[str, str], dict[str, str]]:
     """(each of `nodes` (the computation's kernels that move data, in program order) -> the serving kernel it runs in
     (a representative member's name), each -> its kind)."""
-    kinds = {i.name: kind(reader, i) for i in nodes}
+    kinds = {i.name: kind(buffers, i) for i in nodes}
     groups = Groups(kinds)
     find, join = groups.find, groups.join
 
@@ -80,14 +81,14 @@ def kernels(reader, comp: Computation, nodes: list[Instr]) -> tuple[dict[str, st
 
     def producer(name: str) -> str | None:  # the node behind an operand, through views
         instr = comp.by_name.get(name)
-        while instr is not None and instr.name not in kinds and reader.is_view(instr) and instr.operands:
-            instr = reader.viewed(comp, instr)
+        while instr is not None and instr.name not in kinds and buffers.is_view(instr) and instr.operands:
+            instr = buffers.viewed(comp, instr)
         return instr.name if instr is not None and instr.name in kinds else None
 
     def consumers(name: str) -> list[str]:  # the nodes reading a value, through views
         found = []
         for user in users.get(name, []):
-            found += [user.name] if user.name in kinds else consumers(user.name) if reader.is_view(user) else []
+            found += [user.name] if user.name in kinds else consumers(user.name) if buffers.is_view(user) else []
         return found
 
     def operands(instr: Instr, side: bool) -> list[str | None]:
