@@ -28,12 +28,15 @@ class Format:
     @property
     def bits(self) -> float:
         """Stored bits per value, block scales and zero points included."""
-        extra = sum(_BITS[d] for d in (self.scale, self.zero) if d is not None)
-        return _BITS[self.element] + (extra / self.block if self.block else 0)
+        extra = sum(dtype_bits(d) for d in (self.scale, self.zero) if d is not None)
+        return dtype_bits(self.element) + (extra / self.block if self.block else 0)
 
 
-_BITS = {jnp.bfloat16: 16, jnp.float32: 32, jnp.float8_e4m3fn: 8, jnp.float8_e8m0fnu: 8, jnp.int8: 8, jnp.int4: 4,
-         jnp.float4_e2m1fn: 4}
+def dtype_bits(dtype) -> int:
+    """Bits a value of a jnp dtype takes in HBM (numpy keeps 4-bit types in a byte each; the chip packs two)."""
+    dtype = jnp.dtype(dtype)
+    return 4 if dtype in (jnp.float4_e2m1fn, jnp.int4, jnp.uint4) else 8 * dtype.itemsize
+
 INT4_GROUP = 128  # AWQ and GPTQ's usual group size; a checkpoint's own is read from its file (ModelConfig.int4_group)
 # Stored dtypes a tensor group may use (sources: OCP MX spec for MXFP4; NVIDIA's NVFP4 blog and ModelOpt; AutoAWQ and
 # GPTQ checkpoint layouts for int4):

@@ -117,6 +117,15 @@ def choose_groups(cfg: ModelConfig, tokens: int, batch_shards: int, expert_shard
     return False, batch_shards, plan
 
 
+def plan_groups(cfg: ModelConfig, tokens: int, split: bool, ways) -> tuple[str, bool, int, DispatchPlan]:
+    """(token axis, merged, groups, plan) of a MoE layer over the step's `tokens`: `split` when each sequence's
+    positions are split over devices (each device's part then a row of its own, on the "tokens" axis); `ways(axis,
+    shared_with)` the shards of a logical axis. The model plans its program with it, and the tracer reports it."""
+    tok = "tokens" if split else "batch"
+    merged, groups, plan = choose_groups(cfg, tokens, ways(tok), ways("experts"), ways(tok, "experts"))
+    return tok, merged, groups, plan
+
+
 def _ranks(bins, n_bins: int):
     """Each assignment's rank among those of its bin, in token order (by a stable sort). bins [A] -> [A]."""
     order = jnp.argsort(bins, stable=True)
@@ -161,11 +170,11 @@ class MoE(nnx.Module):
         """x [B, T, D] -> [B, T, D]."""
         cfg = self.cfg
         batch, seq, d = x.shape
-        shards, tok, inputs = ways("experts"), "batch", x
-        if (s := stripes("seq", seq)) > 1:  # a split sequence: each device's part of it is a row of its own
-            tok, seq, batch = "tokens", seq // s, batch * s
+        inputs = x
+        tok, merged, groups, plan = plan_groups(cfg, batch * seq, (s := stripes("seq", seq)) > 1, ways)
+        if s > 1:  # a split sequence: each device's part of it is a row of its own
+            seq, batch = seq // s, batch * s
             x = constrain(x.reshape(-1, s, seq, d).transpose(1, 0, 2, 3).reshape(batch, seq, d), tok, None, "embed")
-        merged, groups, plan = choose_groups(cfg, batch * seq, ways(tok), shards, ways(tok, shared_with="experts"))
         g_axis = f"{tok}-experts" if merged else tok  # merged: the groups span the experts' devices
         xg = constrain(x.reshape(groups, batch // groups * seq, d), g_axis, None, "embed")  # [G, S, D]
         idx, weights = self.route(xg)

@@ -15,6 +15,7 @@ from models.scopes import SCOPES
 from tracer.cli import main
 from tracer.compile import Workload, choose_compiler, compile_steps, missing_extra
 from tracer.errors import ConfigError
+from tracer.quirks import QUIRKS
 from tracer.read import read_program
 from tracer.read.hlo import parse_module, trip_count
 from tracer.roofline import analytic, layout
@@ -25,7 +26,7 @@ TP8 = layout(get_strategy("tp"), {"dp": 1, "tp": 8})
 # matmul-heavy enough that the compilers' different elementwise work stays under 1% of the FLOPs
 WIDE = dataclasses.replace(TINY, name="wide", vocab_size=1024, hidden=1024, n_layers=2, n_heads=8, n_kv_heads=8,
                            head_dim=128, ffn=4096)
-SETTINGS = {"cpu": dict(f32_as="bf16"), "gpu": dict(f32_as=None), "tpu": dict(f32_as=None, on_chip=frozenset({1, 2}))}
+SETTINGS = {name: dict(f32_as=q.f32_as("bfloat16"), on_chip=q.on_chip) for name, q in QUIRKS.items()}  # bf16 fixtures
 
 
 def needs(compiler: str):

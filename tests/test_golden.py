@@ -18,11 +18,12 @@ from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from models.scopes import SCOPES
 from tracer.compile import Workload, compile_steps
+from tracer.quirks import QUIRKS
 from tracer.read import ProgramCost, parse_module, read_program
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden.json"
-SETTINGS = {"cpu": dict(f32_as="bf16"), "gpu": dict(f32_as=None), "tpu": dict(f32_as=None, on_chip=frozenset({1, 2}))}
+SETTINGS = {name: dict(f32_as=q.f32_as("bfloat16"), on_chip=q.on_chip) for name, q in QUIRKS.items()}  # bf16 fixtures
 COMPILED = {"moe-tp": (MOE, "tp"), "mla-ep": (MLA, "ep"), "windowed-tp-ep": (WINDOWED, "tp-ep"),
             "small-tp": (None, "tp")}
 

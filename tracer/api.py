@@ -11,10 +11,11 @@ from base.inputs import ConfigError, is_int
 from meshes.strategies import Strategy, get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
-from models.moe import choose_groups, expert_slots, reached_fraction
+from models.moe import expert_slots, plan_groups, reached_fraction
 from tracer.compile import CompiledStep, Workload, choose_compiler, compile_steps
 from tracer.defaults import DEFAULTS, FUSIONS, ROUTINGS
 from tracer.errors import DoesNotFit
+from tracer.quirks import QUIRKS
 from tracer.roofline import (
     Memory,
     StepTime,
@@ -121,10 +122,11 @@ def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, 
     """The dispatch plan the model compiled (models.moe.choose_groups, same inputs) and what it implies."""
     if not cfg.is_moe:
         return None
-    tok = "tokens" if phase == "prefill" and strategy.ways("seq", mesh) > 1 else "batch"  # split prompts: per part
-    shards, colocated = strategy.ways("experts", mesh), strategy.ways(tok, mesh, shared="experts")
     tokens = work.batch * (work.prompt if phase == "prefill" else 1)
-    merged, groups, plan = choose_groups(cfg, tokens, strategy.ways(tok, mesh), shards, colocated)
+    split = phase == "prefill" and strategy.ways("seq", mesh) > 1  # split prompts: each device's part a row
+    _, merged, groups, plan = plan_groups(cfg, tokens, split,
+                                          lambda axis, shared=None: strategy.ways(axis, mesh, shared=shared))
+    shards = strategy.ways("experts", mesh)
     slots = expert_slots(cfg, shards)
     return {"kernel": plan.kernel, "expert_slots": slots, "replicated_experts": slots - cfg.n_experts,
             "token_groups": groups, "tokens_per_group": tokens // groups, "expert_shards": shards,
@@ -272,18 +274,7 @@ def _notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1, routing: s
                      f"p on device p mod {sequence_shards}), so causal prefill work is balanced; prefill all-gathers "
                      f"each layer's keys and values{latent}; decode attends over each device's own slots and "
                      "all-reduces the softmax statistics and partial outputs (flash decoding across devices)")
-    if compiler == "gpu":
-        notes.append("XLA GPU compiler, compile-only (no GPU here): with no device to autotune on, gemms take the "
-                     "compiler's default tilings, split-K partial sums in f32 included, as written in its program; "
-                     "memory from its own buffer assignment")
-    if compiler == "tpu":
-        notes.append("libtpu compiler, compile-only (no TPU here): matmuls appear as convolutions (batched ones over "
-                     "a dilated batch axis: one tap in each window counted); buffers it places in on-chip VMEM or "
-                     "SMEM are not HBM traffic; memory from its own buffer assignment")
-    if compiler == "cpu" and cfg.dtype == "bfloat16":
-        notes.append("CPU compiler upcasts bf16 to f32: f32 buffers and collectives counted at bf16 width, and "
-                     "memory from a liveness walk of the program rather than XLA's inflated temp figure")
-    return tuple(notes)
+    return (*notes, *QUIRKS[compiler].notes(cfg.dtype))
 
 
 def fp4_matmuls(cfg: ModelConfig, system) -> ModelConfig:

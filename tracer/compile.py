@@ -23,13 +23,14 @@ from base.inputs import ConfigError
 from meshes.strategies import Strategy, nearest_multiples, sharding, virtual_mesh
 from meshes.systems import System
 from meshes.targets import GPU_TARGETS
-from models.config import DTYPES, ModelConfig
+from models.config import DTYPES, ModelConfig, dtype_bits
 from models.scopes import SCOPES
 from models.sharding import use_translator
 from models.transformer import KVCache, abstract_model, cache_layout, decode, prefill
 from tracer.defaults import COMPILERS
 from tracer.errors import DoesNotFit
 from tracer.quiet import quiet_stderr
+from tracer.quirks import QUIRKS, CompilerQuirks
 from tracer.read import ProgramCost, parse_module, read_program
 
 # Emulated CPU devices, set before the backend starts: one process holds both 8- and 72-device meshes.
@@ -139,9 +140,7 @@ class CompiledStep:
 
 def _shard_bytes(sds: jax.ShapeDtypeStruct) -> float:
     shape = sds.sharding.shard_shape(sds.shape)
-    dtype = jnp.dtype(sds.dtype)
-    bits = 4 if dtype in (jnp.float4_e2m1fn, jnp.int4) else 8 * dtype.itemsize  # numpy stores them in a byte
-    return float(math.prod(shape)) * bits / 8
+    return float(math.prod(shape)) * dtype_bits(sds.dtype) / 8
 
 
 def _tree_bytes(tree) -> float:
@@ -195,7 +194,8 @@ def _still_compiling(what: str):
         timer.cancel()
 
 
-def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, what: str = "a step", **jit_kw):
+def _compile(fn, args, mesh, strategy: Strategy, quirks: CompilerQuirks, vector_dtype: str, what: str = "a step",
+             **jit_kw):
     start = time.perf_counter()
     platform = mesh.devices.flat[0].platform
     quiet = quiet_stderr() if platform != "cpu" else contextlib.nullcontext()
@@ -215,8 +215,8 @@ def _compile(fn, args, mesh, strategy: Strategy, f32_as, vector_dtype, what: str
                          f"{text.split('RESOURCE_EXHAUSTED:')[-1].strip().splitlines()[0]} (lower --batch or "
                          "--context, or see the figures of the emulated program with --compiler cpu)", temp) from None
     elapsed = time.perf_counter() - start
-    on_chip = frozenset({1, 2}) if platform == "tpu" else frozenset()  # VMEM, SMEM
-    cost = read_program(parse_module(compiled.as_text()), f32_as, SCOPES, vector_dtype, on_chip)
+    cost = read_program(parse_module(compiled.as_text()), quirks.f32_as(vector_dtype), SCOPES, vector_dtype,
+                        quirks.on_chip)
     mem = compiled.memory_analysis()
     xla_memory = {k: getattr(mem, f"{k}_size_in_bytes") for k in ("argument", "output", "alias", "temp")}
     return cost, xla_memory, elapsed
@@ -231,8 +231,7 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
         if length % shards:
             raise ConfigError(f"{what} {length} does not divide over the {shards} devices that split sequences "
                               f"(strategy {strategy.name}); nearest that work: {nearest_multiples(length, shards)}")
-    # The CPU compiler upcasts bf16 to f32 (xla-facts.md): count those buffers at the program's width.
-    f32_as = "bf16" if compiler == "cpu" and cfg.dtype == "bfloat16" else None
+    quirks = QUIRKS[compiler]
     graphdef, weights = abstract_weights(cfg, mesh, strategy)
     weight_bytes = _tree_bytes(weights)
     expert_bytes = _tree_bytes(nnx.filter_state(
@@ -251,14 +250,14 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
     if "prefill" in phases:
         tokens = arg((work.batch, work.prompt), jnp.int32, ("batch", "seq"), "tokens")
         fn = partial(prefill, graphdef=graphdef, capacity=work.context)
-        cost, mem, secs = _compile(fn, (weights, tokens), mesh, strategy, f32_as, cfg.dtype,
+        cost, mem, secs = _compile(fn, (weights, tokens), mesh, strategy, quirks, cfg.dtype,
                                    what=f"the prefill step of {cfg.name} (batch {work.batch}, prompt {work.prompt})",
                                    out_shardings=(logits_sharding, cache_shardings))
         steps["prefill"] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), expert_bytes, mem, compiler, secs)
     if "decode" in phases:
         tokens = arg((work.batch,), jnp.int32, ("batch",), "tokens")
         fn = partial(decode, graphdef=graphdef)
-        cost, mem, secs = _compile(fn, (weights, cache, tokens, tokens), mesh, strategy, f32_as, cfg.dtype,
+        cost, mem, secs = _compile(fn, (weights, cache, tokens, tokens), mesh, strategy, quirks, cfg.dtype,
                                    what=f"the decode step of {cfg.name} (batch {work.batch}, context {work.context})",
                                    donate_argnums=(1,), out_shardings=(logits_sharding, cache_shardings))
         steps["decode"] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), expert_bytes, mem, compiler, secs)

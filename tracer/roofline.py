@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from meshes.systems import System
 from models.config import ModelConfig
-from models.moe import reached_fraction
+from models.moe import expert_slots, reached_fraction
 from models.scopes import SCOPES
 from tracer.compile import CompiledStep, Workload
+from tracer.quirks import QUIRKS
 from tracer.read import Collective, Kernel
 
 
@@ -89,12 +90,11 @@ class Memory:
 
 
 def memory(step: CompiledStep, system: System, phase: str) -> Memory:
-    """Per device. Decode takes the cache as a donated argument; prefill allocates it as a result. Temporaries: the
-    GPU and TPU compilers' own figure (their buffer assignment); on CPU a liveness walk of the program in its own
-    dtypes, as the CPU's temp figure counts its f32 upcasts."""
+    """Per device. Decode takes the cache as a donated argument; prefill allocates it as a result. Temporaries as the
+    compiler's quirks say (tracer.quirks: its own buffer assignment, or a liveness walk of the program)."""
     cost = step.cost
     outputs = cost.output_bytes - (step.kv_cache_bytes if phase == "prefill" else 0.0)
-    temp = max(cost.peak_live_bytes - cost.output_bytes, 0.0) if step.compiler == "cpu" else step.xla_memory["temp"]
+    temp = QUIRKS[step.compiler].temp_bytes(cost.peak_live_bytes, cost.output_bytes, step.xla_memory["temp"])
     return Memory(step.weight_bytes, step.kv_cache_bytes, max(outputs, 0.0), temp, system.chip.hbm_bytes)
 
 
@@ -215,7 +215,7 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing:
         kv = b * cfg.kv_bytes(work.context)
     flops += pair * b / lay.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)
     weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bits(cfg.vocab) / 8)
-    slots = -(-cfg.n_experts // lay.experts) * lay.experts if cfg.is_moe else 0  # models.moe.expert_slots
+    slots = expert_slots(cfg, lay.experts) if cfg.is_moe else 0
     routed_bytes = cfg.routed_expert_params * cfg.bits(cfg.experts) / 8
     weights_read += (slots / cfg.n_experts - 1) * routed_bytes if cfg.is_moe else 0  # replicas are read too
     routed_bytes *= slots / cfg.n_experts if cfg.is_moe else 1
