@@ -15,14 +15,28 @@
 from collections import defaultdict
 
 from tracer.read.hlo import Array, Computation, Instr, Module
+from tracer.read.rules import is_gemm, is_marker
 
 SLICES = {"slice", "dynamic-slice"}
-VIEWS = {"bitcast", "reshape", "get-tuple-element", "tuple", "parameter", "constant"} | SLICES
+VIEWS = {"bitcast", "reshape", "get-tuple-element", "tuple", "parameter", "constant", "add-dependency",
+         "domain"} | SLICES
 NO_TRAFFIC = VIEWS | {"while", "call", "conditional", "after-all", "partition-id", "replica-id", "iota",
                       "all-reduce-done", "all-gather-done", "collective-permute-done", "async-done", "opt-barrier",
-                      "copy-done"}  # an async copy moves its bytes at its start
+                      "copy-done",  # an async copy moves its bytes at its start
+                      "async-start", "async-update", "get-dimension-size"}  # the computation it calls is walked
 LAYOUT = {"transpose", "copy"}  # layout changes inside a fusion: folded into the consumer by GPU/TPU compilers
 IN_PLACE = {"dynamic-update-slice", "scatter"}  # operand 0 is updated where it lies
+
+
+def results(comp: Computation, instr: Instr) -> list[Array]:
+    """What an instruction computes: an async collective's -start returns (operands, results, context...), a
+    library gemm (result, workspace)."""
+    if is_gemm(instr) and instr.is_tuple:
+        return instr.arrays[:1]
+    if instr.opcode.endswith("-start") and instr.is_tuple:
+        n = sum(len(comp.by_name[o].arrays) for o in instr.operands if o in comp.by_name)
+        return instr.arrays[n:2 * n]
+    return instr.arrays
 
 
 class Buffers:
@@ -47,7 +61,7 @@ class Buffers:
             source = entry.by_name[instr.operands[0]]
             same = [(a.dtype, a.dims) for a in source.arrays] == [(a.dtype, a.dims) for a in instr.arrays]
             readers = users.get(instr.name, [])
-            returned = instr.is_root or (readers and all(u.is_root for u in readers))
+            returned = instr.is_root or (readers and all(u.is_root and u.opcode == "tuple" for u in readers))
             if same and (source.opcode == "parameter" or returned):
                 out.add(instr.name)
         return out
@@ -70,6 +84,8 @@ class Buffers:
         """No data moves: reinterpretations, slices read in place, (on CPU) the compiler's own upcasts and its
         layout changes of whole arguments and results."""
         if instr.opcode in VIEWS or (self.f32_as and instr.opcode == "convert") or instr.name in self.boundary:
+            return True
+        if is_marker(instr):
             return True
         if instr.opcode == "gather" and self.gathered_in_place in instr.op_name + "/":
             return True
@@ -138,6 +154,9 @@ class Buffers:
             return 0.0
         if instr.opcode in IN_PLACE and index == 0:
             return 0.0
+        if instr.opcode == "gather" and index == 0:  # the rows it gathers, at the width they are stored in
+            stored = self.stored(comp, operand.name) or operand.arrays[0]
+            return instr.arrays[0].elements * self.width(stored)
         if instr.opcode == "fusion":
             body = self.module.computations[instr.called("calls")]
             param = next((i for i in body.instrs if i.opcode == "parameter" and i.args.strip() == str(index)), None)
@@ -205,6 +224,8 @@ class Buffers:
             return self.size(comp.by_name[root.operands[-1]])
         if root.opcode == "copy-start":  # (destination, source, context): only the destination is written
             return self.array_bytes(root.arrays[0])
+        if root.opcode.endswith("-start") or is_gemm(root):  # the results, not the operands or a gemm's workspace
+            return sum(self.array_bytes(a) for a in results(comp, root))
         narrow = self.narrowed(instr) if instr.opcode == "fusion" and not instr.is_tuple else None
         if narrow is not None and self.width(narrow) < self.width(instr.arrays[0]):
             return instr.arrays[0].elements * self.width(narrow)

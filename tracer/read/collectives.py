@@ -3,6 +3,7 @@ gives none), gathered by (op, groups, size, dtype) with their executions per ste
 
 from collections import defaultdict
 
+from tracer.read.buffers import results
 from tracer.read.hlo import Array, Computation, Instr, replica_groups
 from tracer.read.values import Collective
 
@@ -35,8 +36,7 @@ class Collectives:
             return sum(self.buffers.array_bytes(Array(a.dtype, a.dims)) for a in arrays)
 
         operand = sum(wire(comp.by_name[o].arrays) for o in instr.operands if o in comp.by_name)
-        # an async -start returns (operand, result, ...): its last array is the result
-        result = wire(instr.arrays[-1:] if instr.opcode.endswith("-start") else instr.arrays)
+        result = wire(results(comp, instr))
         moved = result if op == "all-gather" else operand
         arrays = [a for o in instr.operands if o in comp.by_name for a in comp.by_name[o].arrays]
         dtype = arrays[0].dtype if arrays else "?"  # as compiled (the CPU compiler's f32 counts at bf16 width)

@@ -51,6 +51,9 @@ class Reader:
                 if trips is None:
                     self.notes.add(f"a loop ({instr.name}) has no readable trip count: counted once")
                 self.walk(self.module.computations[instr.called("body")], times * (trips or 1))
+            elif instr.opcode == "conditional":
+                self.notes.add(f"a conditional ({instr.name}) is not counted: which of its branches runs is not "
+                               "in the program")
             elif instr.opcode in ("call", "async-start"):
                 self.walk(self.module.computations[instr.called("to_apply") or instr.called("calls")], times)
 

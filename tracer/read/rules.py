@@ -16,7 +16,8 @@ from tracer.read.values import Cost
 
 ELEMENTWISE = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "negate", "abs", "exponential", "log",
                "rsqrt", "sqrt", "tanh", "logistic", "power", "select", "compare",
-               "exponential-minus-one", "log-plus-one", "sine", "cosine", "clamp"}
+               "exponential-minus-one", "log-plus-one", "sine", "cosine", "clamp", "floor", "ceil", "sign",
+               "round-nearest-even", "round-nearest-afz", "remainder", "atan2", "erf", "cbrt", "tan", "is-finite"}
 INTEGER = {"and", "or", "xor", "not", "shift-left", "shift-right-logical", "shift-right-arithmetic", "popcnt",
            "count-leading-zeros"}  # index arithmetic: no FLOPs
 COPIES = {"copy", "transpose", "copy-start", "broadcast", "concatenate", "pad", "slice", "dynamic-slice",
@@ -27,8 +28,10 @@ STRUCTURE = {"parameter", "constant", "get-tuple-element", "tuple", "while", "ca
 COLLECTIVES = {"all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"}
 STARTED = {f"{op}-{end}" for op in ("all-reduce", "all-gather", "collective-permute") for end in ("start", "done")}
 GEMM_CALL = re.compile(r"gemm|matmul", re.IGNORECASE)  # custom-call targets of library matmuls (__cublas$gemm)
-NO_WORK_CALLS = re.compile(r"AssumeGatherIndicesInBound|GatherScatterIndicesBitpacked|Sharding|SPMD|AllocateBuffer|"
-                           r"MoveTo(Host|Device)")  # custom calls that mark or move, and compute nothing
+MARKER_CALLS = re.compile(r"AssumeGatherIndicesInBound|Sharding|SPMDFullToShardShape|SPMDShardToFullShape")  # return
+# their operand as it is (the compiler's annotations): views
+NO_WORK_CALLS = re.compile(MARKER_CALLS.pattern + r"|GatherScatterIndicesBitpacked|AllocateBuffer|MoveTo(Host|Device)")
+# custom calls that compute nothing (those that are not markers still move their bytes)
 FLOP_DTYPES = {"f8e4m3fn": "float8", "f8e5m2": "float8", "f8e4m3": "float8", "s8": "int8", "u8": "int8",
                "f4e2m1fn": "float4", "bf16": "bfloat16", "f16": "bfloat16", "f32": "float32"}
 
@@ -54,6 +57,16 @@ def rule(*opcodes: str):
     return register
 
 
+def is_marker(instr: Instr) -> bool:
+    """A custom call that only annotates its operand (buffers.Buffers.is_view)."""
+    return instr.opcode == "custom-call" and bool(MARKER_CALLS.search(instr.attr("custom_call_target") or ""))
+
+
+def floating(arrays) -> bool:
+    """Values of a floating-point type: elementwise and reduction work on them is FLOPs, on integers index math."""
+    return any(a.dtype.startswith(("f", "bf")) for a in arrays)
+
+
 def is_gemm(instr: Instr) -> bool:
     """A library matmul's custom call (cuBLAS)."""
     return instr.opcode == "custom-call" and bool(GEMM_CALL.search(instr.attr("custom_call_target") or ""))
@@ -77,17 +90,18 @@ class Counter:
     def vector(self, elements: int) -> Cost:
         return Cost.of({self.vector_dtype: float(elements)})
 
-    def matmul(self, comp: Computation, instr: Instr, outers: tuple, k: float, share: float = 1.0) -> Work:
+    def matmul(self, comp: Computation, instr: Instr, outers: tuple, k: float, share: float = 1.0,
+               n: int | None = None) -> Work:
         """2 M N K, in the precision of the wider operand as stored (W8A8 runs in fp8 or int8; MXFP4 weights times
-        bf16 activations in bf16)."""
+        bf16 activations in bf16). M: the lhs's elements over K, or (given N) the output's over N."""
         names = []
         for operand in instr.operands[:2]:
             a = self.buffers.stored(comp, operand, outers) or comp.by_name[operand].arrays[0]
             names.append("bf16" if self.buffers.f32_as and a.dtype == "f32" else a.dtype)
         wide = max(names, key=lambda n: DTYPE_BITS.get(n, 32))
         out = instr.arrays[0].elements
-        m = comp.by_name[instr.operands[0]].arrays[0].elements / k if k else 0
-        shape = (int(m), int(out / m) if m else 0, int(k))
+        m = (out / n if n else comp.by_name[instr.operands[0]].arrays[0].elements / k) if k else 0
+        shape = (round(m), round(out / m) if m else 0, round(k))
         return Work("matmul", Cost.of({FLOP_DTYPES.get(wide, "float32"): 2.0 * out * k * share}), shape, tuple(names))
 
 
@@ -120,18 +134,33 @@ def _convolution(counter: Counter, comp: Computation, instr: Instr, outers: tupl
     labels = (instr.attr("dim_labels") or "_oi->").split("_")[1].split("->")[0]
     out_features = rhs.dims[labels.index("o")] if "o" in labels else 1
     lhs = comp.by_name[instr.operands[0]].arrays[0]
-    return counter.matmul(comp, instr, outers, rhs.elements / out_features, window_share(instr, lhs))
+    return counter.matmul(comp, instr, outers, rhs.elements / out_features, window_share(instr, lhs), out_features)
 
 
 @rule(*ELEMENTWISE)
 def _elementwise(counter: Counter, comp: Computation, instr: Instr, outers: tuple) -> Work:
-    return Work("elementwise", counter.vector(instr.arrays[0].elements))
+    """One FLOP an output element, on floating-point values (a compare of floats too; an s32 add is index math)."""
+    values = [*instr.arrays, *(a for op in instr.operands if op in comp.by_name for a in comp.by_name[op].arrays)]
+    return Work("elementwise", counter.vector(instr.arrays[0].elements) if floating(values) else Cost())
 
 
 @rule("reduce")
 def _reduce(counter: Counter, comp: Computation, instr: Instr, outers: tuple) -> Work:
+    """One FLOP an input element, on floating-point values."""
     operand = comp.by_name.get(instr.operands[0])
-    return Work("reduce", counter.vector(operand.arrays[0].elements) if operand is not None else Cost())
+    if operand is None or not floating(operand.arrays):
+        return Work("reduce")
+    return Work("reduce", counter.vector(operand.arrays[0].elements))
+
+
+@rule("reduce-window")
+def _reduce_window(counter: Counter, comp: Computation, instr: Instr, outers: tuple) -> Work:
+    """One FLOP for each input value each window takes in: outputs x window size (a cumulative or pooled sum)."""
+    m = re.search(r"size=([\dx]+)", instr.attr("window") or "")
+    window = math.prod(int(x) for x in m.group(1).split("x")) if m else 1
+    if not floating(instr.arrays):
+        return Work("reduce")
+    return Work("reduce", counter.vector(instr.arrays[0].elements * window))
 
 
 @rule("fusion")
@@ -158,7 +187,7 @@ rule(*INTEGER)(_no_flops("elementwise"))
 rule(*COPIES)(_no_flops("copy"))
 rule("gather")(_no_flops("gather"))
 rule("scatter")(_no_flops("scatter"))
-rule("sort", "reduce-window", "rng", "rng-bit-generator")(_no_flops("other"))
+rule("sort", "rng", "rng-bit-generator")(_no_flops("other"))
 rule(*COLLECTIVES, *STARTED)(_no_flops("collective"))
 rule(*STRUCTURE)(_no_flops("other"))
 
