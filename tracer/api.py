@@ -12,7 +12,7 @@ from meshes.strategies import Strategy, get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
 from models.moe import expert_slots, plan_groups, reached_fraction
-from tracer.compile import CompiledStep, Workload, choose_compiler, compile_steps
+from tracer.compile import choose_compiler, compile_steps
 from tracer.defaults import DEFAULTS, FUSIONS, ROUTINGS
 from tracer.errors import DoesNotFit
 from tracer.quirks import QUIRKS
@@ -30,6 +30,7 @@ from tracer.roofline import (
     tokens_per_expert_copy,
     usd_per_mtok,
 )
+from tracer.step import CompiledStep, Workload
 
 MAX_BATCH_TRIES = 4  # compiles spent confirming the largest batch that fits
 

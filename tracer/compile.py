@@ -12,7 +12,6 @@ import re
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -31,7 +30,8 @@ from tracer.defaults import COMPILERS
 from tracer.errors import DoesNotFit
 from tracer.quiet import quiet_stderr
 from tracer.quirks import QUIRKS, CompilerQuirks
-from tracer.read import ProgramCost, parse_module, read_program
+from tracer.read import parse_module, read_program
+from tracer.step import CompiledStep, Workload
 
 # Emulated CPU devices, set before the backend starts: one process holds both 8- and 72-device meshes.
 # If jax already started (a notebook that used it first), the count stays as it is and virtual_mesh says how many
@@ -116,26 +116,6 @@ def target_devices(system: System, compiler: str) -> list:
         topology = f"1x{system.n_chips // per_node}x{per_node}"
         return list(_topology_devices("gpu", system.chip.name, topology))
     return list(_topology_devices("tpu", system.chip.name, system.tpu_topology))
-
-
-@dataclass(frozen=True)
-class Workload:
-    batch: int  # sequences in a step
-    prompt: int  # prefill tokens per sequence
-    context: int  # KV cache capacity; a decode step attends over all of it
-
-
-@dataclass(frozen=True)
-class CompiledStep:
-    """One compiled step, per device."""
-
-    cost: ProgramCost
-    weight_bytes: float  # weight shards held by one device
-    kv_cache_bytes: float  # KV cache shard held by one device (an argument in decode, a result in prefill)
-    expert_weight_bytes: float  # of weight_bytes: the routed experts' (with their scales and biases)
-    xla_memory: dict  # Compiled.memory_analysis() as the compiler reports it
-    compiler: str
-    compile_s: float
 
 
 def _shard_bytes(sds: jax.ShapeDtypeStruct) -> float:

@@ -11,9 +11,9 @@ from meshes.systems import System
 from models.config import ModelConfig
 from models.moe import expert_slots, reached_fraction
 from models.scopes import SCOPES
-from tracer.compile import CompiledStep, Workload
 from tracer.quirks import QUIRKS
 from tracer.read import Collective, Kernel
+from tracer.step import CompiledStep, Workload
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from meshes.strategies import get_strategy
 from meshes.systems import H100, V5E, V5P, System, get_system
 from models.config import LLAMA3_70B, ModelConfig
 from models.scopes import CORE
-from tracer.compile import CompiledStep, Workload, compile_steps
+from tracer.compile import compile_steps
 from tracer.read import Cost
 from tracer.roofline import step_time
+from tracer.step import CompiledStep, Workload
 
 BOOK_FLOPS, BOOK_HBM = 1.97e14, 16e9
 # chip: (the book's FLOP/s, its $/h on GCP in Feb 2025, its printed FLOPs per dollar, our bf16 peak)

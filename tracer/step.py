@@ -1,0 +1,26 @@
+"""What a step is, apart from how it is compiled: the workload it runs, and one device's figures read from its
+compiled program (tracer.compile makes them; tracer.roofline prices them without importing jax)."""
+
+from dataclasses import dataclass
+
+from tracer.read import ProgramCost
+
+
+@dataclass(frozen=True)
+class Workload:
+    batch: int  # sequences in a step
+    prompt: int  # prefill tokens per sequence
+    context: int  # KV cache capacity; a decode step attends over all of it
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    """One compiled step, per device."""
+
+    cost: ProgramCost
+    weight_bytes: float  # weight shards held by one device
+    kv_cache_bytes: float  # KV cache shard held by one device (an argument in decode, a result in prefill)
+    expert_weight_bytes: float  # of weight_bytes: the routed experts' (with their scales and biases)
+    xla_memory: dict  # Compiled.memory_analysis() as the compiler reports it
+    compiler: str
+    compile_s: float
