@@ -73,76 +73,95 @@ class Groups:
 def kernels(buffers, comp: Computation, nodes: list[Instr]) -> tuple[dict[str, str], dict[str, str]]:
     """(each of `nodes` (the computation's kernels that move data, in program order) -> the serving kernel it runs in
     (a representative member's name), each -> its kind)."""
-    kinds = {i.name: kind(buffers, i) for i in nodes}
-    groups = Groups(kinds)
-    find, join = groups.find, groups.join
+    fuser = Fuser(buffers, comp, nodes)
+    fuser.merge_projections()
+    for instr in nodes:
+        fuser.absorb(instr)
+    return fuser.groups.kernel_of(), fuser.kinds
 
-    users = comp.users()
 
-    def producer(name: str) -> str | None:  # the node behind an operand, through views
-        instr = comp.by_name.get(name)
-        while instr is not None and instr.name not in kinds and buffers.is_view(instr) and instr.operands:
-            instr = buffers.viewed(comp, instr)
-        return instr.name if instr is not None and instr.name in kinds else None
+class Fuser:
+    """The rules applied to one computation's kernels, joined as union-find groups."""
 
-    def consumers(name: str) -> list[str]:  # the nodes reading a value, through views
+    def __init__(self, buffers, comp: Computation, nodes: list[Instr]):
+        self.buffers, self.comp, self.nodes = buffers, comp, nodes
+        self.kinds = {i.name: kind(buffers, i) for i in nodes}
+        self.groups = Groups(self.kinds)
+        self.users = comp.users()
+        self.matmuls = [i.name for i in nodes if self.kinds[i.name] == "matmul"]
+        self.ancestors: dict[str, set[str]] = {}
+        for instr in nodes:  # program order: producers come first
+            self.ancestors[instr.name] = set()
+            for p in self.operands(instr, side=True):
+                if p is not None:
+                    self.ancestors[instr.name] |= {p} | self.ancestors.get(p, set())
+
+    def producer(self, name: str) -> str | None:
+        """The node behind an operand, through views."""
+        instr = self.comp.by_name.get(name)
+        while instr is not None and instr.name not in self.kinds and self.buffers.is_view(instr) and instr.operands:
+            instr = self.buffers.viewed(self.comp, instr)
+        return instr.name if instr is not None and instr.name in self.kinds else None
+
+    def consumers(self, name: str) -> list[str]:
+        """The nodes reading a value, through views."""
         found = []
-        for user in users.get(name, []):
-            found += [user.name] if user.name in kinds else consumers(user.name) if buffers.is_view(user) else []
+        for user in self.users.get(name, []):
+            if user.name in self.kinds:
+                found.append(user.name)
+            elif self.buffers.is_view(user):
+                found += self.consumers(user.name)
         return found
 
-    def operands(instr: Instr, side: bool) -> list[str | None]:
+    def operands(self, instr: Instr, side: bool) -> list[str | None]:
         """Producers of the operands (None: a step argument or loop value); without `side`, only of those that are
         not side inputs."""
         out = max((a.elements for a in instr.arrays), default=0)
         found = []
         for op in instr.operands:
-            arrays = comp.by_name[op].arrays if op in comp.by_name else []
+            arrays = self.comp.by_name[op].arrays if op in self.comp.by_name else []
             if side or sum(a.elements for a in arrays) * SIDE_INPUT > out:
-                found.append(producer(op))
+                found.append(self.producer(op))
         return found
 
-    ancestors: dict[str, set[str]] = {}
-    for instr in nodes:  # program order: producers come first
-        ancestors[instr.name] = set()
-        for p in operands(instr, side=True):
-            if p is not None:
-                ancestors[instr.name] |= {p} | ancestors.get(p, set())
-
-    def join_acyclic(a: str, b: str):
+    def join_acyclic(self, a: str, b: str):
         """Join two kernels unless something outside both reads one and feeds the other (no kernel can wait for
         its own output)."""
-        merged = {n for n in kinds if find(n) in (find(a), find(b))}
-        upstream = set().union(*(ancestors[n] for n in merged)) - merged
-        if not any(ancestors[x] & merged for x in upstream):
-            join(a, b)
+        find = self.groups.find
+        merged = {n for n in self.kinds if find(n) in (find(a), find(b))}
+        upstream = set().union(*(self.ancestors[n] for n in merged)) - merged
+        if not any(self.ancestors[x] & merged for x in upstream):
+            self.groups.join(a, b)
 
-    matmuls = [i.name for i in nodes if kinds[i.name] == "matmul"]
-    for name in matmuls:  # rule 1: matmuls reading one activation
-        for p in operands(comp.by_name[name], side=False):
-            if p is not None and kinds[p] != "matmul":
-                for other in consumers(p):
-                    if kinds[other] == "matmul":
-                        join_acyclic(other, name)
+    def in_matmul(self, name: str | None) -> bool:
+        return name is not None and self.groups.find(name) in {self.groups.find(m) for m in self.matmuls}
 
-    def in_matmul(name: str | None) -> bool:
-        return name is not None and find(name) in {find(m) for m in matmuls}
+    def merge_projections(self):
+        """Rule 1: matmuls reading one activation."""
+        for name in self.matmuls:
+            for p in self.operands(self.comp.by_name[name], side=False):
+                if p is not None and self.kinds[p] != "matmul":
+                    for other in self.consumers(p):
+                        if self.kinds[other] == "matmul":
+                            self.join_acyclic(other, name)
 
-    for instr in nodes:
-        k, sources = kinds[instr.name], operands(instr, side=False)
-        if k == "gather" and (readers := consumers(instr.name)) and all(kinds[r] == "matmul" for r in readers):
+    def absorb(self, instr: Instr):
+        """Rules 2 to 5 for one kernel."""
+        kinds, join, name = self.kinds, self.groups.join, instr.name
+        k, sources = kinds[name], self.operands(instr, side=False)
+        if k == "gather" and (readers := self.consumers(name)) and all(kinds[r] == "matmul" for r in readers):
             for r in readers:  # rule 3
-                join(instr.name, r)
-        elif k == "scatter" and (fill := producer(instr.operands[0])) and in_matmul(
-                updates := producer(instr.operands[-1])):
-            join(instr.name, updates)  # rule 4: the updates come from a matmul's kernel...
-            if kinds[fill] == "pointwise" and not operands(comp.by_name[fill], side=False) and consumers(fill) == [
-                    instr.name]:
-                join(fill, instr.name)  # ...and the zeros it adds into are the kernel's own output, not a memset
-        elif k == "pointwise" and sources and all(map(in_matmul, sources)) and len({find(s) for s in sources}) == 1:
-            join(instr.name, sources[0])  # rule 2
+                join(name, r)
+        elif k == "scatter" and (fill := self.producer(instr.operands[0])) and self.in_matmul(
+                updates := self.producer(instr.operands[-1])):
+            join(name, updates)  # rule 4: the updates come from a matmul's kernel...
+            if kinds[fill] == "pointwise" and not self.operands(self.comp.by_name[fill], side=False) and \
+                    self.consumers(fill) == [name]:
+                join(fill, name)  # ...and the zeros it adds into are the kernel's own output, not a memset
+        elif k == "pointwise" and sources and all(map(self.in_matmul, sources)) and len(
+                {self.groups.find(s) for s in sources}) == 1:
+            join(name, sources[0])  # rule 2
         elif k in ("pointwise", "reduce"):
-            for s in operands(instr, side=True):  # rule 5
-                if s is not None and kinds[s] in ("pointwise", "reduce") and not in_matmul(s):
-                    join_acyclic(instr.name, s)
-    return groups.kernel_of(), kinds
+            for s in self.operands(instr, side=True):  # rule 5
+                if s is not None and kinds[s] in ("pointwise", "reduce") and not self.in_matmul(s):
+                    self.join_acyclic(name, s)
