@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.config import get_model
+from models.files import get_model
 from models.transformer import Transformer, decode, empty_cache, prefill
 
 

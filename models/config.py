@@ -1,67 +1,14 @@
-"""Model configurations: one frozen dataclass, presets as constants, parameter and KV-cache arithmetic.
-
-Figures for the presets come from the models' published config.json files (../shared/reference/models.md).
+"""A model's configuration: one frozen dataclass, with its parameter and KV-cache arithmetic (presets in
+models.presets, stored formats in models.formats).
 Features are switched by fields, never by a model's name: `n_experts > 0` (mixture of experts), `kv_lora_rank > 0`
 (multi-head latent attention), `window_pattern` (sliding-window layers), `attn_sinks`.
 """
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 
-import jax.numpy as jnp
-
 from base.inputs import ConfigError, is_int, is_number
-
-
-@dataclass(frozen=True)
-class Format:
-    """How a stored dtype holds its values: the element type, and block scales (with zero points) along a matmul
-    weight's contracted axis, applied inside the matmul."""
-
-    element: object  # jnp dtype of the values
-    block: int = 0  # values per block scale (0: none, or per-channel/128x128 scales too small to count)
-    scale: object = None  # jnp dtype of the block scales
-    zero: object = None  # jnp dtype of per-block zero points (asymmetric int4)
-    w4a4: bool = False  # activations quantized to the element type too (NVFP4 on chips with FP4 tensor cores)
-
-    @property
-    def bits(self) -> float:
-        """Stored bits per value, block scales and zero points included."""
-        extra = sum(dtype_bits(d) for d in (self.scale, self.zero) if d is not None)
-        return dtype_bits(self.element) + (extra / self.block if self.block else 0)
-
-
-def dtype_bits(dtype) -> int:
-    """Bits a value of a jnp dtype takes in HBM (numpy keeps 4-bit types in a byte each; the chip packs two)."""
-    dtype = jnp.dtype(dtype)
-    return 4 if dtype in (jnp.float4_e2m1fn, jnp.int4, jnp.uint4) else 8 * dtype.itemsize
-
-INT4_GROUP = 128  # AWQ and GPTQ's usual group size; a checkpoint's own is read from its file (ModelConfig.int4_group)
-# Stored dtypes a tensor group may use (sources: OCP MX spec for MXFP4; NVIDIA's NVFP4 blog and ModelOpt; AutoAWQ and
-# GPTQ checkpoint layouts for int4):
-# - mxfp4: 4-bit e2m1 values plus one 8-bit power-of-two scale (e8m0) per 32 values: 4.25 bits;
-# - nvfp4: e2m1 values plus one e4m3 scale per 16 values (and a per-tensor f32 scale, negligible): 4.5 bits;
-# - int4: 4-bit integers plus one 16-bit scale and one 4-bit zero point per group of 128 (W4A16): 4.16 bits.
-FORMATS = {"bfloat16": Format(jnp.bfloat16), "float32": Format(jnp.float32), "float8": Format(jnp.float8_e4m3fn),
-           "int8": Format(jnp.int8), "mxfp4": Format(jnp.float4_e2m1fn, 32, jnp.float8_e8m0fnu),
-           "nvfp4": Format(jnp.float4_e2m1fn, 16, jnp.float8_e4m3fn),
-           "int4": Format(jnp.int4, INT4_GROUP, jnp.bfloat16, jnp.int4)}
-DTYPES = {name: f.element for name, f in FORMATS.items()}
-ACT_DTYPES = ("bfloat16", "float32")  # activations, embeddings, norms, router
-KV_DTYPES = ("bfloat16", "float32", "float8")
-VOCAB_DTYPES = ("bfloat16", "float32", "float8", "int8")  # embedding table and LM head (no block scales)
-# The spellings people type (and checkpoints write), each to its canonical name.
-ALIASES = {"bf16": "bfloat16", "fp16": "bfloat16", "float16": "bfloat16", "fp32": "float32", "f32": "float32",
-           "fp8": "float8", "fp8_e4m3": "float8", "float8_e4m3fn": "float8", "fp4": "nvfp4"}
-
-
-def canonical_dtype(name: str) -> str:
-    """A dtype's canonical name from any spelling in ALIASES (fp16 is priced as bf16: the same 16 bits and peak)."""
-    if not isinstance(name, str):
-        return name
-    key = name.strip().lower()
-    return key if key in FORMATS else ALIASES.get(key, name)
+from models.formats import ACT_DTYPES, DTYPES, FORMATS, INT4_GROUP, KV_DTYPES, VOCAB_DTYPES, Format, canonical_dtype
 
 
 @dataclass(frozen=True)
@@ -414,60 +361,3 @@ class ModelConfig:
 
 
 # Llama 3.1 family: meta-llama/llama-models sku_list.py and the config.json files.
-LLAMA3_8B = ModelConfig("llama3-8b", vocab_size=128256, hidden=4096, n_layers=32, n_heads=32, n_kv_heads=8,
-                        head_dim=128, ffn=14336)
-LLAMA3_70B = ModelConfig("llama3-70b", vocab_size=128256, hidden=8192, n_layers=80, n_heads=64, n_kv_heads=8,
-                         head_dim=128, ffn=28672)
-LLAMA3_405B = ModelConfig("llama3-405b", vocab_size=128256, hidden=16384, n_layers=126, n_heads=128, n_kv_heads=8,
-                          head_dim=128, ffn=53248)
-# mistralai/Mixtral-8x7B-v0.1 config.json
-MIXTRAL_8X7B = ModelConfig("mixtral-8x7b", vocab_size=32000, hidden=4096, n_layers=32, n_heads=32, n_kv_heads=8,
-                           head_dim=128, ffn=14336, rope_theta=1e6, n_experts=8, n_active=2, expert_ffn=14336)
-# Qwen/Qwen3-30B-A3B and Qwen3-235B-A22B config.json (norm_topk_prob true; q/k RMSNorms of 128 values ignored)
-QWEN3_30B_A3B = ModelConfig("qwen3-30b-a3b", vocab_size=151936, hidden=2048, n_layers=48, n_heads=32, n_kv_heads=4,
-                            head_dim=128, ffn=6144, rope_theta=1e6, norm_eps=1e-6, n_experts=128, n_active=8,
-                            expert_ffn=768)
-QWEN3_235B_A22B = ModelConfig("qwen3-235b-a22b", vocab_size=151936, hidden=4096, n_layers=94, n_heads=64,
-                              n_kv_heads=4, head_dim=128, ffn=12288, rope_theta=1e6, norm_eps=1e-6, n_experts=128,
-                              n_active=8, expert_ffn=1536)
-# openai/gpt-oss-20b and gpt-oss-120b config.json: even layers a 128-token window, odd layers full; learned sinks;
-# MoE weights in MXFP4, the rest bf16 (model card).
-_GPT_OSS = dict(vocab_size=201088, hidden=2880, n_heads=64, n_kv_heads=8, head_dim=64, ffn=2880, rope_theta=150_000.0,
-                qkv_bias=True, window_pattern=(128, 0), attn_sinks=True, n_active=4, expert_ffn=2880,
-                expert_bias=True, expert_dtype="mxfp4",
-                notes=("YaRN rope scaling and the SwiGLU clamp do not change the cost",))
-GPT_OSS_20B = ModelConfig("gpt-oss-20b", n_layers=24, n_experts=32, **_GPT_OSS)
-GPT_OSS_120B = ModelConfig("gpt-oss-120b", n_layers=36, n_experts=128, **_GPT_OSS)
-# deepseek-ai/DeepSeek-V3 inference/configs/config_671B.json; moonshotai/Kimi-K2-Instruct config.json. Weights fp8
-# e4m3 (128x128 block scales, 1/16384 of the bytes, not modelled); embedding, LM head, norms and router bf16.
-_DEEPSEEK = dict(hidden=7168, n_layers=61, n_kv_heads=0, head_dim=192, ffn=18432, rope_theta=10_000.0, norm_eps=1e-6,
-                 q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
-                 n_active=8, n_shared=1, expert_ffn=2048, router="sigmoid", weight_dtype="float8",
-                 notes=("the multi-token-prediction module (14B) is not part of the served model",
-                        "group-limited routing (n_group, topk_group) picks the same number of experts"))
-DEEPSEEK_V3 = ModelConfig("deepseek-v3", vocab_size=129280, n_heads=128, n_experts=256, first_dense=3,
-                          **{**_DEEPSEEK, "n_kv_heads": 128})
-KIMI_K2 = ModelConfig("kimi-k2", vocab_size=163840, n_heads=64, n_experts=384, first_dense=1,
-                      **{**_DEEPSEEK, "rope_theta": 50_000.0, "n_kv_heads": 64})
-# A tiny config for tests: head_dim deliberately not hidden // n_heads.
-TINY = ModelConfig("tiny", vocab_size=512, hidden=128, n_layers=4, n_heads=8, n_kv_heads=8, head_dim=32, ffn=256)
-
-PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, MIXTRAL_8X7B, QWEN3_30B_A3B, QWEN3_235B_A22B,
-                               GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V3, KIMI_K2, TINY)}
-
-
-def get_model(name) -> ModelConfig:
-    """A preset by name, or a model file (a path, or a pathlib.Path): a .toml in the project's format or a Hugging
-    Face config.json."""
-    if isinstance(name, os.PathLike):
-        name = os.fspath(name)
-    if not isinstance(name, str):
-        raise ConfigError(f"model must be a preset's name or a model file's path, got {name!r} (see `tracer models`)")
-    if name.endswith((".toml", ".json")) or "/" in name or os.sep in name:
-        from models.files import load_model_file
-
-        return load_model_file(name)
-    if name not in PRESETS:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(PRESETS)}, or a model file "
-                          "(.toml or a Hugging Face config.json) (see `tracer models`)")
-    return PRESETS[name]

@@ -11,13 +11,15 @@ ConfigError rather than priced wrongly. Nothing here reaches the network.
 import dataclasses
 import difflib
 import json
+import os
 import tomllib
 import types
 import typing
 from pathlib import Path
 
 from base.inputs import ConfigError
-from models.config import PRESETS, ModelConfig
+from models.config import ModelConfig
+from models.presets import PRESETS
 from models.quantization import module_names, read_quantization
 
 EXAMPLE = "models/examples/custom.toml"
@@ -340,3 +342,18 @@ def _window_pattern(windows: list[int], hf: _HF) -> tuple[int, ...]:
 _ARCH_FIELDS = {"LlamaForCausalLM": _llama, "MixtralForCausalLM": _mixtral, "Qwen3MoeForCausalLM": _qwen3_moe,
                 "DeepseekV3ForCausalLM": _deepseek_v3, "GptOssForCausalLM": _gpt_oss}
 ARCHITECTURES = tuple(_ARCH_FIELDS)
+
+
+def get_model(name) -> ModelConfig:
+    """A preset by name, or a model file (a path, or a pathlib.Path): a .toml in the project's format or a Hugging
+    Face config.json."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise ConfigError(f"model must be a preset's name or a model file's path, got {name!r} (see `tracer models`)")
+    if name.endswith((".toml", ".json")) or "/" in name or os.sep in name:
+        return load_model_file(name)
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(PRESETS)}, or a model file "
+                          "(.toml or a Hugging Face config.json) (see `tracer models`)")
+    return PRESETS[name]

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.config import Format
+from models.formats import Format
 from models.scopes import ATTN_CORE
 from models.sharding import ways
 

@@ -17,7 +17,8 @@ from flax import nnx
 
 from models import scopes
 from models.attention import Step, cache_arrays, cache_capacity, make_attention, striped_order
-from models.config import DTYPES, ModelConfig
+from models.config import ModelConfig
+from models.formats import DTYPES
 from models.layers import RMSNorm, matmul, param
 from models.moe import MLP, MoE
 from models.sharding import constrain, stripes

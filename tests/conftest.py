@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 import tracer.compile  # noqa: F401  (sets the emulated CPU device count before jax starts)
-from models.config import TINY
+from models.presets import TINY
 
 
 @pytest.fixture(scope="session")

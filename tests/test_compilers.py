@@ -10,7 +10,7 @@ import pytest
 
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
-from models.config import TINY
+from models.presets import TINY
 from models.scopes import SCOPES
 from tracer.cli import main
 from tracer.compile import Workload, choose_compiler, compile_steps, missing_extra

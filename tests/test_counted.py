@@ -11,8 +11,8 @@ from conftest import MOE
 
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
-from models.config import ModelConfig, get_model
-from models.files import load_model_file
+from models.config import ModelConfig
+from models.files import get_model, load_model_file
 from models.moe import reached_fraction
 from tracer.api import trace
 from tracer.compile import Workload, compile_steps

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from meshes.strategies import STRATEGIES, get_strategy, load_strategy
 from meshes.systems import SYSTEMS, get_system
-from models.config import PRESETS, get_model
-from models.files import load_model_file
+from models.files import get_model, load_model_file
+from models.presets import PRESETS
 from tracer import sweep
 from tracer.cli import main
 from tracer.errors import ConfigError

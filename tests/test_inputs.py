@@ -15,8 +15,8 @@ import pytest
 
 from meshes.strategies import get_strategy, load_strategy
 from meshes.systems import get_system
-from models.config import TINY, get_model
-from models.files import load_model_file
+from models.files import get_model, load_model_file
+from models.presets import TINY
 from tracer.api import trace
 from tracer.cli import main
 from tracer.compare import trace_point

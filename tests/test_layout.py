@@ -30,3 +30,42 @@ def test_lower_layers_import_nothing_above(package):
     wrong = {str(p.relative_to(ROOT)): imported_packages(p) - ALLOWED[package]
              for p in sorted((ROOT / package).rglob("*.py"))}
     assert not {k: v for k, v in wrong.items() if v}
+
+
+def modules() -> dict[str, Path]:
+    """The project's modules by dotted name."""
+    found = {}
+    for package in ("base", "models", "meshes", "tracer"):
+        for path in (ROOT / package).rglob("*.py"):
+            found[".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")] = path
+    return found
+
+
+def imports(path: Path, known: dict) -> set[str]:
+    """The project modules `path` imports, wherever the import stands (`from pkg import mod` is mod, not pkg)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            subs = {f"{node.module}.{alias.name}" for alias in node.names} & set(known)
+            found |= subs if len(subs) == len(node.names) else {node.module} | subs
+    return found & set(known)
+
+
+def test_no_import_cycle():
+    known = modules()
+    graph = {name: imports(path, known) - {name} for name, path in known.items()}
+    state: dict[str, int] = {}  # 1: on the path being walked, 2: done
+
+    def walk(name: str, path: list[str]):
+        state[name] = 1
+        for dep in sorted(graph[name]):
+            assert state.get(dep) != 1, " -> ".join([*path[path.index(dep):], dep])
+            if dep not in state:
+                walk(dep, [*path, dep])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            walk(name, [name])

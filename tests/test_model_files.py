@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import models
-from models.config import LLAMA3_8B, PRESETS
 from models.files import ARCHITECTURES, load_model_file
+from models.presets import LLAMA3_8B, PRESETS
 from tracer.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"

@@ -13,7 +13,8 @@ import models.attention as attention
 import models.transformer as tf
 from meshes.strategies import get_strategy, virtual_mesh
 from meshes.systems import get_system
-from models.config import PRESETS, TINY, get_model
+from models.files import get_model
+from models.presets import PRESETS, TINY
 from tracer.compile import translator
 from tracer.errors import ConfigError
 

@@ -12,7 +12,7 @@ from conftest import MLA, MOE, WINDOWED
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from models.attention import cache_capacity
-from models.config import PRESETS
+from models.presets import PRESETS
 from models.transformer import abstract_model, cache_layout
 from tracer.compile import Workload, compile_steps
 from tracer.roofline import analytic, layout

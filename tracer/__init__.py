@@ -9,7 +9,7 @@ from tracer.quiet import import_jax
 import_jax()  # before anything imports it: the compiler plugins' start-up lines stay out of the output
 
 from base.inputs import ConfigError  # noqa: E402
-from models.config import get_model  # noqa: E402
+from models.files import get_model  # noqa: E402
 from tracer.api import trace  # noqa: E402
 
 __all__ = ["trace", "get_model", "ConfigError"]

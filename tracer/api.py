@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from base.inputs import ConfigError, is_int
 from meshes.strategies import Strategy, get_strategy
 from meshes.systems import get_system
-from models.config import ModelConfig, get_model
+from models.config import ModelConfig
+from models.files import get_model
 from models.moe import expert_slots, plan_groups, reached_fraction
 from tracer.compile import choose_compiler, compile_steps
 from tracer.defaults import DEFAULTS, FUSIONS, ROUTINGS

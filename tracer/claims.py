@@ -42,7 +42,7 @@ def claim_rows(records: list[dict]) -> list[dict]:
     """One row per (model, system, context): the cheapest strategy for input tokens and, separately, for output
     tokens (among those whose decode step fits), with what the verdicts need. A point where nothing fits keeps an
     infinite output cost."""
-    from models.config import get_model
+    from models.files import get_model
 
     best: dict[tuple, dict] = {}
     for record in records:

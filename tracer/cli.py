@@ -73,8 +73,8 @@ def _list_of(kind):
 
 
 def _dtype(allowed):
-    """A dtype as people type it (bf16, fp16, fp8, fp4, ...: models.config.ALIASES), checked against `allowed`."""
-    from models.config import ALIASES, canonical_dtype
+    """A dtype as people type it (bf16, fp16, fp8, fp4, ...: models.formats.ALIASES), checked against `allowed`."""
+    from models.formats import ALIASES, canonical_dtype
 
     def parse(text: str) -> str:
         name = canonical_dtype(text)
@@ -88,7 +88,7 @@ def _dtype(allowed):
 
 
 def _workload_options(p: argparse.ArgumentParser, batch_type=_trace_batch, batch_default=DEFAULTS["batch"]):
-    from models.config import ACT_DTYPES
+    from models.formats import ACT_DTYPES
 
     p.add_argument("--model", default=DEFAULTS["model"], help="a preset (see `tracer models`), or a model file: "
                    ".toml (see models/examples/custom.toml) or a Hugging Face config.json")
@@ -116,7 +116,7 @@ def _workload_options(p: argparse.ArgumentParser, batch_type=_trace_batch, batch
 
 def _parser() -> argparse.ArgumentParser:
     from meshes.strategies import STRATEGIES
-    from models.config import DTYPES, KV_DTYPES
+    from models.formats import DTYPES, KV_DTYPES
 
     parser = _Parser(prog="tracer", description="What LLM input and output tokens cost to serve, read off "
                                                 "compiled JAX programs.")
@@ -181,7 +181,8 @@ def _run(args) -> str:
     from tracer import report
 
     if args.command == "models":
-        from models.config import PRESETS, get_model
+        from models.files import get_model
+        from models.presets import PRESETS
 
         models = [m.with_dtypes(args.weights, args.kv_cache) for m in
                   [*PRESETS.values(), *(get_model(path) for path in args.model)]]

@@ -22,7 +22,8 @@ from base.inputs import ConfigError
 from meshes.strategies import Strategy, nearest_multiples, sharding, virtual_mesh
 from meshes.systems import System
 from meshes.targets import GPU_TARGETS
-from models.config import DTYPES, ModelConfig, dtype_bits
+from models.config import ModelConfig
+from models.formats import DTYPES, dtype_bits
 from models.scopes import SCOPES
 from models.sharding import use_translator
 from models.transformer import KVCache, abstract_model, cache_layout, decode, prefill

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from meshes.strategies import get_strategy
 from meshes.systems import H100, V5E, V5P, System, get_system
-from models.config import LLAMA3_70B, ModelConfig
+from models.config import ModelConfig
+from models.presets import LLAMA3_70B
 from models.scopes import CORE
 from tracer.compile import compile_steps
 from tracer.read import Cost

@@ -1,0 +1,44 @@
+"""The built-in models, figures from their published config.json files (../shared/reference/models.md)."""
+
+from models.config import ModelConfig
+
+LLAMA3_8B = ModelConfig("llama3-8b", vocab_size=128256, hidden=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+                        head_dim=128, ffn=14336)
+LLAMA3_70B = ModelConfig("llama3-70b", vocab_size=128256, hidden=8192, n_layers=80, n_heads=64, n_kv_heads=8,
+                         head_dim=128, ffn=28672)
+LLAMA3_405B = ModelConfig("llama3-405b", vocab_size=128256, hidden=16384, n_layers=126, n_heads=128, n_kv_heads=8,
+                          head_dim=128, ffn=53248)
+# mistralai/Mixtral-8x7B-v0.1 config.json
+MIXTRAL_8X7B = ModelConfig("mixtral-8x7b", vocab_size=32000, hidden=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+                           head_dim=128, ffn=14336, rope_theta=1e6, n_experts=8, n_active=2, expert_ffn=14336)
+# Qwen/Qwen3-30B-A3B and Qwen3-235B-A22B config.json (norm_topk_prob true; q/k RMSNorms of 128 values ignored)
+QWEN3_30B_A3B = ModelConfig("qwen3-30b-a3b", vocab_size=151936, hidden=2048, n_layers=48, n_heads=32, n_kv_heads=4,
+                            head_dim=128, ffn=6144, rope_theta=1e6, norm_eps=1e-6, n_experts=128, n_active=8,
+                            expert_ffn=768)
+QWEN3_235B_A22B = ModelConfig("qwen3-235b-a22b", vocab_size=151936, hidden=4096, n_layers=94, n_heads=64,
+                              n_kv_heads=4, head_dim=128, ffn=12288, rope_theta=1e6, norm_eps=1e-6, n_experts=128,
+                              n_active=8, expert_ffn=1536)
+# openai/gpt-oss-20b and gpt-oss-120b config.json: even layers a 128-token window, odd layers full; learned sinks;
+# MoE weights in MXFP4, the rest bf16 (model card).
+_GPT_OSS = dict(vocab_size=201088, hidden=2880, n_heads=64, n_kv_heads=8, head_dim=64, ffn=2880, rope_theta=150_000.0,
+                qkv_bias=True, window_pattern=(128, 0), attn_sinks=True, n_active=4, expert_ffn=2880,
+                expert_bias=True, expert_dtype="mxfp4",
+                notes=("YaRN rope scaling and the SwiGLU clamp do not change the cost",))
+GPT_OSS_20B = ModelConfig("gpt-oss-20b", n_layers=24, n_experts=32, **_GPT_OSS)
+GPT_OSS_120B = ModelConfig("gpt-oss-120b", n_layers=36, n_experts=128, **_GPT_OSS)
+# deepseek-ai/DeepSeek-V3 inference/configs/config_671B.json; moonshotai/Kimi-K2-Instruct config.json. Weights fp8
+# e4m3 (128x128 block scales, 1/16384 of the bytes, not modelled); embedding, LM head, norms and router bf16.
+_DEEPSEEK = dict(hidden=7168, n_layers=61, n_kv_heads=0, head_dim=192, ffn=18432, rope_theta=10_000.0, norm_eps=1e-6,
+                 q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+                 n_active=8, n_shared=1, expert_ffn=2048, router="sigmoid", weight_dtype="float8",
+                 notes=("the multi-token-prediction module (14B) is not part of the served model",
+                        "group-limited routing (n_group, topk_group) picks the same number of experts"))
+DEEPSEEK_V3 = ModelConfig("deepseek-v3", vocab_size=129280, n_heads=128, n_experts=256, first_dense=3,
+                          **{**_DEEPSEEK, "n_kv_heads": 128})
+KIMI_K2 = ModelConfig("kimi-k2", vocab_size=163840, n_heads=64, n_experts=384, first_dense=1,
+                      **{**_DEEPSEEK, "rope_theta": 50_000.0, "n_kv_heads": 64})
+# A tiny config for tests: head_dim deliberately not hidden // n_heads.
+TINY = ModelConfig("tiny", vocab_size=512, hidden=128, n_layers=4, n_heads=8, n_kv_heads=8, head_dim=32, ffn=256)
+
+PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, MIXTRAL_8X7B, QWEN3_30B_A3B, QWEN3_235B_A22B,
+                               GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V3, KIMI_K2, TINY)}
