@@ -56,14 +56,11 @@ try:
 except RuntimeError:
     pass
 
-EXTRAS = {"gpu": ("jax_cuda12_plugin", "jax-cuda12-plugin"), "tpu": ("libtpu", "libtpu")}  # module, package
-
-
 def missing_extra(compiler: str) -> str | None:
     """Why `compiler` cannot run here (its extra is not installed), or None."""
-    if compiler == "cpu":
+    if QUIRKS[compiler].plugin is None:
         return None
-    module, package = EXTRAS[compiler]
+    module, package = QUIRKS[compiler].plugin
     if importlib.util.find_spec(module) is None:
         return f"{package} is not installed: pip install -e '.[{compiler}]'"
     return None
@@ -179,7 +176,7 @@ def _compile(fn, args, mesh, strategy: Strategy, quirks: CompilerQuirks, vector_
              **jit_kw):
     start = time.perf_counter()
     platform = mesh.devices.flat[0].platform
-    quiet = quiet_stderr() if platform != "cpu" else contextlib.nullcontext()
+    quiet = quiet_stderr() if quirks.logs else contextlib.nullcontext()
     try:
         with _still_compiling(what):
             with translator(mesh, strategy):

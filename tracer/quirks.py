@@ -14,6 +14,8 @@ class CompilerQuirks:
     on_chip: frozenset[int]  # memory spaces that are not HBM (TPU VMEM 1, SMEM 2): buffers there move no HBM bytes
     temp_from_liveness: bool  # its temp figure is not the chip's (CPU: f32 upcasts): a liveness walk replaces it
     note: str  # what a trace compiled by it should say
+    plugin: tuple[str, str] | None = None  # (module, package) of the extra that brings it (none: jax's own CPU)
+    logs: bool = False  # writes its own estimates and start-up lines to stderr (kept out of the output)
 
     def f32_as(self, activation_dtype: str) -> str | None:
         """The width the program's f32 buffers stand for (None: f32 is f32)."""
@@ -39,10 +41,10 @@ QUIRKS = {
         "gpu", upcasts_bf16=False, on_chip=frozenset(), temp_from_liveness=False,
         note="XLA GPU compiler, compile-only (no GPU here): with no device to autotune on, gemms take the compiler's "
              "default tilings, split-K partial sums in f32 included, as written in its program; memory from its own "
-             "buffer assignment"),
+             "buffer assignment", plugin=("jax_cuda12_plugin", "jax-cuda12-plugin"), logs=True),
     "tpu": CompilerQuirks(
         "tpu", upcasts_bf16=False, on_chip=frozenset({1, 2}), temp_from_liveness=False,
         note="libtpu compiler, compile-only (no TPU here): matmuls appear as convolutions (batched ones over a "
              "dilated batch axis: one tap in each window counted); buffers it places in on-chip VMEM or SMEM are not "
-             "HBM traffic; memory from its own buffer assignment"),
+             "HBM traffic; memory from its own buffer assignment", plugin=("libtpu", "libtpu"), logs=True),
 }
