@@ -223,8 +223,7 @@ def _run(args) -> str:
 
     result = trace(model=args.model, system=args.system, strategy=args.strategy, batch=args.batch,
                    find_max_batch=not args.no_max_batch, compiler=args.compiler, **kw)
-    d = result.to_dict()
-    return json.dumps(d, indent=2) if args.json else report.trace_text(d, breakdown=args.breakdown)
+    return json.dumps(result.to_dict(), indent=2) if args.json else report.trace_text(result, breakdown=args.breakdown)
 
 
 def _report(args) -> str:

@@ -8,6 +8,7 @@ from base.inputs import ConfigError, is_number
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from tracer.api import TraceResult, trace
+from tracer.roofline import StepTime
 
 TPOT_TRIES = 4  # compiles spent confirming the batch that meets a decode-step target
 
@@ -97,7 +98,7 @@ def compare(model, systems: list[str], strategies: list[str], batch: int | str =
 
 
 def rows(points: list[Point]) -> list[dict]:
-    """The comparison table: one row per point, from its trace object."""
+    """The comparison table: one row per point, from its trace."""
     out = []
     for p in points:
         row = {"system": p.system, "strategy": p.strategy,
@@ -105,21 +106,19 @@ def rows(points: list[Point]) -> list[dict]:
         if p.result is None:
             out.append({**row, "error": p.error})
             continue
-        d = p.result.to_dict()
-        pre, dec = d["prefill"], d["decode"]
-        out.append({**row, "mesh": " x ".join(f"{k}={v}" for k, v in d["mesh"].items()),
-                    "fits": dec["memory_per_device"]["fits"], "batch": d["batch"],
-                    "max_batch": p.max_batch if p.max_batch is not None else d["max_batch"],
+        r = p.result
+        pre, dec = r.phases["prefill"], r.phases["decode"]
+        out.append({**row, "mesh": " x ".join(f"{k}={v}" for k, v in r.mesh.items()),
+                    "fits": dec.memory.fits, "batch": r.work.batch,
+                    "max_batch": p.max_batch if p.max_batch is not None else r.max_batch,
                     "batch_note": p.batch_note,
-                    "prefill_ms": _terms(pre), "prefill_bound": pre["bound"],
-                    "decode_ms": _terms(dec), "decode_bound": dec["bound"],
-                    "decode_comm_share": dec["time_s"]["comms"] / dec["time_s"]["step"],
-                    "decode_tokens_per_s_per_chip": dec["tokens_per_s_per_chip"],
-                    "usd_per_mtok_in": pre["usd_per_mtok"], "usd_per_mtok_out": dec["usd_per_mtok"]})
+                    "prefill_ms": _terms(pre.time), "prefill_bound": pre.time.bound,
+                    "decode_ms": _terms(dec.time), "decode_bound": dec.time.bound,
+                    "decode_comm_share": dec.time.comms_s / dec.time.step_s,
+                    "decode_tokens_per_s_per_chip": dec.tokens_per_s_per_chip,
+                    "usd_per_mtok_in": pre.usd_per_mtok, "usd_per_mtok_out": dec.usd_per_mtok})
     return out
 
 
-def _terms(phase: dict) -> str:
-    t = phase["time_s"]
-    return f"{t['step'] * 1e3:.4g} ({t['compute'] * 1e3:.3g}/{t['memory'] * 1e3:.3g}/{t['comms'] * 1e3:.3g})"
-
+def _terms(t: StepTime) -> str:
+    return f"{t.step_s * 1e3:.4g} ({t.compute_s * 1e3:.3g}/{t.memory_s * 1e3:.3g}/{t.comms_s * 1e3:.3g})"

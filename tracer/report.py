@@ -4,6 +4,7 @@ from tabulate import tabulate
 
 from meshes.systems import System
 from models.config import ModelConfig
+from tracer.results import Phase, TraceResult
 
 
 def _si(value: float, unit: str) -> str:
@@ -17,73 +18,70 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.4g} ms"
 
 
-def trace_text(d: dict, breakdown: bool = False) -> str:
-    """The `tracer trace` report from the --json object."""
-    dtypes = d["dtype"] if d["weights_dtype"] == d["experts_dtype"] == d["kv_cache_dtype"] == d["dtype"] else (
-        f"weights {d['weights_dtype']}, experts {d['experts_dtype']}, KV {d['kv_cache_dtype']}")
-    head = (f"{d['model']} ({d['total_params'] / 1e9:.4g}B, {d['active_params'] / 1e9:.4g}B active; {dtypes}) "
-            f"on {d['system']}, strategy {d['strategy']} "
-            f"(mesh {' x '.join(f'{k}={v}' for k, v in d['mesh'].items())}), compiler {d['compiler']}"
-            f"{'' if d.get('compiler_note', 'chosen') == 'chosen' else ' (' + d['compiler_note'] + ')'}; "
-            f"batch {d['batch']}, prompt {d['prompt']}, context {d['context']}; "
-            f"${d['usd_per_chip_hour']:.2f}/chip-hour ({d['price_note']})")
-    phases = [p for p in ("prefill", "decode") if p in d]
+def trace_text(r: TraceResult, breakdown: bool = False) -> str:
+    """The `tracer trace` report."""
+    m, w = r.model, r.work
+    dtypes = m.dtype if m.weights == m.experts == m.kv == m.dtype else (
+        f"weights {m.weights}, experts {m.experts}, KV {m.kv}")
+    head = (f"{m.name} ({m.total_params / 1e9:.4g}B, {m.active_params / 1e9:.4g}B active; {dtypes}) "
+            f"on {r.system_name}, strategy {r.strategy} "
+            f"(mesh {' x '.join(f'{k}={v}' for k, v in r.mesh.items())}), compiler {r.compiler}"
+            f"{'' if r.compiler_note == 'chosen' else ' (' + r.compiler_note + ')'}; "
+            f"batch {w.batch}, prompt {w.prompt}, context {w.context}; "
+            f"${r.usd_per_chip_hour:.2f}/chip-hour ({r.price_note})")
+    phases = [r.phases[p] for p in ("prefill", "decode") if p in r.phases]
     summary = tabulate(
-        [[p, d[p]["tokens_per_step"], _ms(d[p]["time_s"]["step"]), d[p]["bound"],
-          f"{d[p]['tokens_per_s_per_chip']:.4g}", f"${d[p]['usd_per_mtok']:.4g}",
-          "yes" if d[p]["memory_per_device"]["fits"] else "NO"] for p in phases],
+        [[p.name, p.tokens_per_step, _ms(p.time.step_s), p.time.bound, f"{p.tokens_per_s_per_chip:.4g}",
+          f"${p.usd_per_mtok:.4g}", "yes" if p.memory.fits else "NO"] for p in phases],
         headers=["phase", "tokens/step", "step time", "bound", "tokens/s/chip", "USD/Mtok", "fits"])
     parts = [head, "", summary, ""]
-    if "output_to_input_cost" in d:
-        parts.append(f"Output tokens cost {d['output_to_input_cost']:.3g}x input tokens.")
-    parts.append(f"Largest decode batch that fits at context {d['context']}: {d['max_batch']} "
-                 f"({d['max_batch_note']}).")
+    if r.output_to_input_cost is not None:
+        parts.append(f"Output tokens cost {r.output_to_input_cost:.3g}x input tokens.")
+    parts.append(f"Largest decode batch that fits at context {w.context}: {r.max_batch} ({r.max_batch_note}).")
     for p in phases:
-        x = d[p]
-        a = x["analytic"]
-        t, m = x["time_s"], x["memory_per_device"]
-        rows = [
-            ["FLOPs", _si(x["flops_per_device"], "FLOP"), _si(a["flops_per_device"], "FLOP"),
-             f"{a['flops_ratio']:.3f}"],
-            ["FLOPs by precision", ", ".join(f"{k} {_si(v, 'FLOP')}" for k, v in x["flops_by_dtype"].items()), "",
-             ""],
-            ["HBM bytes", _si(x["hbm_bytes_per_device"], "B"), _si(a["hbm_bytes_per_device"], "B"),
-             f"{a['hbm_bytes_ratio']:.3f}"],
-            *([["HBM bytes, the program's own kernels", _si(x["hbm_bytes_compiled"], "B"), "", ""]]
-              if x.get("hbm_bytes_compiled") and x["hbm_bytes_compiled"] != x["hbm_bytes_per_device"] else []),
-            ["wire bytes", _si(x["comm_bytes_per_device"], "B"), "", ""],
-            ["time compute / memory / comms", f"{_ms(t['compute'])} / {_ms(t['memory'])} / {_ms(t['comms'])}", "",
-             ""],
-            ["memory weights / KV / out / temp", " / ".join(_si(m[k], "B") for k in
-                                                           ("weights", "kv_cache", "outputs", "temp")), "", ""],
-            ["memory total / capacity", f"{_si(m['total'], 'B')} / {_si(m['capacity'], 'B')}", "", ""],
-        ]
-        parts += ["", f"{p} step, per device:",
-                  tabulate(rows, headers=["", "compiled", "analytic", "compiled/analytic"])]
-        if "moe" in x:
-            e = x["moe"]
-            parts.append(f"MoE dispatch: {e['kernel']} kernel, {e['token_groups']} token group(s) of "
-                         f"{e['tokens_per_group']} tokens, experts over {e['expert_shards']} device(s); "
-                         f"{e['bins']} bins x {e['slots_per_bin']} slots = {e['slots_over_assignments']:.3g}x the "
-                         f"assignments (capacity factor {e['capacity_factor']:g}); uniformly random routing would "
-                         f"overflow {e['expected_drop_fraction_uniform_routing']:.1%} of them")
-        if x["collectives"]:
-            parts.append(tabulate([[c["op"], c["dtype"], c["group_size"], c["count"],
-                                    _si(c["wire_bytes_per_device"], "B"), c["link"], _ms(c["time_s"])]
-                                   for c in x["collectives"]],
-                                  headers=["collective", "dtype", "group", "count", "wire bytes/device", "link",
-                                           "time"]))
-        if breakdown and x.get("breakdown"):
-            parts += ["", f"{p} by part of the model (from the op metadata's named scopes):",
-                      tabulate([[scope, _si(v["flops"], "FLOP"), f"{v['flops'] / x['flops_per_device']:.1%}",
-                                 _si(v["hbm_bytes"], "B"), f"{v['hbm_bytes'] / x['hbm_bytes_per_device']:.1%}",
-                                 _si(v["wire_bytes"], "B"), _ms(v["compute_s"]), _ms(v["memory_s"]),
-                                 _ms(v["comms_s"])]
-                                for scope, v in sorted(x["breakdown"].items(), key=lambda kv: -kv[1]["hbm_bytes"])],
-                               headers=["part", "FLOPs", "share", "HBM bytes", "share", "wire bytes", "compute",
-                                        "memory", "comms"])]
-    parts += ["", "How the figures were read:"] + [f"- {n}" for n in d["notes"]]
+        parts += _phase_text(p, breakdown)
+    parts += ["", "How the figures were read:"] + [f"- {n}" for n in r.notes]
     return "\n".join(parts)
+
+
+def _phase_text(p: Phase, breakdown: bool) -> list[str]:
+    """A phase's figures per device against the analytic estimate, its MoE dispatch, its collectives and (with
+    `breakdown`) its parts."""
+    cost, a, t, m = p.step.cost, p.analytic, p.time, p.memory
+    rows = [
+        ["FLOPs", _si(cost.flops, "FLOP"), _si(a.flops_per_device, "FLOP"), f"{p.flops_ratio:.3f}"],
+        ["FLOPs by precision", ", ".join(f"{k} {_si(v, 'FLOP')}" for k, v in cost.flops_by_dtype.items()), "", ""],
+        ["HBM bytes", _si(cost.hbm_bytes, "B"), _si(a.hbm_bytes_per_device, "B"), f"{p.hbm_bytes_ratio:.3f}"],
+        *([["HBM bytes, the program's own kernels", _si(p.compiled_hbm_bytes, "B"), "", ""]]
+          if p.compiled_hbm_bytes and p.compiled_hbm_bytes != cost.hbm_bytes else []),
+        ["wire bytes", _si(cost.comm_bytes, "B"), "", ""],
+        ["time compute / memory / comms", f"{_ms(t.compute_s)} / {_ms(t.memory_s)} / {_ms(t.comms_s)}", "", ""],
+        ["memory weights / KV / out / temp", " / ".join(_si(v, "B") for v in (m.weights, m.kv_cache, m.outputs,
+                                                                            m.temp)), "", ""],
+        ["memory total / capacity", f"{_si(m.total, 'B')} / {_si(m.capacity, 'B')}", "", ""],
+    ]
+    parts = ["", f"{p.name} step, per device:",
+             tabulate(rows, headers=["", "compiled", "analytic", "compiled/analytic"])]
+    if p.moe:
+        e = p.moe
+        parts.append(f"MoE dispatch: {e.kernel} kernel, {e.token_groups} token group(s) of {e.tokens_per_group} "
+                     f"tokens, experts over {e.expert_shards} device(s); {e.bins} bins x {e.slots_per_bin} slots = "
+                     f"{e.slots_over_assignments:.3g}x the assignments (capacity factor {e.capacity_factor:g}); "
+                     f"uniformly random routing would overflow {e.expected_drop_fraction_uniform_routing:.1%} of them")
+    if p.collectives:
+        parts.append(tabulate([[c.collective.op, c.collective.dtype, c.collective.group_size, c.collective.count,
+                                _si(c.collective.wire_bytes_per_device, "B"), c.link, _ms(c.time_s)]
+                               for c in p.collectives],
+                              headers=["collective", "dtype", "group", "count", "wire bytes/device", "link", "time"]))
+    if breakdown and p.breakdown:
+        parts += ["", f"{p.name} by part of the model (from the op metadata's named scopes):",
+                  tabulate([[b.part, _si(b.flops, "FLOP"), f"{b.flops / cost.flops:.1%}", _si(b.hbm_bytes, "B"),
+                             f"{b.hbm_bytes / cost.hbm_bytes:.1%}", _si(b.wire_bytes, "B"), _ms(b.compute_s),
+                             _ms(b.memory_s), _ms(b.comms_s)]
+                            for b in sorted(p.breakdown, key=lambda b: -b.hbm_bytes)],
+                           headers=["part", "FLOPs", "share", "HBM bytes", "share", "wire bytes", "compute",
+                                    "memory", "comms"])]
+    return parts
 
 
 def compare_text(rows: list[dict]) -> str:
