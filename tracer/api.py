@@ -6,7 +6,7 @@ Its result's `to_dict()` is the object `tracer trace --json` prints.
 import dataclasses
 import math
 
-from base.inputs import ConfigError, is_int
+from base.inputs import ConfigError, is_int, is_number
 from meshes.strategies import Strategy, get_strategy
 from meshes.systems import get_system
 from models.config import ModelConfig, get_model
@@ -30,8 +30,7 @@ from tracer.roofline import (
     tokens_per_expert_copy,
     usd_per_mtok,
 )
-
-MAX_BATCH_TRIES = 4  # compiles spent confirming the largest batch that fits
+from tracer.search import BatchChoice, choose_batch, largest_fitting
 
 
 def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, phase: str) -> MoePlan | None:
@@ -84,12 +83,8 @@ def _breakdown(step: CompiledStep, system, time: StepTime) -> tuple[PartCost, ..
 
 
 def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int,
-               compiler: str = "cpu") -> tuple[int, str]:
-    """Largest decode batch that fits: memory beyond the weights grows linearly with the batch (KV cache, logits,
-    activations), so extrapolate from the compiled step, then confirm by compiling at that batch and the next."""
-    if mem.weights >= mem.capacity:
-        return 0, (f"weights alone ({mem.weights / 1e9:.1f} GB per device) exceed HBM ({mem.capacity / 1e9:.0f} GB)"
-                   " at any batch")
+               compiler: str) -> tuple[int, str]:
+    """The largest decode batch that fits (tracer.search), each trial batch's memory from its compiled decode step."""
 
     def decode_memory(batch: int) -> Memory:
         trial = dataclasses.replace(work, batch=batch)
@@ -100,22 +95,7 @@ def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int
             return Memory(mem.weights, kv, 0.0, err.temp_bytes, mem.capacity)
         return memory(step, system, "decode")
 
-    batch = work.batch
-    for _ in range(MAX_BATCH_TRIES):
-        per_seq = (mem.total - mem.weights) / batch
-        guess = int((mem.capacity - mem.weights) // per_seq) // replicas * replicas
-        if guess < replicas:
-            return 0, f"not even {replicas} sequence(s) of {work.context} tokens fit beside the weights"
-        if guess == batch and mem.fits:
-            return batch, "confirmed by compiling the decode step at this batch"
-        batch, mem = guess, decode_memory(guess)
-        if not mem.fits:
-            continue
-        up = decode_memory(guess + replicas)
-        if not up.fits:
-            return guess, "confirmed by compiling the decode step at this batch and the next"
-        batch, mem = guess + replicas, up
-    return guess, "estimated by linear extrapolation from the compiled steps (not confirmed)"
+    return largest_fitting(decode_memory, work.batch, mem, replicas, work.context)
 
 
 def fp4_matmuls(cfg: ModelConfig, system) -> ModelConfig:
@@ -177,3 +157,17 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     return TraceResult(cfg, sys_.name, strat.name, mesh, work, sys_.usd_per_chip_hour, sys_.price_note, phases,
                        max_batch, note, notes(cfg, compiler, strat.ways("cache_seq", mesh), routing, fusion), why,
                        routing, fusion)
+
+
+def trace_choosing_batch(model, system: str, strategy: str, batch: int | str, tpot_ms: float | None,
+                         **kw) -> BatchChoice:
+    """`trace` at `batch`, or at the largest batch that fits ("max"), or at the largest whose decode step stays under
+    `tpot_ms` milliseconds (within what fits): tracer.search.choose_batch. kw: the other arguments of `trace`."""
+    if tpot_ms is not None and (not is_number(tpot_ms) or tpot_ms <= 0):
+        raise ConfigError(f"--tpot-ms must be a finite number of milliseconds > 0, got {tpot_ms!r}")
+
+    def trace_at(b: int, search: bool) -> TraceResult:  # search: for the largest batch that fits
+        return trace(model, system, strategy, batch=b, **(kw if search else {**kw, "find_max_batch": False}))
+
+    strat = get_strategy(strategy)
+    return choose_batch(trace_at, batch, tpot_ms, strat.ways("batch", strat.mesh_shape(get_system(system))))

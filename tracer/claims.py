@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from base.inputs import ConfigError
-from tracer.sweep import Point, kv_share, readable
+from tracer.sweep import SweepPoint, kv_share, readable
 
 SERVER, RACK = "h200x8", "gb200-nvl72"
 CONTEXTS = (8192, 32768, 131072)
@@ -26,14 +26,14 @@ LARGE, MID = "kimi-k2", "qwen3-235b-a22b"  # claim 3: ~1T total parameters again
 STRATEGIES = {SERVER: {"dense": ("tp",), "moe": ("tp", "ep")}, RACK: {"moe": ("tp-ep", "ep")}}
 
 
-def points() -> list[Point]:
+def points() -> list[SweepPoint]:
     """The claims sweep: every model on the server, the claim-3 pair on the rack; each strategy that suits the
     model, at each context, at the largest batch that fits (the cheapest strategy is kept per point)."""
     out = []
     for system, models in ((SERVER, DENSE + MOE), (RACK, (LARGE, MID))):
         for model in models:
             for strategy in STRATEGIES[system]["moe" if model in MOE else "dense"]:
-                out += [Point(model, system, strategy, "max", context, PROMPT) for context in CONTEXTS]
+                out += [SweepPoint(model, system, strategy, "max", context, PROMPT) for context in CONTEXTS]
     return out
 
 

@@ -35,7 +35,7 @@ CSV_COLUMNS = ("model", "system", "strategy", "compiler", "batch", "prompt", "co
 
 
 @dataclass(frozen=True)
-class Point:
+class SweepPoint:
     model: str
     system: str
     strategy: str
@@ -70,7 +70,7 @@ def _example(axis: str) -> str:
     return {"batch": '[8, 64, "max"]', "context": "[4096, 8192]", "prompt": "[1024]"}.get(axis, '["..."]')
 
 
-def grid(**axes) -> list[Point]:
+def grid(**axes) -> list[SweepPoint]:
     """Every combination of the given values (each a list; unknown axes are errors)."""
     unknown = set(axes) - set(AXES)
     if unknown:
@@ -81,7 +81,8 @@ def grid(**axes) -> list[Point]:
             raise ConfigError(f"a sweep needs at least one {name} (--{PLURAL[name].replace('_', '-')} or "
                               f"`{PLURAL[name]} = [...]` in the sweep file)")
     names = [a for a in AXES if axes.get(a)]
-    return [Point(**dict(zip(names, values, strict=True))) for values in itertools.product(*(axes[a] for a in names))]
+    return [SweepPoint(**dict(zip(names, values, strict=True)))
+            for values in itertools.product(*(axes[a] for a in names))]
 
 
 def load_sweep(path: str) -> dict[str, list]:
@@ -136,7 +137,7 @@ def cache_dir() -> tuple[Path | None, str | None]:
     return folder, None
 
 
-def _key(point: Point, env: dict, max_batch: bool) -> tuple[str, dict]:
+def _key(point: SweepPoint, env: dict, max_batch: bool) -> tuple[str, dict]:
     inputs = {"point": dataclasses.asdict(point), "max_batch": max_batch, "env": env}
     text = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest(), inputs
@@ -162,7 +163,7 @@ def valid_result(result) -> bool:
     return readable(result, lambda r: row({"inputs": {}, "cached": False, "result": r}))
 
 
-def cached(point: Point, env: dict, max_batch: bool, folder: Path) -> dict | None:
+def cached(point: SweepPoint, env: dict, max_batch: bool, folder: Path) -> dict | None:
     """The stored result, or None when there is none or it cannot be trusted (unreadable, a checksum or key that
     does not match, a result of the wrong shape)."""
     key, inputs = _key(point, env, max_batch)
@@ -176,7 +177,7 @@ def cached(point: Point, env: dict, max_batch: bool, folder: Path) -> dict | Non
         return None
 
 
-def store(point: Point, env: dict, max_batch: bool, folder: Path, result: dict):
+def store(point: SweepPoint, env: dict, max_batch: bool, folder: Path, result: dict):
     """Keep a result, whole or not at all; a cache that cannot take it (a folder where the entry goes) is skipped."""
     key, inputs = _key(point, env, max_batch)
     tmp = folder / f"{key}.{os.getpid()}.tmp"
@@ -189,18 +190,17 @@ def store(point: Point, env: dict, max_batch: bool, folder: Path, result: dict):
 
 
 # --- running ---
-def trace_point(point: Point, max_batch: bool) -> dict:
+def trace_sweep_point(point: SweepPoint, max_batch: bool) -> dict:
     """One point's trace object, or {"error": ...} for a point that cannot run (bad input, does not divide)."""
-    from tracer import compare
-    from tracer.api import trace
+    from tracer.api import trace, trace_choosing_batch
 
     kw = dict(prompt=point.prompt, context=point.context, compiler=point.compiler, weights=point.weights,
               kv_cache=point.kv_cache)
     try:
         if point.batch == "max":
-            found = compare.trace_point(point.model, point.system, point.strategy, "max", None, **kw)
+            found = trace_choosing_batch(point.model, point.system, point.strategy, "max", None, **kw)
             return {**found.result.to_dict(), "max_batch": found.result.max_batch if found.max_batch is None
-                    else found.max_batch, "batch_requested": "max", "batch_note": found.batch_note}
+                    else found.max_batch, "batch_requested": "max", "batch_note": found.note}
         if not isinstance(point.batch, int):
             raise ConfigError(f"batch {point.batch!r}: a positive integer or 'max'")
         result = trace(model=point.model, system=point.system, strategy=point.strategy, batch=point.batch,
@@ -225,8 +225,8 @@ def _start_worker():
     tracer.compile.PROGRESS_AFTER_S = None
 
 
-def _worker(point: Point, max_batch: bool, env: dict, folder: str | None) -> dict:
-    result = trace_point(point, max_batch)
+def _worker(point: SweepPoint, max_batch: bool, env: dict, folder: str | None) -> dict:
+    result = trace_sweep_point(point, max_batch)
     if folder is not None and "error" not in result:
         store(point, env, max_batch, Path(folder), result)
     return result
@@ -257,7 +257,7 @@ def _duration(seconds: float) -> str:
     return f"{rest}s" if not minutes else f"{minutes}m{rest:02d}s"
 
 
-def run(points: list[Point], jobs: int = 1, max_batch: bool = True, use_cache: bool = True,
+def run(points: list[SweepPoint], jobs: int = 1, max_batch: bool = True, use_cache: bool = True,
         progress="stderr", on_record=None) -> list[dict]:
     """Each point's record {"inputs", "cached", "result" | "error"}, in the order of `points`. progress: a stream
     for the progress bar (default: standard error), or None. on_record(record) is called as each point finishes
@@ -350,7 +350,7 @@ class Results:
     A folder holding another sweep's results (other points) is refused unless `overwrite`; the same sweep run again
     replaces its own."""
 
-    def __init__(self, out_dir: str, points: list[Point], overwrite: bool = False):
+    def __init__(self, out_dir: str, points: list[SweepPoint], overwrite: bool = False):
         self.folder = Path(out_dir)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
