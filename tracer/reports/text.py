@@ -84,33 +84,6 @@ def _phase_text(p: Phase, breakdown: bool) -> list[str]:
     return parts
 
 
-def compare_text(rows: list[dict]) -> str:
-    """The `tracer compare` table: step times as total (compute/memory/comms) in ms."""
-    shown = []
-    by_compiler = any(r.get("compiler", "cpu") != "cpu" for r in rows)  # a column once another compiler is there
-
-    def head(r):
-        return {"system": r["system"], "strategy": r["strategy"],
-                **({"compiler": r["compiler"]} if by_compiler else {})}
-
-    for r in rows:
-        if "error" in r:
-            shown.append({**head(r), "mesh": "", "fits": "error", "batch": "", "max_batch": "",
-                          "prefill ms": r["error"]})
-            continue
-        shown.append({**head(r), "mesh": r["mesh"],
-                      "fits": "yes" if r["fits"] else "NO", "batch": r["batch"], "max_batch": r["max_batch"],
-                      "prefill ms": f"{r['prefill_ms']} {r['prefill_bound']}",
-                      "decode ms": f"{r['decode_ms']} {r['decode_bound']}",
-                      "comms": f"{r['decode_comm_share']:.0%}",
-                      "tok/s/chip": f"{r['decode_tokens_per_s_per_chip']:.4g}",
-                      "$/Mtok in": f"{r['usd_per_mtok_in']:.4g}", "$/Mtok out": f"{r['usd_per_mtok_out']:.4g}"})
-    notes = [f"- {' '.join(str(v) for v in head(r).values())}: batch {r['batch_note']}" for r in rows
-             if r.get("batch_note")]
-    return (table(shown) + "\n\nStep times: total (compute/memory/comms) per step; comms: share of the decode step; "
-            "tok/s/chip: decode.\n" + "\n".join(notes))
-
-
 def models_rows(models: list[ModelConfig]) -> list[dict]:
     """One row per model: the figures `tracer models` prints (and --json gives, under these keys)."""
     return [{"name": m.name, "layers": m.n_layers, "hidden": m.hidden,
