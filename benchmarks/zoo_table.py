@@ -17,7 +17,7 @@ print("|---|---|---|---|---|---|---|---|")
 for model, system, strategy, batch in RUNS:
     r = trace(model=model, system=system, strategy=strategy, batch=batch, context=4096)
     pre, dec = r.phases["prefill"], r.phases["decode"]
-    flops = pre.step.cost.flops / pre.analytic["flops_per_device"]
-    hbm = dec.step.cost.hbm_bytes / dec.analytic["hbm_bytes_per_device"]
+    flops = pre.step.cost.flops / pre.analytic.flops_per_device
+    hbm = dec.step.cost.hbm_bytes / dec.analytic.hbm_bytes_per_device
     print(f"| {model} | {system}, {strategy} | {flops:.3f} | {hbm:.3f} | {pre.usd_per_mtok:.3f} | "
           f"{dec.usd_per_mtok:.3f} | {dec.usd_per_mtok / pre.usd_per_mtok:.2f} | {r.max_batch} |", flush=True)

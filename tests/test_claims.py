@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from tracer import claims
-from tracer.claims import CONTEXTS, LARGE, MID, RACK, SERVER
 from tracer.cli import main
+from tracer.reports import claims
+from tracer.reports.claims import CONTEXTS, LARGE, MID, RACK, SERVER
+from tracer.reports.stats import ranks, spearman
 
 # (model, active, total, d_model, KV bytes per token): the shape of the zoo, made up
 MODELS = [("a", 3e9, 30e9, 2048, 50e3), ("b", 4e9, 120e9, 2880, 60e3), ("c", 8e9, 8e9, 4096, 130e3),
@@ -66,9 +67,9 @@ def test_claims_do_not_hold_on_data_where_they_fail():
 
 
 def test_spearman_with_ties():
-    assert claims.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert claims.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert claims._ranks([5, 1, 5, 2]) == [3.5, 1.0, 3.5, 2.0]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert ranks([5, 1, 5, 2]) == [3.5, 1.0, 3.5, 2.0]
 
 
 def _record(model, system, strategy, context, usd_in, usd_out, max_batch, fits=True):

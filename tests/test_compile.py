@@ -26,7 +26,7 @@ def steps_f32(small):
 
 @pytest.mark.parametrize("phase", ["prefill", "decode"])
 def test_flops_match_analytic(small, steps, phase):
-    want = analytic(small, WORK, phase, TP8)["flops_per_device"]
+    want = analytic(small, WORK, phase, TP8).flops_per_device
     # elementwise work (norms, RoPE, softmax) and the query blocks' causal overhang ride on top of the matmuls
     assert abs(steps[phase].cost.flops / want - 1) < 0.02
 
@@ -79,7 +79,7 @@ def test_scan_and_unrolled_layers_agree(small, steps):
 
 
 def test_decode_bytes_follow_weights_plus_cache(small, steps):
-    want = analytic(small, WORK, "decode", TP8)["hbm_bytes_per_device"]
+    want = analytic(small, WORK, "decode", TP8).hbm_bytes_per_device
     assert 1.0 <= steps["decode"].cost.hbm_bytes / want < 1.3
 
 

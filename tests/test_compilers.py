@@ -45,7 +45,7 @@ def test_each_compilers_program_reads_the_same(small, compiler):
     (c,) = cost.collectives  # attention and MLP outputs per layer, and the vocab-sharded embedding lookup
     assert (c.op, c.group_size, c.count, c.bytes) == ("all-reduce", 8, 2 * small.n_layers + 1, 8 * small.hidden * 2)
     want = analytic(small, WORK, "decode", TP8)
-    assert cost.flops == pytest.approx(want["flops_per_device"], rel=0.02)
+    assert cost.flops == pytest.approx(want.flops_per_device, rel=0.02)
     assert set(cost.flops_by_dtype) <= {"bfloat16", "float32"}
 
 
@@ -60,7 +60,7 @@ def test_three_compilers_agree_on_flops_and_state():
              "gpu": compile_steps(WIDE, get_system("h100x8"), strategy, WORK, compiler="gpu"),
              "tpu": compile_steps(WIDE, get_system("v5e-8"), strategy, WORK, compiler="tpu")}
     for phase in ("prefill", "decode"):
-        want = analytic(WIDE, WORK, phase, TP8)["flops_per_device"]
+        want = analytic(WIDE, WORK, phase, TP8).flops_per_device
         got = {name: s[phase] for name, s in steps.items()}
         for step in got.values():
             assert step.cost.flops == pytest.approx(want, rel=0.02)

@@ -223,7 +223,7 @@ def test_decode_reads_the_experts_its_tokens_reach():
     assert u.step.cost.expert_weight_bytes == pytest.approx(f * held, rel=1e-6)
     assert w.step.cost.hbm_bytes - u.step.cost.hbm_bytes == pytest.approx((0.8 - f) * held, rel=0.01)
     assert u.step.cost.hbm_bytes == pytest.approx(70e9, rel=0.03)
-    assert u.analytic["hbm_bytes_per_device"] < w.analytic["hbm_bytes_per_device"]
+    assert u.analytic.hbm_bytes_per_device < w.analytic.hbm_bytes_per_device
     assert u.to_dict()["hbm_bytes_compiled"] == u.compiled_hbm_bytes
 
 

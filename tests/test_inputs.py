@@ -17,9 +17,8 @@ from meshes.strategies import get_strategy, load_strategy
 from meshes.systems import get_system
 from models.files import get_model, load_model_file
 from models.presets import TINY
-from tracer.api import trace
+from tracer.api import trace, trace_choosing_batch
 from tracer.cli import main
-from tracer.compare import trace_point
 from tracer.compile import _cpu_devices
 from tracer.errors import ConfigError
 
@@ -111,7 +110,7 @@ def test_api_arguments():
     one_line_error("--batch must be a positive integer, got True", trace, "tiny", batch=True)
     one_line_error("--capacity-factor must be a number", trace, "mixtral-8x7b", capacity_factor="x")
     for tpot in (math.nan, 0, -1, math.inf):
-        one_line_error("--tpot-ms must be a finite number", trace_point, "tiny", "h100x8", "tp", "max", tpot)
+        one_line_error("--tpot-ms must be a finite number", trace_choosing_batch, "tiny", "h100x8", "tp", "max", tpot)
 
 
 def test_emulated_device_count_setting():

@@ -113,8 +113,8 @@ def test_sp_decode_combines_partial_attention(small):
     assert out.wire_bytes_per_device == pytest.approx(small.n_layers * 2 * 7 / 8 * out.bytes)
     assert step.kv_cache_bytes == pytest.approx(WORK.batch * small.kv_bytes(WORK.context) / 8)
     want = analytic(small, WORK, "decode", layout(get_strategy("sp"), {"dp": 1, "sp": 8}))
-    assert step.cost.flops == pytest.approx(want["flops_per_device"], rel=0.02)
-    assert step.cost.hbm_bytes == pytest.approx(want["hbm_bytes_per_device"], rel=0.06)
+    assert step.cost.flops == pytest.approx(want.flops_per_device, rel=0.02)
+    assert step.cost.hbm_bytes == pytest.approx(want.hbm_bytes_per_device, rel=0.06)
 
 
 def test_links_by_the_groups_they_span():

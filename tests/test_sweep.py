@@ -10,7 +10,7 @@ from tracer import sweep
 from tracer.cli import main
 from tracer.errors import ConfigError
 
-POINT = sweep.Point("tiny", "h100x8", "tp", batch=8, context=64)
+POINT = sweep.SweepPoint("tiny", "h100x8", "tp", batch=8, context=64)
 
 
 def figures(result: dict) -> dict:
@@ -54,7 +54,8 @@ def test_cache_hit_miss_and_untrusted_entries(cache):
     assert not first["cached"]
     (again,) = sweep.run([POINT], max_batch=False, progress=None)
     assert again["cached"] and again["result"] == first["result"]
-    (other,) = sweep.run([sweep.Point("tiny", "h100x8", "tp", batch=16, context=64)], max_batch=False, progress=None)
+    other_point = sweep.SweepPoint("tiny", "h100x8", "tp", batch=16, context=64)
+    (other,) = sweep.run([other_point], max_batch=False, progress=None)
     assert not other["cached"]
     (entry,) = [p for p in cache.glob("*.json") if json.loads(p.read_text())["inputs"]["point"]["batch"] == 8]
     entry.write_text(entry.read_text()[:100])  # truncated

@@ -15,7 +15,7 @@ from tracer import sweep
 from tracer.cli import main
 from tracer.errors import ConfigError
 
-POINT = sweep.Point("tiny", "h100x8", "tp", batch=8, context=64)
+POINT = sweep.SweepPoint("tiny", "h100x8", "tp", batch=8, context=64)
 FLAGS = ["--models", "tiny", "--systems", "h100x8", "--strategies", "tp", "--contexts", "64", "--no-max-batch"]
 
 
@@ -56,7 +56,7 @@ def test_a_failing_point_is_one_line_and_the_sweep_goes_on(cache, monkeypatch):
         return real(**kw)
 
     monkeypatch.setattr(tracer.api, "trace", trace)
-    points = [POINT, sweep.Point("tiny", "h100x8", "tp", batch=16, context=64)]
+    points = [POINT, sweep.SweepPoint("tiny", "h100x8", "tp", batch=16, context=64)]
     good, bad = sweep.run(points, max_batch=False, progress=None)
     assert "result" in good and bad["error"] == "RuntimeError: compiler crashed with a second line"
 

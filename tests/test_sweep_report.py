@@ -4,7 +4,8 @@ import pytest
 
 from tracer import sweep
 from tracer.cli import main
-from tracer.sweep_report import load_records, pareto
+from tracer.reports.sweep_report import load_records, pareto
+from tracer.sweep_records import write
 
 
 def test_pareto_front_keeps_the_points_nothing_beats_on_both_counts():
@@ -17,7 +18,7 @@ def test_report_from_a_sweep(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TRACER_CACHE", str(tmp_path / "cache"))
     points = sweep.grid(model=["tiny"], system=["h100x8"], strategy=["tp", "tp-dp", "bogus"],
                          batch=[8, "max"], context=[64])
-    sweep.write(sweep.run(points, max_batch=False, progress=None), str(tmp_path / "results"))
+    write(sweep.run(points, max_batch=False, progress=None), str(tmp_path / "results"))
     assert main(["report", str(tmp_path / "results"), "--out", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     assert "6 points: 4 traced, 2 failed" in text and "unknown strategy 'bogus'" in text

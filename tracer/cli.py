@@ -141,29 +141,8 @@ def _parser() -> argparse.ArgumentParser:
                                                     "system and strategy")
     c.add_argument("--tpot-ms", type=float, help="take the largest batch whose decode step (time per output token) "
                                                  "stays under this many milliseconds, and price it")
-    w = sub.add_parser("sweep", help="trace every combination of models, systems, strategies, batches, contexts "
-                                     "(and compilers, dtypes); write CSV and JSON Lines; results are cached")
-    w.add_argument("file", nargs="?", help="a sweep file (TOML lists: models, systems, strategies, batches, "
-                                           "contexts, and optional prompts, compilers, weights, kv_caches)")
-    for name, kind in (("models", str), ("systems", str), ("strategies", str), ("batches", _batch), ("contexts", int),
-                       ("prompts", int), ("compilers", str), ("weights", str), ("kv-caches", str)):
-        w.add_argument(f"--{name}", type=_list_of(kind), help=f"comma-separated {name}")
-    w.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    w.add_argument("--out", default="sweep-results", help="folder for sweep.csv and sweep.jsonl (sweep.jsonl grows "
-                                                          "as points finish)")
-    w.add_argument("--overwrite", action="store_true", help="replace another sweep's results in --out")
-    w.add_argument("--no-cache", action="store_true", help="recompute every point (the cache is not read or written)")
-    w.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
-    r = sub.add_parser("report", help="a Markdown report with tables and plots: of a sweep's results, of the seed "
-                                      "argument's claims (`claims`), or of the textbook's worked examples "
-                                      "(`textbook`)")
-    r.add_argument("results", help="the --out folder of `tracer sweep` (or its sweep.jsonl); `claims`: trace the "
-                                   "claims sweep and give each claim a verdict; `textbook`: reproduce the scaling "
-                                   "book's worked examples")
-    r.add_argument("--out", default="report", help="folder for the Markdown report and its PNG plots")
-    r.add_argument("--jobs", type=int, default=1, help="claims: worker processes for its sweep (default 1)")
-    r.add_argument("--from", dest="claims_data", help="claims: read this sweep's results (a folder or .jsonl) "
-                                                      "instead of tracing")
+    _sweep_parser(sub)
+    _report_parser(sub)
     m = sub.add_parser("models", help="list the model presets (and model files given with --model)")
     m.add_argument("--model", action="append", default=[], help="also list this model file (repeatable)")
     m.add_argument("--json", action="store_true")
@@ -177,8 +156,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sweep_parser(sub):
+    w = sub.add_parser("sweep", help="trace every combination of models, systems, strategies, batches, contexts "
+                                     "(and compilers, dtypes); write CSV and JSON Lines; results are cached")
+    w.add_argument("file", nargs="?", help="a sweep file (TOML lists: models, systems, strategies, batches, "
+                                           "contexts, and optional prompts, compilers, weights, kv_caches)")
+    for name, kind in (("models", str), ("systems", str), ("strategies", str), ("batches", _batch), ("contexts", int),
+                       ("prompts", int), ("compilers", str), ("weights", str), ("kv-caches", str)):
+        w.add_argument(f"--{name}", type=_list_of(kind), help=f"comma-separated {name}")
+    w.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    w.add_argument("--out", default="sweep-results", help="folder for sweep.csv and sweep.jsonl (sweep.jsonl grows "
+                                                          "as points finish)")
+    w.add_argument("--overwrite", action="store_true", help="replace another sweep's results in --out")
+    w.add_argument("--no-cache", action="store_true", help="recompute every point (the cache is not read or written)")
+    w.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
+
+
+def _report_parser(sub):
+    r = sub.add_parser("report", help="a Markdown report with tables and plots: of a sweep's results, of the seed "
+                                      "argument's claims (`claims`), or of the textbook's worked examples "
+                                      "(`textbook`)")
+    r.add_argument("results", help="the --out folder of `tracer sweep` (or its sweep.jsonl); `claims`: trace the "
+                                   "claims sweep and give each claim a verdict; `textbook`: reproduce the scaling "
+                                   "book's worked examples")
+    r.add_argument("--out", default="report", help="folder for the Markdown report and its PNG plots")
+    r.add_argument("--jobs", type=int, default=1, help="claims: worker processes for its sweep (default 1)")
+    r.add_argument("--from", dest="claims_data", help="claims: read this sweep's results (a folder or .jsonl) "
+                                                      "instead of tracing")
+
+
 def _run(args) -> str:
-    from tracer import report
+    from tracer.reports import text
 
     if args.command == "models":
         from models.files import get_model
@@ -186,13 +194,13 @@ def _run(args) -> str:
 
         models = [m.with_dtypes(args.weights, args.kv_cache) for m in
                   [*PRESETS.values(), *(get_model(path) for path in args.model)]]
-        rows = report.models_rows(models)
-        return json.dumps(rows, indent=2) if args.json else report.models_text(rows)
+        rows = text.models_rows(models)
+        return json.dumps(rows, indent=2) if args.json else text.models_text(rows)
     if args.command == "systems":
         from meshes.systems import SYSTEMS
 
-        rows = report.systems_rows(list(SYSTEMS.values()))
-        return json.dumps(rows, indent=2) if args.json else report.table(rows)
+        rows = text.systems_rows(list(SYSTEMS.values()))
+        return json.dumps(rows, indent=2) if args.json else text.table(rows)
     if args.command == "sweep":
         return _sweep(args)
     if args.command == "report":
@@ -201,7 +209,8 @@ def _run(args) -> str:
               weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor,
               routing=args.routing, fusion=args.fusion)
     if args.command == "compare":
-        from tracer.compare import compare, rows
+        from tracer.compare import compare
+        from tracer.reports.comparison import compare_text, rows
 
         if args.tpot_ms is not None and args.batch not in (None, "max"):
             raise ConfigError("--tpot-ms chooses the batch itself (the largest whose decode step meets it); leave "
@@ -219,35 +228,36 @@ def _run(args) -> str:
         if args.json:
             return json.dumps([p.result.to_dict() if p.result else {"system": p.system, "strategy": p.strategy,
                                                                      "error": p.error} for p in points], indent=2)
-        return report.compare_text(rows(points))
+        return compare_text(rows(points))
     from tracer.api import trace
 
     result = trace(model=args.model, system=args.system, strategy=args.strategy, batch=args.batch,
                    find_max_batch=not args.no_max_batch, compiler=args.compiler, **kw)
-    d = result.to_dict()
-    return json.dumps(d, indent=2) if args.json else report.trace_text(d, breakdown=args.breakdown)
+    return json.dumps(result.to_dict(), indent=2) if args.json else text.trace_text(result, breakdown=args.breakdown)
 
 
 def _report(args) -> str:
     if args.claims_data and args.results != "claims":
         raise ConfigError("--from applies to `tracer report claims`")
     if args.results == "claims":
-        from tracer import claims
+        from tracer.reports import claims_report
 
-        path, found = claims.run(args.out, jobs=args.jobs, results=args.claims_data)
+        path, found = claims_report.run(args.out, jobs=args.jobs, results=args.claims_data)
         return "\n".join([f"wrote {path}", *(f"claim {v.number}: {v.text}: {v.summary}" for v in found)])
     if args.results == "textbook":
         from tracer import textbook
+        from tracer.reports.textbook import summary, write_report
 
         rows = textbook.rows()
-        return f"wrote {textbook.write_report(args.out, rows)}: {textbook.summary(rows)}"
-    from tracer.sweep_report import load_records, write_report
+        return f"wrote {write_report(args.out, rows)}: {summary(rows)}"
+    from tracer.reports.sweep_report import load_records, write_report
 
     return f"wrote {write_report(load_records(args.results), args.out)}"
 
 
 def _sweep(args) -> str:
     from tracer import sweep
+    from tracer.sweep_records import Results
 
     axes = sweep.load_sweep(args.file) if args.file else {}
     flags = {"model": args.models, "system": args.systems, "strategy": args.strategies, "batch": args.batches,
@@ -255,7 +265,7 @@ def _sweep(args) -> str:
              "kv_cache": args.kv_caches}
     axes.update({k: v for k, v in flags.items() if v})
     points = sweep.grid(**axes)
-    results = sweep.Results(args.out, points, args.overwrite)  # checked before the first point
+    results = Results(args.out, points, args.overwrite)  # checked before the first point
     started = time.monotonic()
     try:
         records = sweep.run(points, jobs=args.jobs, max_batch=not args.no_max_batch, use_cache=not args.no_cache,

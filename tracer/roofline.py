@@ -168,7 +168,15 @@ def charge_routed_experts(step: CompiledStep, fraction: float) -> CompiledStep:
     return dataclasses.replace(step, cost=cost)
 
 
-def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing: str = "uniform") -> dict:
+@dataclass(frozen=True)
+class Analytic:
+    """The textbook estimate of a step, per device (`analytic`)."""
+
+    flops_per_device: float
+    hbm_bytes_per_device: float
+
+
+def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing: str = "uniform") -> Analytic:
     """Textbook estimates per device.
     FLOPs: 2 x active matmul parameters x tokens (routed experts: only the k a token uses) + attention over the keys
     each query sees (windows included; MLA decode in its absorbed form), each kind of work divided by the ways the
@@ -230,4 +238,4 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing:
         per_device = (other / attn_split + routed_bytes / (lay.experts * lay.expert_mlp)
                       + cfg.replicated_weight_bytes)
     kv_split = 1 if cfg.is_mla else lay.kv_heads / kv_rep
-    return {"flops_per_device": flops, "hbm_bytes_per_device": per_device + kv / lay.batch / kv_split / cache_seq}
+    return Analytic(flops, per_device + kv / lay.batch / kv_split / cache_seq)

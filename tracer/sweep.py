@@ -1,12 +1,11 @@
 """Sweeps: many (model, system, strategy, batch, context, compiler, dtypes) points, each traced once, run in parallel
-worker processes, remembered in a persistent cache, written as CSV and JSON Lines.
+worker processes, remembered in a persistent cache, written as CSV and JSON Lines (tracer.sweep_records).
 
 A cached result is keyed by everything that changes it: the point's inputs, the versions of jax, jaxlib and the
 compiler plugins, and a digest of this tool's own source. An entry that does not parse, whose checksum does not
 match or whose key differs is recomputed, never trusted.
 """
 
-import csv
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -23,19 +22,16 @@ from pathlib import Path
 
 from base.inputs import ConfigError, is_int, read_toml
 from tracer.errors import Interrupted
+from tracer.sweep_records import valid_result
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("models", "meshes", "tracer")  # their .py files make the tool's digest
 PACKAGES = ("jax", "jaxlib", "flax", "jax-cuda12-plugin", "jax-cuda12-pjrt", "libtpu")
 AXES = ("model", "system", "strategy", "batch", "context", "prompt", "compiler", "weights", "kv_cache")
-CSV_COLUMNS = ("model", "system", "strategy", "compiler", "batch", "prompt", "context", "weights", "kv_cache", "fits",
-               "max_batch", "prefill_ms", "decode_ms", "prefill_bound", "decode_bound", "usd_per_mtok_in",
-               "usd_per_mtok_out", "output_to_input", "tokens_per_s_per_chip", "tokens_per_s_per_user",
-               "decode_hbm_bytes", "decode_kv_share", "decode_comm_bytes", "cached", "error")
 
 
 @dataclass(frozen=True)
-class Point:
+class SweepPoint:
     model: str
     system: str
     strategy: str
@@ -70,7 +66,7 @@ def _example(axis: str) -> str:
     return {"batch": '[8, 64, "max"]', "context": "[4096, 8192]", "prompt": "[1024]"}.get(axis, '["..."]')
 
 
-def grid(**axes) -> list[Point]:
+def grid(**axes) -> list[SweepPoint]:
     """Every combination of the given values (each a list; unknown axes are errors)."""
     unknown = set(axes) - set(AXES)
     if unknown:
@@ -81,7 +77,8 @@ def grid(**axes) -> list[Point]:
             raise ConfigError(f"a sweep needs at least one {name} (--{PLURAL[name].replace('_', '-')} or "
                               f"`{PLURAL[name]} = [...]` in the sweep file)")
     names = [a for a in AXES if axes.get(a)]
-    return [Point(**dict(zip(names, values, strict=True))) for values in itertools.product(*(axes[a] for a in names))]
+    return [SweepPoint(**dict(zip(names, values, strict=True)))
+            for values in itertools.product(*(axes[a] for a in names))]
 
 
 def load_sweep(path: str) -> dict[str, list]:
@@ -136,7 +133,7 @@ def cache_dir() -> tuple[Path | None, str | None]:
     return folder, None
 
 
-def _key(point: Point, env: dict, max_batch: bool) -> tuple[str, dict]:
+def _key(point: SweepPoint, env: dict, max_batch: bool) -> tuple[str, dict]:
     inputs = {"point": dataclasses.asdict(point), "max_batch": max_batch, "env": env}
     text = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest(), inputs
@@ -146,23 +143,7 @@ def _checksum(result: dict) -> str:
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
 
 
-def readable(result, read) -> bool:
-    """Whether `read(result)` finds every figure it needs: a trace object, not an error, of the right shape."""
-    if not isinstance(result, dict) or "error" in result:
-        return False
-    try:
-        read(result)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError):  # ConfigError is a ValueError
-        return False
-    return True
-
-
-def valid_result(result) -> bool:
-    """A trace object the outputs can use: every figure a row reads present and of its type."""
-    return readable(result, lambda r: row({"inputs": {}, "cached": False, "result": r}))
-
-
-def cached(point: Point, env: dict, max_batch: bool, folder: Path) -> dict | None:
+def cached(point: SweepPoint, env: dict, max_batch: bool, folder: Path) -> dict | None:
     """The stored result, or None when there is none or it cannot be trusted (unreadable, a checksum or key that
     does not match, a result of the wrong shape)."""
     key, inputs = _key(point, env, max_batch)
@@ -176,7 +157,7 @@ def cached(point: Point, env: dict, max_batch: bool, folder: Path) -> dict | Non
         return None
 
 
-def store(point: Point, env: dict, max_batch: bool, folder: Path, result: dict):
+def store(point: SweepPoint, env: dict, max_batch: bool, folder: Path, result: dict):
     """Keep a result, whole or not at all; a cache that cannot take it (a folder where the entry goes) is skipped."""
     key, inputs = _key(point, env, max_batch)
     tmp = folder / f"{key}.{os.getpid()}.tmp"
@@ -189,18 +170,17 @@ def store(point: Point, env: dict, max_batch: bool, folder: Path, result: dict):
 
 
 # --- running ---
-def trace_point(point: Point, max_batch: bool) -> dict:
+def trace_sweep_point(point: SweepPoint, max_batch: bool) -> dict:
     """One point's trace object, or {"error": ...} for a point that cannot run (bad input, does not divide)."""
-    from tracer import compare
-    from tracer.api import trace
+    from tracer.api import trace, trace_choosing_batch
 
     kw = dict(prompt=point.prompt, context=point.context, compiler=point.compiler, weights=point.weights,
               kv_cache=point.kv_cache)
     try:
         if point.batch == "max":
-            found = compare.trace_point(point.model, point.system, point.strategy, "max", None, **kw)
+            found = trace_choosing_batch(point.model, point.system, point.strategy, "max", None, **kw)
             return {**found.result.to_dict(), "max_batch": found.result.max_batch if found.max_batch is None
-                    else found.max_batch, "batch_requested": "max", "batch_note": found.batch_note}
+                    else found.max_batch, "batch_requested": "max", "batch_note": found.note}
         if not isinstance(point.batch, int):
             raise ConfigError(f"batch {point.batch!r}: a positive integer or 'max'")
         result = trace(model=point.model, system=point.system, strategy=point.strategy, batch=point.batch,
@@ -225,8 +205,8 @@ def _start_worker():
     tracer.compile.PROGRESS_AFTER_S = None
 
 
-def _worker(point: Point, max_batch: bool, env: dict, folder: str | None) -> dict:
-    result = trace_point(point, max_batch)
+def _worker(point: SweepPoint, max_batch: bool, env: dict, folder: str | None) -> dict:
+    result = trace_sweep_point(point, max_batch)
     if folder is not None and "error" not in result:
         store(point, env, max_batch, Path(folder), result)
     return result
@@ -257,12 +237,12 @@ def _duration(seconds: float) -> str:
     return f"{rest}s" if not minutes else f"{minutes}m{rest:02d}s"
 
 
-def run(points: list[Point], jobs: int = 1, max_batch: bool = True, use_cache: bool = True,
+def run(points: list[SweepPoint], jobs: int = 1, max_batch: bool = True, use_cache: bool = True,
         progress="stderr", on_record=None) -> list[dict]:
     """Each point's record {"inputs", "cached", "result" | "error"}, in the order of `points`. progress: a stream
     for the progress bar (default: standard error), or None. on_record(record) is called as each point finishes
-    (Results.add keeps it on disk). SIGINT or SIGTERM stops every worker and raises Interrupted, whose `records` are
-    the finished points."""
+    (sweep_records.Results.add keeps it on disk). SIGINT or SIGTERM stops every worker and raises Interrupted,
+    whose `records` are the finished points."""
     progress = sys.stderr if progress == "stderr" else progress
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
@@ -342,92 +322,3 @@ def _run_pool(points, todo, jobs, max_batch, env, folder_text, finish):
             proc.join(timeout=10)
         raise
     pool.shutdown()
-
-
-class Results:
-    """A sweep's output folder: checked before the first point, sweep.jsonl written a line as each point finishes,
-    and sweep.jsonl and sweep.csv of every finished point, in the sweep's order, at the end (or when it is stopped).
-    A folder holding another sweep's results (other points) is refused unless `overwrite`; the same sweep run again
-    replaces its own."""
-
-    def __init__(self, out_dir: str, points: list[Point], overwrite: bool = False):
-        self.folder = Path(out_dir)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ConfigError(f"--out {out_dir}: cannot make that folder ({err.strerror or err}); choose a writable "
-                              "folder") from None
-        jsonl = self.folder / "sweep.jsonl"
-        mine = {json.dumps(dataclasses.asdict(p), sort_keys=True) for p in points}
-        if not overwrite and (jsonl.exists() or (self.folder / "sweep.csv").exists()) and _points_in(jsonl) != mine:
-            raise ConfigError(f"--out {out_dir} already holds another sweep's results; choose another folder, or "
-                              "pass --overwrite to replace them")
-        try:
-            self.file = jsonl.open("w", encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"--out {out_dir}: cannot write there ({err.strerror or err}); choose a writable "
-                              "folder") from None
-
-    def add(self, record: dict):
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-
-    def close(self, records: list[dict]) -> tuple[Path, Path]:
-        self.file.close()
-        return write([r for r in records if r is not None], str(self.folder))
-
-
-def _points_in(jsonl: Path) -> set[str] | None:
-    """The points of the sweep whose results are in `jsonl` (None: unreadable)."""
-    try:
-        with jsonl.open(encoding="utf-8") as f:
-            return {json.dumps(json.loads(line)["inputs"], sort_keys=True) for line in f if line.strip()}
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return None
-
-
-# --- outputs ---
-def kv_share(decode: dict) -> float:
-    """The KV cache's share of a decode step's HBM bytes (the step reads the whole cache a device holds)."""
-    return decode["memory_per_device"]["kv_cache"] / decode["hbm_bytes_per_device"]
-
-
-def row(record: dict) -> dict:
-    """One CSV row: the point's inputs and its headline figures."""
-    inputs = record["inputs"]
-    out = {k: inputs.get(k) for k in ("model", "system", "strategy", "compiler", "batch", "prompt", "context",
-                                      "weights", "kv_cache")}
-    out["cached"] = record["cached"]
-    if "error" in record:
-        return {**out, "error": record["error"]}
-    r = record["result"]
-    pre, dec = r["prefill"], r["decode"]
-    out.update(prompt=r["prompt"], weights=r["weights_dtype"], kv_cache=r["kv_cache_dtype"],
-               fits=dec["memory_per_device"]["fits"],
-               max_batch=r["max_batch"] if r["max_batch_note"] != "not searched" else "",
-               prefill_ms=pre["time_s"]["step"] * 1e3, decode_ms=dec["time_s"]["step"] * 1e3,
-               prefill_bound=pre["bound"], decode_bound=dec["bound"], usd_per_mtok_in=pre["usd_per_mtok"],
-               usd_per_mtok_out=dec["usd_per_mtok"], output_to_input=r["output_to_input_cost"],
-               tokens_per_s_per_chip=dec["tokens_per_s_per_chip"], tokens_per_s_per_user=1 / dec["time_s"]["step"],
-               decode_hbm_bytes=dec["hbm_bytes_per_device"], decode_kv_share=kv_share(dec),
-               decode_comm_bytes=dec["comm_bytes_per_device"],
-               error="")
-    return out
-
-
-def write(records: list[dict], out_dir: str) -> tuple[Path, Path]:
-    """sweep.csv (one row per point) and sweep.jsonl (one object per point: inputs, and the trace or the error)."""
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    csv_path, jsonl_path = folder / "sweep.csv", folder / "sweep.jsonl"
-    with (folder / "sweep.csv.tmp").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for record in records:
-            writer.writerow(row(record))
-    with (folder / "sweep.jsonl.tmp").open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-    (folder / "sweep.csv.tmp").replace(csv_path)  # each whole or not at all
-    (folder / "sweep.jsonl.tmp").replace(jsonl_path)
-    return csv_path, jsonl_path

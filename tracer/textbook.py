@@ -15,7 +15,6 @@ chips).
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from meshes.strategies import get_strategy
 from meshes.systems import H100, V5E, V5P, System, get_system
@@ -55,15 +54,40 @@ def book_system(n_chips: int, hbm_bw: float = 8.2e11) -> System:
 
 
 @dataclass(frozen=True)
+class Example:
+    """One of the book's worked examples: its number ("" where the book gives none) and title."""
+
+    number: str
+    title: str
+
+    @property
+    def heading(self) -> str:
+        return f"{self.number}. {self.title}" if self.number else self.title
+
+    @property
+    def short(self) -> str:
+        return self.number or self.title
+
+
+@dataclass(frozen=True)
 class Row:
-    example: str
-    quantity: str
+    section: Example
+    measure: str  # what is measured ("step ms")
     book: float  # as the book prints it
     ours: float
     how: str  # where ours comes from
     exact: float | None = None  # the book's own arithmetic, unrounded (or with its own exact input), where it differs
     note: str = ""
     contrast: bool = False  # not a reproduction: the compiled program where the book idealises
+    batch: int | None = None  # the batch it is measured at, where the example varies it
+
+    @property
+    def example(self) -> str:
+        return self.section.heading
+
+    @property
+    def quantity(self) -> str:
+        return self.measure if self.batch is None else f"{self.measure}, batch {self.batch}"
 
     @property
     def reference(self) -> float:
@@ -72,6 +96,10 @@ class Row:
     @property
     def diff(self) -> float:
         return self.ours / self.reference - 1
+
+
+LLAMA3_70B_EXAMPLES = (Example("4", "LLaMA 3-70B"), Example("5", "LLaMA 3-70B, int8, batch 32, 8k context"),
+                       Example("6", "LLaMA 3-70B prefill"))
 
 
 def params_by_part(cfg: ModelConfig) -> dict[str, int]:
@@ -127,23 +155,23 @@ def _terms(cfg, system, batch, context, **dtypes) -> Terms:
 
 def example_1() -> list[Row]:
     """LLaMA 2-13B on 8 v5e at 8192 tokens of context: the memory-only decode step, (B x KV + 26e9) / (8 x 8.2e11)."""
-    ex, system = "1. LLaMA 2-13B, 8 x v5e, 8k context, MHA", book_system(8)
+    ex, system = Example("1", "LLaMA 2-13B, 8 x v5e, 8k context, MHA"), book_system(8)
     book = {1: (32.7, 4.98, 200.61), 8: (79.6, 12.13, 659.30), 16: (133.2, 20.30, 787.99),
             32: (240.4, 36.65, 873.21), 64: (454.8, 69.33, 923.13), 240: (1634, 249.09, 963.53)}
     rows = []
     for batch, (mem_gb, step_ms, tps) in book.items():
         step = _step(LLAMA2_13B, system, batch, 8192)
         ms = step.cost.hbm_bytes / system.chip.hbm_bw * 1e3
-        rows += [Row(ex, f"total memory GB, batch {batch}", mem_gb,
-                     8 * (step.weight_bytes + step.kv_cache_bytes) / 1e9, "8 x (weights + KV cache) per chip"),
-                 Row(ex, f"step ms, batch {batch}", step_ms, ms, "compiled HBM bytes per chip / 8.2e11 B/s"),
-                 Row(ex, f"tokens/s, batch {batch}", tps, batch / ms * 1e3, "batch / step")]
+        rows += [Row(ex, "total memory GB", mem_gb, 8 * (step.weight_bytes + step.kv_cache_bytes) / 1e9,
+                     "8 x (weights + KV cache) per chip", batch=batch),
+                 Row(ex, "step ms", step_ms, ms, "compiled HBM bytes per chip / 8.2e11 B/s", batch=batch),
+                 Row(ex, "tokens/s", tps, batch / ms * 1e3, "batch / step", batch=batch)]
     return rows
 
 
 def example_2() -> list[Row]:
     """A 30B dense model, int8 weights, bf16 FLOPs, 100 kB of KV per token, 8192 context, on v5e 4x4."""
-    ex, system = "2. 30B dense, int8, v5e 4x4, 8k context", book_system(16, 8.1e11)
+    ex, system = Example("2", "30B dense, int8, v5e 4x4, 8k context"), book_system(16, 8.1e11)
     w, peak = system.chip.hbm_bw, system.chip.peak_flops["bfloat16"]
     small, large = _terms(DENSE_30B, system, 4, 8192), _terms(DENSE_30B, system, 256, 8192)
     eq1 = large.kv / w + max(large.matmul_flops / peak, large.weights / w)
@@ -168,7 +196,7 @@ def example_2() -> list[Row]:
 
 def example_3() -> list[Row]:
     """The book's model 3 (L=64, D=4096, F=16384, N=32, K=8, H=256, tied embeddings), int8, 128k context."""
-    ex, one = "3. model 3 (and its 16-expert MoE), int8, 128k context", book_system(1, 8.1e11)
+    ex, one = Example("3", "model 3 (and its 16-expert MoE), int8, 128k context"), book_system(1, 8.1e11)
     context = 128_000  # the book's "128k"
     dense = _step(MODEL_3, one, 1, context, **INT8)
     mqa = _step(dataclasses.replace(MODEL_3, n_kv_heads=1), one, 1, context, **INT8)
@@ -201,7 +229,7 @@ def example_3() -> list[Row]:
 def examples_4_to_6() -> list[Row]:
     """LLaMA 3-70B: its parameters and KV cache, serving at batch 32 and 8k context in int8 on v5e 4x2 and 4x4,
     and an 8192-token prefill on 16 chips at 40% MFU."""
-    ex4, ex5, ex6 = "4. LLaMA 3-70B", "5. LLaMA 3-70B, int8, batch 32, 8k context", "6. LLaMA 3-70B prefill"
+    ex4, ex5, ex6 = LLAMA3_70B_EXAMPLES
     parts = params_by_part(LLAMA3_70B)
     eight, sixteen = book_system(8, 8.1e11), book_system(16, 8.1e11)
     terms = _terms(LLAMA3_70B, eight, 32, 8192, **INT8)
@@ -263,7 +291,7 @@ def examples_4_to_6() -> list[Row]:
 def example_7_and_critical_batch() -> list[Row]:
     """FLOPs per dollar at the book's GCP prices; the critical batch of a dense model's decode, read off compiled
     programs on a v5e and an H100 system."""
-    ex7, crit = "7. FLOP/s per dollar (GCP list, Feb 2025)", "critical batch, dense bf16 decode"
+    ex7, crit = Example("7", "FLOP/s per dollar (GCP list, Feb 2025)"), Example("", "critical batch, dense bf16 decode")
     rows = [Row(ex7, f"{chip}: FLOPs per dollar", printed, ours * 3600 / price,
                 "the chip's bf16 peak (meshes/systems.py) x 3600 / the book's $/h", exact=book * 3600 / price)
             for chip, (book, price, printed, ours) in BOOK_PRICES.items()]
@@ -280,80 +308,3 @@ def example_7_and_critical_batch() -> list[Row]:
 
 def rows() -> list[Row]:
     return [*example_1(), *example_2(), *example_3(), *examples_4_to_6(), *example_7_and_critical_batch()]
-
-
-def summary(table: list[Row]) -> str:
-    reproduced = [r for r in table if not r.contrast]
-    return (f"{len(reproduced)} reproduced figures, largest difference "
-            f"{max(abs(r.diff) for r in reproduced):.2%}")
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
-
-
-def write_report(out: str, computed: list[Row] | None = None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from tabulate import tabulate
-
-    table = computed if computed is not None else rows()
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["# The textbook's worked examples, from compiled programs", "",
-             "\"How to Scale Your Model\" (jax-ml/scaling-book), inference chapter and \"Serving LLaMA 3-70B on "
-             "TPUs\". Hardware: the book's TPU v5e (1.97e14 bf16 FLOP/s, 16 GB HBM, 8.2e11 or 8.1e11 B/s as each "
-             "example says), compiled for emulated devices by the CPU compiler. *book*: as printed; *book, exact*: "
-             "the book's own arithmetic unrounded, or with its own exact input where it prints another; *ours*: the "
-             "book's arithmetic on figures read off the compiled program; *diff*: ours against the exact figure. "
-             "Rows marked *contrast* are what the compiled program says where the book idealises.", ""]
-    lines += [summary(table) + ".", ""]
-    for example in dict.fromkeys(r.example for r in table):
-        sub = [r for r in table if r.example == example]
-        lines += [f"## {example}", "",
-                  tabulate([[r.quantity + (" (contrast)" if r.contrast else ""), _fmt(r.book),
-                             "" if r.exact is None else _fmt(r.exact), _fmt(r.ours), f"{r.diff:+.2%}", r.how]
-                            for r in sub],
-                           headers=["quantity", "book", "book, exact", "ours", "diff", "ours from"],
-                           tablefmt="pipe"), ""]
-        lines += [f"- {r.quantity}: {r.note}" for r in sub if r.note] + [""]
-    # plot 1: example 1's step time and throughput against batch, the book's and ours
-    ex1 = [r for r in table if r.example.startswith("1.")]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    for ax, kind, label in ((axes[0], "step ms", "ms per decode step"), (axes[1], "tokens/s", "tokens/s")):
-        pts = [(int(r.quantity.rsplit(" ", 1)[1]), r.book, r.ours) for r in ex1 if r.quantity.startswith(kind)]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label="book")
-        ax.plot([p[0] for p in pts], [p[2] for p in pts], "x--", label="ours (compiled)")
-        ax.set(xscale="log", xlabel="batch", ylabel=label, title=f"LLaMA 2-13B, 8 x v5e, 8k: {label}")
-        ax.legend(fontsize=7)
-    fig.text(0.01, -0.02, "TPU v5e, book figures: 1.97e14 FLOP/s, 8.2e11 B/s, 16 GB; bf16 weights and KV cache; "
-                          "strategy tp over 8 chips; CPU compiler (emulated devices)", fontsize=6)
-    fig.savefig(folder / "example-1.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    # plot 2: every row's difference
-    fig, ax = plt.subplots(figsize=(7, max(4, 0.18 * len(table))))
-    labels = [f"{r.example.split('.')[0]}. {r.quantity}" for r in table]
-    limit = 5.0  # percent: contrast rows beyond it are drawn to the edge with their value written
-    ax.barh(range(len(table)), [max(-limit, min(limit, r.diff * 100)) for r in table],
-            color=["tab:gray" if r.contrast else "tab:blue" for r in table])
-    for i, r in enumerate(table):
-        if abs(r.diff * 100) > limit:
-            ax.text(limit * (0.55 if r.diff > 0 else -0.95), i, f"{r.diff:+.0%}", va="center", fontsize=6)
-    ax.set_xlim(-limit, limit)
-    ax.axvspan(-2, 2, color="tab:green", alpha=0.15, label="within 2%")
-    ax.set_yticks(range(len(table)), labels, fontsize=5)
-    ax.invert_yaxis()
-    ax.set(xlabel="ours against the book (%)", title="Textbook examples: ours against the book (grey: contrast)")
-    ax.legend(fontsize=7)
-    fig.text(0.01, -0.01, "TPU v5e with the book's figures (8.2e11 or 8.1e11 B/s per example), GCP Feb 2025 prices; "
-                          "CPU compiler", fontsize=6)
-    fig.savefig(folder / "differences.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    lines += ["![example 1](example-1.png)", "", "Example 1: the book's memory-only decode step and throughput "
-              "against ours, per batch.", "", "![differences](differences.png)", "",
-              "Every row: ours against the book's exact figure; the band is 2%.", ""]
-    report = folder / "textbook.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
-    return report
