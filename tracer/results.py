@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from models.config import ModelConfig
+from tracer.read import Collective
 from tracer.roofline import Analytic, Memory, StepTime
 from tracer.step import CompiledStep, Workload
 
@@ -36,9 +37,9 @@ class MoePlan:
 
 @dataclass(frozen=True)
 class CollectiveTime:
-    """One collective of a step (tracer.cost.Collective), the links it crosses and its seconds per step."""
+    """One collective of a step, the links it crosses and its seconds per step."""
 
-    collective: object  # tracer.cost.Collective: op, dtype, group_size, count, wire_bytes_per_device
+    collective: Collective
     link: str  # scale-up or scale-out
     time_s: float
 
@@ -65,6 +66,8 @@ class PartCost:
 
 @dataclass(frozen=True)
 class Phase:
+    """One compiled step (prefill or decode) priced on the system: per device unless named otherwise."""
+
     name: str
     step: CompiledStep
     time: StepTime

@@ -98,6 +98,7 @@ def _follows(found, towards: str) -> tuple[int, list[str]]:
 
 
 def mid_context() -> int:
+    """The middle of the claims' contexts, where claims 2 and 4 compare models."""
     return sorted(CONTEXTS)[len(CONTEXTS) // 2]
 
 
