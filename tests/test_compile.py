@@ -62,7 +62,7 @@ def test_bf16_is_not_inflated_on_cpu(steps, steps_f32):
     assert bf16.cost.comm_bytes == pytest.approx(f32.cost.comm_bytes / 2, rel=1e-6)
     assert bf16.cost.peak_live_bytes <= f32.cost.peak_live_bytes / 2 * 1.05
     # the CPU compiler's own temp figure for bf16 is the inflated one we do not use
-    assert bf16.xla_memory["temp"] > bf16.cost.peak_live_bytes
+    assert bf16.xla_memory.temp > bf16.cost.peak_live_bytes
 
 
 def test_scan_and_unrolled_layers_agree(small, steps):

@@ -69,3 +69,19 @@ def test_no_import_cycle():
     for name in sorted(graph):
         if name not in state:
             walk(name, [name])
+
+
+MODULE_LINES, FUNCTION_LINES = 400, 60  # issue 14: past these a piece does more than one thing
+
+
+def test_modules_and_functions_stay_small():
+    long = []
+    for name, path in sorted(modules().items()):
+        text = path.read_text()
+        if text.count("\n") > MODULE_LINES:
+            long.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and (
+                    node.end_lineno - node.lineno + 1 > FUNCTION_LINES):
+                long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long

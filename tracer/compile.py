@@ -32,7 +32,7 @@ from tracer.errors import DoesNotFit
 from tracer.quiet import quiet_stderr
 from tracer.quirks import QUIRKS, CompilerQuirks
 from tracer.read import parse_module, read_program
-from tracer.step import CompiledStep, Workload
+from tracer.step import CompiledStep, Workload, XlaMemory
 
 # Emulated CPU devices, set before the backend starts: one process holds both 8- and 72-device meshes.
 # If jax already started (a notebook that used it first), the count stays as it is and virtual_mesh says how many
@@ -196,7 +196,7 @@ def _compile(fn, args, mesh, strategy: Strategy, quirks: CompilerQuirks, vector_
     cost = read_program(parse_module(compiled.as_text()), quirks.f32_as(vector_dtype), SCOPES, vector_dtype,
                         quirks.on_chip)
     mem = compiled.memory_analysis()
-    xla_memory = {k: getattr(mem, f"{k}_size_in_bytes") for k in ("argument", "output", "alias", "temp")}
+    xla_memory = XlaMemory(*(getattr(mem, f"{k}_size_in_bytes") for k in ("argument", "output", "alias", "temp")))
     return cost, xla_memory, elapsed
 
 

@@ -102,7 +102,7 @@ class Phase:
             "collectives": [c.to_dict() for c in self.collectives],
             "memory_per_device": {**dataclasses.asdict(self.memory), "total": self.memory.total,
                                   "fits": self.memory.fits},
-            "xla_memory_analysis": self.step.xla_memory,
+            "xla_memory_analysis": self.step.xla_memory.to_dict(),
             "time_s": {"compute": self.time.compute_s, "memory": self.time.memory_s, "comms": self.time.comms_s,
                        "step": self.time.step_s},
             "bound": self.time.bound,

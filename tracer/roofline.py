@@ -94,7 +94,7 @@ def memory(step: CompiledStep, system: System, phase: str) -> Memory:
     compiler's quirks say (tracer.quirks: its own buffer assignment, or a liveness walk of the program)."""
     cost = step.cost
     outputs = cost.output_bytes - (step.kv_cache_bytes if phase == "prefill" else 0.0)
-    temp = QUIRKS[step.compiler].temp_bytes(cost.peak_live_bytes, cost.output_bytes, step.xla_memory["temp"])
+    temp = QUIRKS[step.compiler].temp_bytes(cost.peak_live_bytes, cost.output_bytes, step.xla_memory.temp)
     return Memory(step.weight_bytes, step.kv_cache_bytes, max(outputs, 0.0), temp, system.chip.hbm_bytes)
 
 
@@ -176,6 +176,23 @@ class Analytic:
     hbm_bytes_per_device: float
 
 
+def _weights_read(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing: str) -> float:
+    """Weight bytes a device reads in a step (see `analytic`)."""
+    weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bits(cfg.vocab) / 8)
+    slots = expert_slots(cfg, lay.experts) if cfg.is_moe else 0
+    routed_bytes = cfg.routed_expert_params * cfg.bits(cfg.experts) / 8
+    weights_read += (slots / cfg.n_experts - 1) * routed_bytes if cfg.is_moe else 0  # replicas are read too
+    routed_bytes *= slots / cfg.n_experts if cfg.is_moe else 1
+    if cfg.is_moe:  # the experts a device's tokens do not reach are not read
+        reached = reached_fraction(cfg.n_experts, cfg.n_active, tokens_per_expert_copy(work, phase, lay), routing)
+        weights_read -= (1 - reached) * routed_bytes
+        routed_bytes *= reached
+    if lay.gathered:
+        return weights_read
+    other = weights_read - routed_bytes - cfg.replicated_weight_bytes
+    return other / lay.heads + routed_bytes / (lay.experts * lay.expert_mlp) + cfg.replicated_weight_bytes
+
+
 def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing: str = "uniform") -> Analytic:
     """Textbook estimates per device.
     FLOPs: 2 x active matmul parameters x tokens (routed experts: only the k a token uses) + attention over the keys
@@ -222,20 +239,6 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing:
         keys = sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
         kv = b * cfg.kv_bytes(work.context)
     flops += pair * b / lay.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)
-    weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bits(cfg.vocab) / 8)
-    slots = expert_slots(cfg, lay.experts) if cfg.is_moe else 0
-    routed_bytes = cfg.routed_expert_params * cfg.bits(cfg.experts) / 8
-    weights_read += (slots / cfg.n_experts - 1) * routed_bytes if cfg.is_moe else 0  # replicas are read too
-    routed_bytes *= slots / cfg.n_experts if cfg.is_moe else 1
-    if cfg.is_moe:  # the experts a device's tokens do not reach are not read
-        reached = reached_fraction(cfg.n_experts, cfg.n_active, tokens_per_expert_copy(work, phase, lay), routing)
-        weights_read -= (1 - reached) * routed_bytes
-        routed_bytes *= reached
-    if lay.gathered:
-        per_device = weights_read
-    else:
-        other = weights_read - routed_bytes - cfg.replicated_weight_bytes
-        per_device = (other / attn_split + routed_bytes / (lay.experts * lay.expert_mlp)
-                      + cfg.replicated_weight_bytes)
+    per_device = _weights_read(cfg, work, phase, lay, routing)
     kv_split = 1 if cfg.is_mla else lay.kv_heads / kv_rep
     return Analytic(flops, per_device + kv / lay.batch / kv_split / cache_seq)

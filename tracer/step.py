@@ -1,6 +1,7 @@
 """What a step is, apart from how it is compiled: the workload it runs, and one device's figures read from its
 compiled program (tracer.compile makes them; tracer.roofline prices them without importing jax)."""
 
+import dataclasses
 from dataclasses import dataclass
 
 from tracer.read import ProgramCost
@@ -14,6 +15,19 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class XlaMemory:
+    """Compiled.memory_analysis(), bytes per device, as the compiler reports them (tracer.quirks: which to trust)."""
+
+    argument: int
+    output: int
+    alias: int
+    temp: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class CompiledStep:
     """One compiled step, per device."""
 
@@ -21,6 +35,6 @@ class CompiledStep:
     weight_bytes: float  # weight shards held by one device
     kv_cache_bytes: float  # KV cache shard held by one device (an argument in decode, a result in prefill)
     expert_weight_bytes: float  # of weight_bytes: the routed experts' (with their scales and biases)
-    xla_memory: dict  # Compiled.memory_analysis() as the compiler reports it
+    xla_memory: XlaMemory  # Compiled.memory_analysis() as the compiler reports it
     compiler: str
     compile_s: float
