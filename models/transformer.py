@@ -23,7 +23,7 @@ from models.layers import RMSNorm, matmul, param
 from models.moe import MLP, MoE
 from models.sharding import constrain, stripes
 
-__all__ = ["KVCache", "Transformer", "abstract_model", "cache_layout", "decode", "prefill", "segments"]
+__all__ = ["KVCache", "Transformer", "abstract_model", "cache_shapes", "decode", "prefill", "segments"]
 
 
 class Block(nnx.Module):
@@ -65,7 +65,7 @@ class KVCache:
     stacks: tuple[dict[str, jax.Array], ...]
 
 
-def cache_layout(cfg: ModelConfig, batch: int, capacity: int) -> tuple[dict[str, tuple[tuple, tuple]], ...]:
+def cache_shapes(cfg: ModelConfig, batch: int, capacity: int) -> tuple[dict[str, tuple[tuple, tuple]], ...]:
     """Per stack: name -> (shape, logical axes). Windowed layers hold min(window, capacity) positions."""
     return tuple(cache_arrays(cfg, units, batch, cache_capacity(cfg, first + j, capacity))
                  for first, units, _ in segments(cfg) for j in range(cfg.period))
@@ -127,7 +127,7 @@ class Transformer(nnx.Module):
 def empty_cache(cfg: ModelConfig, batch: int, capacity: int) -> KVCache:
     dtype = DTYPES[cfg.kv]
     return KVCache(tuple({name: constrain(jnp.zeros(shape, dtype), *axes) for name, (shape, axes) in stack.items()}
-                         for stack in cache_layout(cfg, batch, capacity)))
+                         for stack in cache_shapes(cfg, batch, capacity)))
 
 
 def prefill(weights: nnx.State, tokens, *, graphdef: nnx.GraphDef, capacity: int):

@@ -7,9 +7,9 @@ import pytest
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from tracer.compile import Workload, compile_steps
-from tracer.roofline import analytic, layout
+from tracer.roofline import analytic, splits
 
-TP8 = layout(get_strategy("tp"), {"dp": 1, "tp": 8})
+TP8 = splits(get_strategy("tp"), {"dp": 1, "tp": 8})
 
 WORK = Workload(batch=8, prompt=32, context=64)
 

@@ -18,11 +18,11 @@ from tracer.errors import ConfigError
 from tracer.quirks import QUIRKS
 from tracer.read import read_program
 from tracer.read.hlo import parse_module, trip_count
-from tracer.roofline import analytic, layout
+from tracer.roofline import analytic, splits
 
 HLO = Path(__file__).parent / "data" / "hlo"
 WORK = Workload(batch=8, prompt=32, context=64)
-TP8 = layout(get_strategy("tp"), {"dp": 1, "tp": 8})
+TP8 = splits(get_strategy("tp"), {"dp": 1, "tp": 8})
 # matmul-heavy enough that the compilers' different elementwise work stays under 1% of the FLOPs
 WIDE = dataclasses.replace(TINY, name="wide", vocab_size=1024, hidden=1024, n_layers=2, n_heads=8, n_kv_heads=8,
                            head_dim=128, ffn=4096)

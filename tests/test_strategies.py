@@ -10,7 +10,7 @@ from tracer.compare import compare
 from tracer.compile import Workload, compile_steps
 from tracer.errors import ConfigError
 from tracer.read import Collective
-from tracer.roofline import analytic, collective_time, layout, link
+from tracer.roofline import analytic, collective_time, link, splits
 
 WORK = Workload(batch=8, prompt=32, context=64)
 
@@ -112,7 +112,7 @@ def test_sp_decode_combines_partial_attention(small):
     assert (out.count, out.bytes) == (small.n_layers, heads * small.head_dim * 2)
     assert out.wire_bytes_per_device == pytest.approx(small.n_layers * 2 * 7 / 8 * out.bytes)
     assert step.kv_cache_bytes == pytest.approx(WORK.batch * small.kv_bytes(WORK.context) / 8)
-    want = analytic(small, WORK, "decode", layout(get_strategy("sp"), {"dp": 1, "sp": 8}))
+    want = analytic(small, WORK, "decode", splits(get_strategy("sp"), {"dp": 1, "sp": 8}))
     assert step.cost.flops == pytest.approx(want.flops_per_device, rel=0.02)
     assert step.cost.hbm_bytes == pytest.approx(want.hbm_bytes_per_device, rel=0.06)
 

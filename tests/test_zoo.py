@@ -13,11 +13,11 @@ from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from models.attention import cache_capacity
 from models.presets import PRESETS
-from models.transformer import abstract_model, cache_layout
+from models.transformer import abstract_model, cache_shapes
 from tracer.compile import Workload, compile_steps
-from tracer.roofline import analytic, layout
+from tracer.roofline import analytic, splits
 
-TP8 = layout(get_strategy("tp"), {"dp": 1, "tp": 8})
+TP8 = splits(get_strategy("tp"), {"dp": 1, "tp": 8})
 
 # (total, active, whether the publisher counts the embedding table as active): model cards and papers
 # (../shared/reference/models.md). Qwen and Mistral count the embedding; OpenAI, DeepSeek and Moonshot do not.
@@ -62,7 +62,7 @@ def test_windowed_layers_cache_at_most_the_window():
     oss = PRESETS["gpt-oss-120b"]
     assert [cache_capacity(oss, i, 8192) for i in range(2)] == [128, 8192]
     assert [cache_capacity(oss, i, 64) for i in range(2)] == [64, 64]
-    assert [s["k"][0][2] for s in cache_layout(oss, 1, 8192)] == [128, 8192]
+    assert [s["k"][0][2] for s in cache_shapes(oss, 1, 8192)] == [128, 8192]
 
 
 def test_dtype_overrides_change_bytes():

@@ -24,9 +24,9 @@ from tracer.roofline import (
     charge_routed_experts,
     collective_time,
     fused_kernels,
-    layout,
     link,
     memory,
+    splits,
     step_time,
     tokens_per_expert_copy,
     usd_per_mtok,
@@ -52,19 +52,19 @@ def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, 
 
 def _phase(name, step, cfg, system, work, mesh, strategy, routing, fusion) -> Phase:
     n_chips = math.prod(mesh.values())
-    lay = layout(strategy, mesh)
+    split = splits(strategy, mesh)
     compiled_hbm = step.cost.hbm_bytes
     if fusion == "kernels":
         step = fused_kernels(step)
     if cfg.is_moe and routing == "uniform":
         step = charge_routed_experts(step, reached_fraction(cfg.n_experts, cfg.n_active,
-                                                            tokens_per_expert_copy(work, name, lay)))
+                                                            tokens_per_expert_copy(work, name, split)))
     time = step_time(step, system)
     tokens = work.batch * (work.prompt if name == "prefill" else 1)
     per_chip = tokens / time.step_s / n_chips
     collectives = tuple(CollectiveTime(c, link(system, c), collective_time(system, c)) for c in step.cost.collectives)
     return Phase(name, step, time, memory(step, system, name), tokens, per_chip, usd_per_mtok(system, per_chip),
-                 analytic(cfg, work, name, lay, routing), collectives,
+                 analytic(cfg, work, name, split, routing), collectives,
                  _moe_plan(cfg, strategy, mesh, work, name), _breakdown(step, system, time), compiled_hbm)
 
 

@@ -26,7 +26,7 @@ from models.config import ModelConfig
 from models.formats import DTYPES, dtype_bits
 from models.scopes import SCOPES
 from models.sharding import use_translator
-from models.transformer import KVCache, abstract_model, cache_layout, decode, prefill
+from models.transformer import KVCache, abstract_model, cache_shapes, decode, prefill
 from tracer.defaults import COMPILERS
 from tracer.errors import DoesNotFit
 from tracer.quiet import quiet_stderr
@@ -219,9 +219,9 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
         return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding(mesh, strategy, axes, shape, what))
 
     with translator(mesh, strategy):
-        layout = cache_layout(cfg, work.batch, work.context)
+        shapes = cache_shapes(cfg, work.batch, work.context)
     cache = KVCache(tuple({name: arg(shape, DTYPES[cfg.kv], axes, f"KV cache {name}")
-                           for name, (shape, axes) in stack.items()} for stack in layout))
+                           for name, (shape, axes) in stack.items()} for stack in shapes))
     cache_shardings = jax.tree.map(lambda x: x.sharding, cache)
     logits_sharding = sharding(mesh, strategy, ("batch", "vocab"), (work.batch, cfg.vocab_size), "logits")
     steps = {}

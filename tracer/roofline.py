@@ -106,7 +106,7 @@ def _keys_seen(prompt: int, window: int) -> float:
 
 
 @dataclass(frozen=True)
-class Layout:
+class Splits:
     """How many ways a strategy splits each kind of work: what the analytic estimate needs of it."""
 
     n_chips: int
@@ -124,21 +124,21 @@ class Layout:
     routed: int = 0  # devices the routed experts' work is split over: by tokens or by weights (0: all of them)
 
 
-def layout(strategy, mesh: dict[str, int]) -> Layout:
+def splits(strategy, mesh: dict[str, int]) -> Splits:
     w = strategy.ways
     routed = {a for axis in ("batch", "experts", "expert_mlp") for a in strategy.axes(axis)}
-    return Layout(math.prod(mesh.values()), w("batch", mesh), w("heads", mesh), w("kv_heads", mesh), w("mlp", mesh),
+    return Splits(math.prod(mesh.values()), w("batch", mesh), w("heads", mesh), w("kv_heads", mesh), w("mlp", mesh),
                   w("experts", mesh), w("expert_mlp", mesh), w("vocab", mesh),
                   gathered=w("embed", mesh, weights=True) > 1, colocated=w("batch", mesh, shared="experts"),
                   seq=w("seq", mesh), cache_seq=w("cache_seq", mesh), routed=math.prod(mesh[a] for a in routed))
 
 
-def tokens_per_expert_copy(work: Workload, phase: str, lay: Layout) -> float:
+def tokens_per_expert_copy(work: Workload, phase: str, split: Splits) -> float:
     """Tokens whose routing can reach one device's experts: those of the token groups that send to it (a batch
     shard's, or every colocated shard's under expert parallelism; a prompt split over devices counts its parts)."""
     tokens = work.batch * (work.prompt if phase == "prefill" else 1)
-    seq = lay.seq if phase == "prefill" and work.prompt % lay.seq == 0 else 1
-    return tokens / lay.batch / seq * lay.colocated
+    seq = split.seq if phase == "prefill" and work.prompt % split.seq == 0 else 1
+    return tokens / split.batch / seq * split.colocated
 
 
 def fused_kernels(step: CompiledStep) -> CompiledStep:
@@ -176,24 +176,24 @@ class Analytic:
     hbm_bytes_per_device: float
 
 
-def _weights_read(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing: str) -> float:
+def _weights_read(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routing: str) -> float:
     """Weight bytes a device reads in a step (see `analytic`)."""
     weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bits(cfg.vocab) / 8)
-    slots = expert_slots(cfg, lay.experts) if cfg.is_moe else 0
+    slots = expert_slots(cfg, split.experts) if cfg.is_moe else 0
     routed_bytes = cfg.routed_expert_params * cfg.bits(cfg.experts) / 8
     weights_read += (slots / cfg.n_experts - 1) * routed_bytes if cfg.is_moe else 0  # replicas are read too
     routed_bytes *= slots / cfg.n_experts if cfg.is_moe else 1
     if cfg.is_moe:  # the experts a device's tokens do not reach are not read
-        reached = reached_fraction(cfg.n_experts, cfg.n_active, tokens_per_expert_copy(work, phase, lay), routing)
+        reached = reached_fraction(cfg.n_experts, cfg.n_active, tokens_per_expert_copy(work, phase, split), routing)
         weights_read -= (1 - reached) * routed_bytes
         routed_bytes *= reached
-    if lay.gathered:
+    if split.gathered:
         return weights_read
     other = weights_read - routed_bytes - cfg.replicated_weight_bytes
-    return other / lay.heads + routed_bytes / (lay.experts * lay.expert_mlp) + cfg.replicated_weight_bytes
+    return other / split.heads + routed_bytes / (split.experts * split.expert_mlp) + cfg.replicated_weight_bytes
 
 
-def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing: str = "uniform") -> Analytic:
+def analytic(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routing: str = "uniform") -> Analytic:
     """Textbook estimates per device.
     FLOPs: 2 x active matmul parameters x tokens (routed experts: only the k a token uses) + attention over the keys
     each query sees (windows included; MLA decode in its absorbed form), each kind of work divided by the ways the
@@ -208,12 +208,12 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing:
     Context parallelism splits the prompt's tokens, their query-key pairs and the cache over its devices (MLA
     gathers the latent and expands every position's keys and values on each device)."""
     tokens = work.batch * (work.prompt if phase == "prefill" else 1)
-    seq = lay.seq if phase == "prefill" and work.prompt % lay.seq == 0 else 1  # decode's one position: not split
-    cache_seq = lay.cache_seq if work.context % lay.cache_seq == 0 else 1
-    per_seq = tokens / lay.batch / seq  # tokens a device holds
-    attn_split = 1 if lay.gathered else lay.heads
-    mlp_split = 1 if lay.gathered else lay.mlp
-    kv_rep = cfg.kv_copies(lay.kv_heads)
+    seq = split.seq if phase == "prefill" and work.prompt % split.seq == 0 else 1  # decode's one position: not split
+    cache_seq = split.cache_seq if work.context % split.cache_seq == 0 else 1
+    per_seq = tokens / split.batch / seq  # tokens a device holds
+    attn_split = 1 if split.gathered else split.heads
+    mlp_split = 1 if split.gathered else split.mlp
+    kv_rep = cfg.kv_copies(split.kv_heads)
     attn = sum(cfg.attn_params_per_layer for _ in range(cfg.n_layers))
     if not cfg.is_mla:  # repeated kv heads: their projections are computed once per copy
         attn += (kv_rep - 1) * cfg.n_layers * 2 * cfg.hidden * cfg.n_kv_heads * cfg.head_dim
@@ -223,13 +223,13 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing:
     shared = sum(cfg.shared_params for i in range(cfg.n_layers) if cfg.layer_is_moe(i))
     routed = sum(cfg.n_active * cfg.expert_params for i in range(cfg.n_layers) if cfg.layer_is_moe(i))
     head = cfg.hidden * cfg.vocab_size
-    head_tokens = work.batch / lay.batch  # the LM head runs on one position per sequence
+    head_tokens = work.batch / split.batch  # the LM head runs on one position per sequence
     per_device_params = (attn - latent_down) / attn_split + latent_down + routers + (dense + shared) / mlp_split
-    flops = 2 * (per_seq * per_device_params + tokens * routed / ((lay.routed or lay.n_chips) * seq)
-                 + head_tokens * head / (1 if lay.gathered else lay.vocab))
+    flops = 2 * (per_seq * per_device_params + tokens * routed / ((split.routed or split.n_chips) * seq)
+                 + head_tokens * head / (1 if split.gathered else split.vocab))
     if cfg.is_mla and seq > 1:  # context-parallel prefill expands the gathered latent of every position
         expand = cfg.n_layers * cfg.kv_lora_rank * cfg.n_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)
-        flops += 2 * (tokens / lay.batch - per_seq) * expand / attn_split
+        flops += 2 * (tokens / split.batch - per_seq) * expand / attn_split
     pair = cfg.attn_pair_flops(decode=phase == "decode")
     b = work.batch
     if phase == "prefill":
@@ -238,7 +238,7 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, lay: Layout, routing:
     else:
         keys = sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
         kv = b * cfg.kv_bytes(work.context)
-    flops += pair * b / lay.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)
-    per_device = _weights_read(cfg, work, phase, lay, routing)
-    kv_split = 1 if cfg.is_mla else lay.kv_heads / kv_rep
-    return Analytic(flops, per_device + kv / lay.batch / kv_split / cache_seq)
+    flops += pair * b / split.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)
+    per_device = _weights_read(cfg, work, phase, split, routing)
+    kv_split = 1 if cfg.is_mla else split.kv_heads / kv_rep
+    return Analytic(flops, per_device + kv / split.batch / kv_split / cache_seq)
