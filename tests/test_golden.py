@@ -8,6 +8,7 @@ A change that is meant to move figures records them again, and says why in its c
 
 import gzip
 import json
+import math
 import os
 from pathlib import Path
 
@@ -71,3 +72,21 @@ def test_reader_figures_unchanged(small, name):
         golden[name] = got
         GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
     close(got, json.loads(GOLDEN.read_text())[name], name)
+
+
+@pytest.mark.parametrize("name", [*SETTINGS])
+def test_a_step_is_the_sum_of_its_kernels(name):
+    """The step's figures, its parts' and its fused kernels' are sums of the same kernel records: they cannot
+    disagree. Fusing kernels moves no FLOPs (the same work, run in fewer kernels) and only lowers the bytes."""
+    module = parse_module(gzip.decompress((DATA / "hlo" / f"{name}-decode.hlo.gz").read_bytes()).decode())
+    cost = read_program(module, scopes=SCOPES, **SETTINGS[name])
+    kernels = [k.total for k in cost.kernels]
+    assert cost.flops == pytest.approx(sum(k.flops for k in kernels), rel=1e-12)
+    assert cost.hbm_bytes == pytest.approx(sum(k.hbm_bytes for k in kernels), rel=1e-12)
+    assert sum(c.hbm_bytes for c in cost.by_scope().values()) == pytest.approx(cost.hbm_bytes, rel=1e-12)
+    assert sum(c.flops for c in cost.fused_by_scope().values()) == pytest.approx(cost.flops, rel=1e-12)
+    assert cost.fused_hbm_bytes <= cost.hbm_bytes
+    matmuls = [k for k in cost.kernels if k.kind == "matmul"]
+    # a matmul's FLOPs are 2 M N K, plus any elementwise epilogue fused with it, less a convolution's padded taps
+    assert matmuls and all(0.9 * k.total.flops <= 2 * math.prod(k.shape) * k.count <= k.total.flops * (1 + 1e-9)
+                           for k in matmuls if not k.name.startswith("convolution"))

@@ -12,7 +12,7 @@ from tracer.read import attention, fusion, liveness
 from tracer.read.buffers import NO_TRAFFIC, Buffers
 from tracer.read.collectives import Collectives
 from tracer.read.hlo import Computation, Instr, Module, trip_count
-from tracer.read.rules import COLLECTIVES, Counter, Work
+from tracer.read.rules import COLLECTIVES, Counter, Work, joined
 from tracer.read.scopes import Scoper
 from tracer.read.values import Cost, Kernel, ProgramCost
 
@@ -81,7 +81,7 @@ class Reader:
             read, written, arguments = moved.get(kernel, (0.0, 0.0, 0.0))
             cost = sum((works[i.name].cost for i in instrs), Cost(bytes_read=read, bytes_written=written,
                                                                    argument_bytes=arguments))
-            work = works[lead.name]
+            work = joined([works[i.name] for i in instrs]) or works[lead.name]
             out.append(Kernel(lead.name, kind or work.kind, scope(lead), times, cost, work.shape, work.dtypes,
                               len(instrs)))
         return out

@@ -169,12 +169,26 @@ def _fusion(counter: Counter, comp: Computation, instr: Instr, outers: tuple) ->
     body = counter.module.computations[instr.called("calls")]
     works = [counter.work(body, i, (*outers, (comp, instr))) for i in body.instrs]
     cost = sum((w.cost for w in works), Cost())
-    matmul = next((w for w in works if w.kind == "matmul"), None)
+    matmul = joined(works)
     if matmul is not None:
         return Work("matmul", cost, matmul.shape, matmul.dtypes)
     kinds = {w.kind for w in works}
     kind = next((k for k in ("scatter", "gather", "reduce", "elementwise", "copy") if k in kinds), "other")
     return Work(kind, cost)
+
+
+def joined(works: list[Work]) -> Work | None:
+    """The matmuls among `works` as one (a fused gate and up projection, merged QKV): the first one's M and K, and
+    the N that makes 2 M N K their FLOPs together. None when there is none."""
+    matmuls = [w for w in works if w.kind == "matmul"]
+    if not matmuls:
+        return None
+    first = matmuls[0]
+    m, n, k = first.shape
+    flops = sum(w.cost.flops for w in matmuls)
+    if len(matmuls) > 1 and m and k:
+        n = round(flops / (2 * m * k))
+    return Work("matmul", Cost(), (m, n, k), first.dtypes)
 
 
 def _no_flops(kind: str):

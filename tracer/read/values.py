@@ -64,7 +64,7 @@ class Kernel:
     scope: str  # the part of the model (models.scopes)
     count: int  # executions per step (loop trip counts included)
     cost: Cost  # per execution
-    shape: tuple[int, int, int] | None = None  # a matmul's (M, N, K): M x K times K x N, batch dims folded into M
+    shape: tuple[int, int, int] | None = None  # a matmul's (M, N, K), batch dims folded into M (several: rules.joined)
     dtypes: tuple[str, ...] = ()  # of its matmul's operands as stored, else of its result
     members: int = 1  # compiled kernels it stands for (a fused kernel: more than one)
 
