@@ -91,7 +91,7 @@ def compiled(request):
 def test_flops_follow_active_parameters(compiled, phase):
     """2 x active params x tokens + attention (analytic) within 5%: no work on experts a token does not use."""
     cfg, steps = compiled
-    want = analytic(cfg, WORK, phase, TP8)["flops_per_device"]
+    want = analytic(cfg, WORK, phase, TP8).flops_per_device
     assert steps[phase].cost.flops == pytest.approx(want, rel=0.05)
 
 
@@ -99,7 +99,7 @@ def test_decode_bytes_follow_total_parameters(compiled):
     """The program reads an expert per assignment (routing "worst"); the step is priced later for the experts its
     tokens are expected to reach (tracer.roofline.charge_routed_experts)."""
     cfg, steps = compiled
-    want = analytic(cfg, WORK, "decode", TP8, routing="worst")["hbm_bytes_per_device"]
+    want = analytic(cfg, WORK, "decode", TP8, routing="worst").hbm_bytes_per_device
     assert steps["decode"].cost.hbm_bytes == pytest.approx(want, rel=0.15)
 
 
