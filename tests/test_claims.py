@@ -1,6 +1,7 @@
 """`tracer report claims`: each claim's verdict is computed from the data, so data where a claim fails reads
 "does not hold"; the report writes its tables and plots."""
 
+import dataclasses
 import json
 import math
 
@@ -8,7 +9,7 @@ import pytest
 
 from tracer.cli import main
 from tracer.reports import claims
-from tracer.reports.claims import CONTEXTS, LARGE, MID, RACK, SERVER
+from tracer.reports.claims import CONTEXTS, LARGE, MID, RACK, SERVER, ClaimRow
 from tracer.reports.stats import ranks, spearman
 
 # (model, active, total, d_model, KV bytes per token): the shape of the zoo, made up
@@ -16,31 +17,36 @@ MODELS = [("a", 3e9, 30e9, 2048, 50e3), ("b", 4e9, 120e9, 2880, 60e3), ("c", 8e9
           ("d", 20e9, 230e9, 4096, 190e3), ("e", 35e9, 1000e9, 7168, 250e3), ("f", 70e9, 70e9, 8192, 330e3)]
 
 
-def rows(cost_in, cost_out, **extra) -> list[dict]:
+def claim_row(**figures) -> ClaimRow:
+    """A claims row with the given figures; the ones no verdict reads set to anything."""
+    return ClaimRow(**{"prompt": 4096, "weights_dtype": "bfloat16", "kv_cache_dtype": "bfloat16", "compiler": "cpu",
+                       "usd_per_chip_hour": 4.0, "usd_in": math.inf, **figures})
+
+
+def rows(cost_in, cost_out, **extra) -> list[ClaimRow]:
     """Server rows at every context with input and output costs from the given functions of (active, total,
     context, d_model, kv)."""
     out = []
     for name, active, total, hidden, kv in MODELS:
         for context in CONTEXTS:
-            out.append({"model": name, "system": SERVER, "context": context, "active_params": active,
-                        "total_params": total, "hidden": hidden, "kv_bytes_per_token": kv,
-                        "usd_in": cost_in(active, total, context, hidden, kv),
-                        "usd_out": cost_out(active, total, context, hidden, kv), "max_batch": 1000 * 8192 // context,
-                        "kv_share": 0.8, **extra})
+            out.append(claim_row(model=name, system=SERVER, context=context, active_params=active,
+                                 total_params=total, hidden=hidden, kv_bytes_per_token=kv,
+                                 usd_in=cost_in(active, total, context, hidden, kv),
+                                 usd_out=cost_out(active, total, context, hidden, kv),
+                                 max_batch=1000 * 8192 // context, kv_share=0.8, **extra))
     return out
 
 
-def rack(ratio: float, kv_share: float, server_capped: bool = True) -> list[dict]:
+def rack(ratio: float, kv_share: float, server_capped: bool = True) -> list[ClaimRow]:
     out = []
     for model, scale in ((MID, 1.0), (LARGE, ratio)):
         for context in CONTEXTS:
             base = {"model": model, "context": context, "active_params": 30e9, "total_params": 1e12,
                     "hidden": 7168, "kv_bytes_per_token": 70e3}
-            out.append({**base, "system": RACK, "usd_out": scale * context / 1e4, "max_batch": 500,
-                        "kv_share": kv_share})
+            out.append(claim_row(**base, system=RACK, usd_out=scale * context / 1e4, max_batch=500,
+                                 kv_share=kv_share))
             grows = context / min(CONTEXTS) if server_capped else 1.0
-            out.append({**base, "system": SERVER, "usd_out": grows, "kv_share": 0.3,
-                        "max_batch": int(400 / grows)})
+            out.append(claim_row(**base, system=SERVER, usd_out=grows, kv_share=0.3, max_batch=int(400 / grows)))
     return out
 
 
@@ -60,8 +66,8 @@ def test_claims_do_not_hold_on_data_where_they_fail():
     assert not claims.claim_3(rack(ratio=3.0, kv_share=0.8)).holds  # the 1T model costs 3x on the rack
     assert not claims.claim_3(rack(ratio=1.0, kv_share=0.3)).holds  # weights, not KV, dominate the bytes
     assert not claims.claim_3(rack(ratio=1.0, kv_share=0.8, server_capped=False)).holds
-    shrinking = [{**r, "kv_bytes_per_token": 1e6 / r["active_params"]} for r in rows(lambda *_: 1.0,
-                                                                                       lambda a, *_: 1e10 / a)]
+    shrinking = [dataclasses.replace(r, kv_bytes_per_token=1e6 / r.active_params)
+                 for r in rows(lambda *_: 1.0, lambda a, *_: 1e10 / a)]
     v4 = claims.claim_4(shrinking)
     assert not v4.holds and "KV bytes per token -1.00" in v4.summary and "output cost -1.00" in v4.summary
 
@@ -72,16 +78,22 @@ def test_spearman_with_ties():
     assert ranks([5, 1, 5, 2]) == [3.5, 1.0, 3.5, 2.0]
 
 
+def _phase(usd: float, fits: bool = True) -> dict:
+    """A stored phase: the given cost and fit, 60 of its 100 bytes KV cache, the rest set to anything."""
+    return {"usd_per_mtok": usd, "time_s": {"step": 0.01, "compute": 0.001, "memory": 0.01, "comms": 0.0},
+            "bound": "memory", "tokens_per_s_per_chip": 100.0, "hbm_bytes_per_device": 100.0,
+            "comm_bytes_per_device": 0.0, "memory_per_device": {"fits": fits, "kv_cache": 60.0}}
+
+
 def _record(model, system, strategy, context, usd_in, usd_out, max_batch, fits=True):
     return {"inputs": {"model": model, "system": system, "strategy": strategy, "batch": "max", "context": context},
             "cached": False,
             "result": {"model": model, "system": system, "strategy": strategy, "context": context, "prompt": 4096,
                        "total_params": 1e9, "active_params": 1e9, "weights_dtype": "bfloat16",
                        "kv_cache_dtype": "bfloat16", "compiler": "cpu", "usd_per_chip_hour": 4.0,
-                       "max_batch": max_batch, "batch": max_batch,
-                       "prefill": {"usd_per_mtok": usd_in},
-                       "decode": {"usd_per_mtok": usd_out, "hbm_bytes_per_device": 100.0,
-                                  "memory_per_device": {"fits": fits, "kv_cache": 60.0}}}}
+                       "max_batch": max_batch, "max_batch_note": "confirmed", "batch": max_batch,
+                       "output_to_input_cost": usd_out / usd_in, "prefill": _phase(usd_in),
+                       "decode": _phase(usd_out, fits)}}
 
 
 def test_rows_keep_the_cheapest_strategy_that_fits():
@@ -89,11 +101,11 @@ def test_rows_keep_the_cheapest_strategy_that_fits():
             _record("llama3-8b", SERVER, "ep", 8192, 0.04, 0.1, 0, fits=False),  # cheaper, but nothing fits
             _record("llama3-8b", SERVER, "tp-dp", 8192, 0.06, 0.4, 120), {"inputs": {}, "error": "bad"}]
     (row,) = claims.claim_rows(recs)
-    assert (row["strategy_in"], row["usd_in"]) == ("ep", 0.04)
-    assert (row["strategy_out"], row["usd_out"], row["max_batch"], row["kv_share"]) == ("tp-dp", 0.4, 120, 0.6)
-    assert row["hidden"] == 4096 and row["kv_bytes_per_token"] == 131072
+    assert (row.strategy_in, row.usd_in) == ("ep", 0.04)
+    assert (row.strategy_out, row.usd_out, row.max_batch, row.kv_share) == ("tp-dp", 0.4, 120, 0.6)
+    assert row.hidden == 4096 and row.kv_bytes_per_token == 131072
     (nothing,) = claims.claim_rows([_record("llama3-8b", SERVER, "ep", 8192, 0.04, 0.1, 0, fits=False)])
-    assert math.isinf(nothing["usd_out"])
+    assert math.isinf(nothing.usd_out)
 
 
 def test_report_from_a_sweeps_results(tmp_path, capsys):

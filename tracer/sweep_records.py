@@ -1,11 +1,13 @@
 """A sweep's records and what is written of them: each point's record ({"inputs", "cached", "result" | "error"}),
 its CSV row, the sweep.csv and sweep.jsonl files, and the checks that a stored result holds every figure a reader
-needs. Records are read from files (the sweep's workers, its cache, `tracer report`), so they stay dicts.
+needs. Records are read from files (the sweep's workers, its cache, `tracer report`), so they are JSON; StoredResult
+is the one place that reads a stored trace's keys, and what every reader of records reads instead.
 """
 
 import csv
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from base.inputs import ConfigError
@@ -74,9 +76,88 @@ def _points_in(jsonl: Path) -> set[str] | None:
         return None
 
 
-def kv_share(decode: dict) -> float:
-    """The KV cache's share of a decode step's HBM bytes (the step reads the whole cache a device holds)."""
-    return decode["memory_per_device"]["kv_cache"] / decode["hbm_bytes_per_device"]
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"not a number: {value!r}")
+    return value
+
+
+def _text(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"not a string: {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class StoredPhase:
+    """One phase of a stored trace (tracer.results.Phase.to_dict), per device: what reports read of it."""
+
+    usd_per_mtok: float
+    step_s: float
+    compute_s: float
+    memory_s: float
+    comms_s: float
+    bound: str
+    tokens_per_s_per_chip: float
+    hbm_bytes: float
+    comm_bytes: float
+    kv_cache_bytes: float  # held by the device
+    fits: bool
+
+    @staticmethod
+    def read(d: dict) -> "StoredPhase":
+        t, m = d["time_s"], d["memory_per_device"]
+        if not isinstance(m["fits"], bool):
+            raise TypeError("fits is not a bool")
+        return StoredPhase(_number(d["usd_per_mtok"]), _number(t["step"]), _number(t["compute"]),
+                           _number(t["memory"]), _number(t["comms"]), _text(d["bound"]),
+                           _number(d["tokens_per_s_per_chip"]), _number(d["hbm_bytes_per_device"]),
+                           _number(d["comm_bytes_per_device"]), _number(m["kv_cache"]), m["fits"])
+
+    @property
+    def kv_share(self) -> float:
+        """The KV cache's share of the step's HBM bytes (a decode step reads the whole cache a device holds)."""
+        return self.kv_cache_bytes / self.hbm_bytes
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A stored trace (tracer.results.TraceResult.to_dict), as reports read it."""
+
+    model: str
+    system: str
+    strategy: str
+    compiler: str
+    batch: int
+    batch_requested: int | str  # what the point asked for: a batch, or "max"
+    prompt: int
+    context: int
+    max_batch: int
+    max_batch_note: str
+    weights_dtype: str
+    kv_cache_dtype: str
+    total_params: float
+    active_params: float
+    usd_per_chip_hour: float
+    output_to_input_cost: float
+    prefill: StoredPhase
+    decode: StoredPhase
+
+    @staticmethod
+    def read(r: dict) -> "StoredResult":
+        """Every figure a reader needs, of its type (KeyError, TypeError: not a whole trace)."""
+        return StoredResult(
+            _text(r["model"]), _text(r["system"]), _text(r["strategy"]), _text(r["compiler"]), _number(r["batch"]),
+            r.get("batch_requested", r["batch"]), _number(r["prompt"]), _number(r["context"]),
+            _number(r["max_batch"]), _text(r["max_batch_note"]), _text(r["weights_dtype"]),
+            _text(r["kv_cache_dtype"]), _number(r["total_params"]), _number(r["active_params"]),
+            _number(r["usd_per_chip_hour"]), _number(r["output_to_input_cost"]), StoredPhase.read(r["prefill"]),
+            StoredPhase.read(r["decode"]))
+
+    @property
+    def searched(self) -> bool:
+        """Whether the largest batch that fits was searched for."""
+        return self.max_batch_note != "not searched"
 
 
 def row(record: dict) -> dict:
@@ -87,17 +168,14 @@ def row(record: dict) -> dict:
     out["cached"] = record["cached"]
     if "error" in record:
         return {**out, "error": record["error"]}
-    r = record["result"]
-    pre, dec = r["prefill"], r["decode"]
-    out.update(prompt=r["prompt"], weights=r["weights_dtype"], kv_cache=r["kv_cache_dtype"],
-               fits=dec["memory_per_device"]["fits"],
-               max_batch=r["max_batch"] if r["max_batch_note"] != "not searched" else "",
-               prefill_ms=pre["time_s"]["step"] * 1e3, decode_ms=dec["time_s"]["step"] * 1e3,
-               prefill_bound=pre["bound"], decode_bound=dec["bound"], usd_per_mtok_in=pre["usd_per_mtok"],
-               usd_per_mtok_out=dec["usd_per_mtok"], output_to_input=r["output_to_input_cost"],
-               tokens_per_s_per_chip=dec["tokens_per_s_per_chip"], tokens_per_s_per_user=1 / dec["time_s"]["step"],
-               decode_hbm_bytes=dec["hbm_bytes_per_device"], decode_kv_share=kv_share(dec),
-               decode_comm_bytes=dec["comm_bytes_per_device"],
+    r = StoredResult.read(record["result"])
+    pre, dec = r.prefill, r.decode
+    out.update(prompt=r.prompt, weights=r.weights_dtype, kv_cache=r.kv_cache_dtype, fits=dec.fits,
+               max_batch=r.max_batch if r.searched else "", prefill_ms=pre.step_s * 1e3, decode_ms=dec.step_s * 1e3,
+               prefill_bound=pre.bound, decode_bound=dec.bound, usd_per_mtok_in=pre.usd_per_mtok,
+               usd_per_mtok_out=dec.usd_per_mtok, output_to_input=r.output_to_input_cost,
+               tokens_per_s_per_chip=dec.tokens_per_s_per_chip, tokens_per_s_per_user=1 / dec.step_s,
+               decode_hbm_bytes=dec.hbm_bytes, decode_kv_share=dec.kv_share, decode_comm_bytes=dec.comm_bytes,
                error="")
     return out
 

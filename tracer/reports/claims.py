@@ -10,12 +10,13 @@ decoded at the largest batch that fits, the cheapest way to serve it. Each claim
 rows by a function of the rows alone, so data where the claim fails reads "does not hold".
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from tracer.reports.stats import elasticities, pairs, spearman
 from tracer.sweep import SweepPoint
-from tracer.sweep_records import kv_share
+from tracer.sweep_records import StoredResult
 
 SERVER, RACK = "h200x8", "gb200-nvl72"
 CONTEXTS = (8192, 32768, 131072)
@@ -38,34 +39,51 @@ def points() -> list[SweepPoint]:
 
 
 # --- the rows each verdict reads ---
-def claim_rows(records: list[dict]) -> list[dict]:
-    """One row per (model, system, context): the cheapest strategy for input tokens and, separately, for output
-    tokens (among those whose decode step fits), with what the verdicts need. A point where nothing fits keeps an
-    infinite output cost."""
+@dataclass(frozen=True)
+class ClaimRow:
+    """A (model, system, context) of the claims sweep: its cheapest strategy for input tokens and, apart, for output
+    tokens among those whose decode step fits (none: an infinite output cost)."""
+
+    model: str
+    system: str
+    context: int
+    prompt: int
+    total_params: float
+    active_params: float
+    hidden: int
+    kv_bytes_per_token: float
+    weights_dtype: str
+    kv_cache_dtype: str
+    compiler: str
+    usd_per_chip_hour: float
+    usd_in: float = math.inf
+    strategy_in: str = ""
+    usd_out: float = math.inf
+    strategy_out: str = ""
+    max_batch: int = 0
+    kv_share: float = math.nan  # of the cheapest output strategy's decode bytes
+
+
+def claim_rows(records: list[ClaimRow]) -> list[ClaimRow]:
+    """One row per (model, system, context) over the sweep's stored records (tracer.sweep_records.StoredResult)."""
     from models.files import get_model
 
-    best: dict[tuple, dict] = {}
+    best: dict[tuple, ClaimRow] = {}
     for record in records:
-        r = record.get("result")
-        if r is None:
+        if record.get("result") is None:
             continue
-        key = (r["model"], r["system"], r["context"])
-        cfg = get_model(r["model"])
-        dec = r["decode"]
-        fits = bool(dec["memory_per_device"]["fits"]) and r["max_batch"] > 0
-        row = best.setdefault(key, {
-            "model": r["model"], "system": r["system"], "context": r["context"], "prompt": r["prompt"],
-            "total_params": r["total_params"], "active_params": r["active_params"], "hidden": cfg.hidden,
-            "kv_bytes_per_token": cfg.kv_bytes_per_token, "usd_in": math.inf, "usd_out": math.inf,
-            "strategy_in": "", "strategy_out": "", "max_batch": 0, "kv_share": math.nan,
-            "weights_dtype": r["weights_dtype"], "kv_cache_dtype": r["kv_cache_dtype"], "compiler": r["compiler"],
-            "usd_per_chip_hour": r["usd_per_chip_hour"]})
-        if r["prefill"]["usd_per_mtok"] < row["usd_in"]:
-            row.update(usd_in=r["prefill"]["usd_per_mtok"], strategy_in=r["strategy"])
-        if fits and dec["usd_per_mtok"] < row["usd_out"]:
-            row.update(usd_out=dec["usd_per_mtok"], strategy_out=r["strategy"], max_batch=r["max_batch"],
-                       kv_share=kv_share(dec))
-    return sorted(best.values(), key=lambda x: (x["system"], x["active_params"], x["model"], x["context"]))
+        r = StoredResult.read(record["result"])
+        cfg = get_model(r.model)
+        row = best.get((r.model, r.system, r.context)) or ClaimRow(
+            r.model, r.system, r.context, r.prompt, r.total_params, r.active_params, cfg.hidden,
+            cfg.kv_bytes_per_token, r.weights_dtype, r.kv_cache_dtype, r.compiler, r.usd_per_chip_hour)
+        if r.prefill.usd_per_mtok < row.usd_in:
+            row = dataclasses.replace(row, usd_in=r.prefill.usd_per_mtok, strategy_in=r.strategy)
+        if r.decode.fits and r.max_batch > 0 and r.decode.usd_per_mtok < row.usd_out:
+            row = dataclasses.replace(row, usd_out=r.decode.usd_per_mtok, strategy_out=r.strategy,
+                                      max_batch=r.max_batch, kv_share=r.decode.kv_share)
+        best[(r.model, r.system, r.context)] = row
+    return sorted(best.values(), key=lambda x: (x.system, x.active_params, x.model, x.context))
 
 
 # --- verdicts: functions of the rows alone ---
@@ -91,7 +109,7 @@ def _follows(found, towards: str) -> tuple[int, list[str]]:
     n, lines = 0, []
     for p in found:
         n += p.nearer_total if towards == "total" else not p.nearer_total
-        lines.append(f"{p.b['model']} / {p.a['model']}: cost x{math.exp(p.log_cost):.2f}, active "
+        lines.append(f"{p.b.model} / {p.a.model}: cost x{math.exp(p.log_cost):.2f}, active "
                      f"x{math.exp(p.log_active):.2f}, total x{math.exp(p.log_total):.2f}: nearer "
                      f"{'total' if p.nearer_total else 'active'}")
     return n, lines
@@ -102,9 +120,9 @@ def mid_context() -> int:
     return sorted(CONTEXTS)[len(CONTEXTS) // 2]
 
 
-def claim_1(rows: list[dict]) -> Finding:
+def claim_1(rows: list[ClaimRow]) -> Finding:
     """Input-token cost follows active parameters, not total."""
-    at = [r for r in rows if r["system"] == SERVER and r["context"] == min(CONTEXTS)]
+    at = [r for r in rows if r.system == SERVER and r.context == min(CONTEXTS)]
     found = pairs(at, "usd_in")
     n, lines = _follows(found, "active")
     a, b = elasticities(at, "usd_in")
@@ -114,22 +132,22 @@ def claim_1(rows: list[dict]) -> Finding:
                    tuple(lines))
 
 
-def _context_slopes(server: list[dict]) -> list[tuple[str, float]]:
+def _context_slopes(server: list[ClaimRow]) -> list[tuple[str, float]]:
     """Per model, the log-log slope of output cost from its shortest to its longest context that fits."""
     slopes = []
-    for model in sorted({r["model"] for r in server}):
-        fit = sorted((r["context"], r["usd_out"]) for r in server if r["model"] == model and
-                     math.isfinite(r["usd_out"]))
+    for model in sorted({r.model for r in server}):
+        fit = sorted((r.context, r.usd_out) for r in server if r.model == model and
+                     math.isfinite(r.usd_out))
         if len(fit) >= 2:
             slopes.append((model, math.log(fit[-1][1] / fit[0][1]) / math.log(fit[-1][0] / fit[0][0])))
     return slopes
 
 
-def claim_2(rows: list[dict]) -> Finding:
+def claim_2(rows: list[ClaimRow]) -> Finding:
     """Output-token cost follows total parameters and context length, hardly active parameters."""
-    server = [r for r in rows if r["system"] == SERVER]
+    server = [r for r in rows if r.system == SERVER]
     mid = mid_context()
-    at = [r for r in server if r["context"] == mid]
+    at = [r for r in server if r.context == mid]
     found = pairs(at, "usd_out")
     n, lines = _follows(found, "total")
     a, b = elasticities(at, "usd_out")
@@ -155,55 +173,55 @@ def _server_capped(get: dict, checks: list[str]) -> bool:
             ok = False
             checks.append(f"{model} on {SERVER}: missing data")
             continue
-        capped = b["max_batch"] < a["max_batch"] or not math.isfinite(b["usd_out"])
-        climbs = b["usd_out"] >= 2 * a["usd_out"]
+        capped = b.max_batch < a.max_batch or not math.isfinite(b.usd_out)
+        climbs = b.usd_out >= 2 * a.usd_out
         ok &= capped and climbs
-        checks.append(f"{model} on {SERVER}: largest batch {a['max_batch']} at {lo} -> {b['max_batch']} at {hi}; "
-                      f"${a['usd_out']:.3g} -> ${b['usd_out']:.3g} per Mtok out"
+        checks.append(f"{model} on {SERVER}: largest batch {a.max_batch} at {lo} -> {b.max_batch} at {hi}; "
+                      f"${a.usd_out:.3g} -> ${b.usd_out:.3g} per Mtok out"
                       f"{'' if capped and climbs else ' (fails: not capped or not climbing 2x)'}")
     return ok
 
 
-def claim_3(rows: list[dict]) -> Finding:
+def claim_3(rows: list[ClaimRow]) -> Finding:
     """On an 8-GPU server the KV cache caps the batch and output cost climbs with context; on a rack a ~1T model
     is not at a disadvantage against a ~235B one: KV dominates the bytes."""
-    get = {(r["model"], r["system"], r["context"]): r for r in rows}
+    get = {(r.model, r.system, r.context): r for r in rows}
     checks = []
     ok = _server_capped(get, checks)
     ratios = []
     for context in CONTEXTS:
         large, mid = get.get((LARGE, RACK, context)), get.get((MID, RACK, context))
-        if large is None or mid is None or not math.isfinite(mid["usd_out"]):
+        if large is None or mid is None or not math.isfinite(mid.usd_out):
             ok = False
             checks.append(f"{RACK} at {context}: missing data")
             continue
-        ratio = large["usd_out"] / mid["usd_out"]
+        ratio = large.usd_out / mid.usd_out
         ratios.append(ratio)
         ok &= ratio <= 1.25
         checks.append(f"{RACK} at {context}: {LARGE} / {MID} output cost x{ratio:.2f} (not at a disadvantage: "
-                      f"<= 1.25); KV share of decode bytes {large['kv_share']:.0%} and {mid['kv_share']:.0%}")
+                      f"<= 1.25); KV share of decode bytes {large.kv_share:.0%} and {mid.kv_share:.0%}")
     hi = max(CONTEXTS)
     top = [get.get((m, RACK, hi)) for m in (LARGE, MID)]
-    kv_dominates = all(t is not None and t["kv_share"] > 0.5 for t in top)
+    kv_dominates = all(t is not None and t.kv_share > 0.5 for t in top)
     ok &= kv_dominates
     worst = f"x{max(ratios):.2f}" if ratios else "n/a"
     return Finding(ok, f"on {SERVER} the batch falls and output cost climbs with context; on {RACK} "
                    f"{LARGE} costs at most {worst} of {MID} per output token; KV share of decode bytes at {hi}: "
-                   + ", ".join(f"{t['kv_share']:.0%}" for t in top if t is not None), tuple(checks))
+                   + ", ".join(f"{t.kv_share:.0%}" for t in top if t is not None), tuple(checks))
 
 
-def claim_4(rows: list[dict]) -> Finding:
+def claim_4(rows: list[ClaimRow]) -> Finding:
     """More active parameters come with a larger model dimension and more KV per token, so a higher output cost."""
     mid = mid_context()
-    at = [r for r in rows if r["system"] == SERVER and r["context"] == mid and math.isfinite(r["usd_out"])]
-    active = [r["active_params"] for r in at]
-    rho = {what: spearman(active, [r[key] for r in at]) if len(at) >= 3 else math.nan
+    at = [r for r in rows if r.system == SERVER and r.context == mid and math.isfinite(r.usd_out)]
+    active = [r.active_params for r in at]
+    rho = {what: spearman(active, [getattr(r, key) for r in at]) if len(at) >= 3 else math.nan
            for what, key in (("model dimension", "hidden"), ("KV bytes per token", "kv_bytes_per_token"),
                              ("output cost", "usd_out"))}
     holds = all(v >= 0.5 for v in rho.values())
     return Finding(holds, "Spearman rank correlation with active parameters over "
                    f"{len(at)} models ({SERVER}, context {mid}): "
                    + ", ".join(f"{k} {v:+.2f}" for k, v in rho.items()) + " (a tendency: each >= +0.5)",
-                   tuple(f"{r['model']}: {r['active_params'] / 1e9:.1f}B active, d_model {r['hidden']}, "
-                         f"{r['kv_bytes_per_token'] / 1e3:.0f} kB KV per token, ${r['usd_out']:.3g} per Mtok out"
-                         for r in sorted(at, key=lambda r: r["active_params"])))
+                   tuple(f"{r.model}: {r.active_params / 1e9:.1f}B active, d_model {r.hidden}, "
+                         f"{r.kv_bytes_per_token / 1e3:.0f} kB KV per token, ${r.usd_out:.3g} per Mtok out"
+                         for r in sorted(at, key=lambda r: r.active_params)))

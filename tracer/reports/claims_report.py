@@ -8,9 +8,9 @@ from pathlib import Path
 
 from base.inputs import ConfigError
 from tracer.reports import claims
-from tracer.reports.claims import CONTEXTS, LARGE, MAJORITY, MID, PROMPT, RACK, SERVER, STRATEGIES, Finding
+from tracer.reports.claims import CONTEXTS, LARGE, MAJORITY, MID, PROMPT, RACK, SERVER, STRATEGIES, ClaimRow, Finding
 from tracer.reports.figures import caption, listed, markdown_table, prices, pyplot, save
-from tracer.sweep_records import readable
+from tracer.sweep_records import StoredResult, readable
 
 
 def _money(x: float) -> str:
@@ -31,7 +31,7 @@ def _share(x: float) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    key: str  # of a claims row
+    key: str  # an attribute of a claims row (tracer.reports.claims.ClaimRow)
     header: str
     cell: Callable | None = None  # value -> text; None: the value as the table writes it
 
@@ -47,13 +47,13 @@ class Claim:
     number: int
     text: str
     rule: str  # how the verdict function decides, in words
-    verdict: Callable[[list[dict]], Finding]
-    shown: Callable[[list[dict]], list[dict]]  # the rows its table shows
+    verdict: Callable[[list[ClaimRow]], Finding]
+    shown: Callable[[list[ClaimRow]], list[ClaimRow]]  # the rows its table shows
     columns: tuple[Column, ...]
     draw: Callable  # draw(axes, rows): its two panels
     checks: str = ""  # where its checks are listed: "before" the table, in "details" after the plot, or not at all
 
-    def judge(self, rows: list[dict]) -> "Verdict":
+    def judge(self, rows: list[ClaimRow]) -> "Verdict":
         found = self.verdict(rows)
         return Verdict(self.number, self.text, found.holds, found.summary, found.checks)
 
@@ -71,15 +71,15 @@ class Verdict:
         return "holds" if self.holds else "does not hold"
 
 
-def _server(rows: list[dict], context: int | None = None) -> list[dict]:
-    return [r for r in rows if r["system"] == SERVER and (context is None or r["context"] == context)]
+def _server(rows: list[ClaimRow], context: int | None = None) -> list[ClaimRow]:
+    return [r for r in rows if r.system == SERVER and (context is None or r.context == context)]
 
 
 def _scatter(ax, pts, xkey, ykey, xlabel, ylabel, title):
-    pts = [r for r in pts if math.isfinite(r[ykey])]
-    ax.scatter([r[xkey] / 1e9 for r in pts], [r[ykey] for r in pts])
+    pts = [r for r in pts if math.isfinite(getattr(r, ykey))]
+    ax.scatter([getattr(r, xkey) / 1e9 for r in pts], [getattr(r, ykey) for r in pts])
     for r in pts:
-        ax.annotate(r["model"], (r[xkey] / 1e9, r[ykey]), fontsize=6)
+        ax.annotate(r.model, (getattr(r, xkey) / 1e9, getattr(r, ykey)), fontsize=6)
     ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
 
 
@@ -93,9 +93,9 @@ def _draw_1(ax, rows):
 
 def _draw_2(ax, rows):
     server, mid = _server(rows), claims.mid_context()
-    for model in sorted({r["model"] for r in server}):
-        pts = sorted((r["context"], r["usd_out"]) for r in server if r["model"] == model
-                     and math.isfinite(r["usd_out"]))
+    for model in sorted({r.model for r in server}):
+        pts = sorted((r.context, r.usd_out) for r in server if r.model == model
+                     and math.isfinite(r.usd_out))
         ax[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=model)
     ax[0].set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="USD per Mtok out",
               title=f"output cost against context ({SERVER})")
@@ -105,10 +105,10 @@ def _draw_2(ax, rows):
 
 
 def _draw_3(ax, rows):
-    pair = [r for r in rows if r["model"] in (LARGE, MID)]
-    for (model, system) in sorted({(r["model"], r["system"]) for r in pair}):
-        pts = sorted((r["context"], r["usd_out"], r["max_batch"]) for r in pair
-                     if r["model"] == model and r["system"] == system)
+    pair = [r for r in rows if r.model in (LARGE, MID)]
+    for (model, system) in sorted({(r.model, r.system) for r in pair}):
+        pts = sorted((r.context, r.usd_out, r.max_batch) for r in pair
+                     if r.model == model and r.system == system)
         style = "-" if system == RACK else "--"
         fitting = [p for p in pts if math.isfinite(p[1])]
         ax[0].plot([p[0] for p in fitting], [p[1] for p in fitting], "o" + style, label=f"{model}, {system}")
@@ -122,17 +122,17 @@ def _draw_3(ax, rows):
 
 
 def _fitting_at_mid(rows):
-    return [r for r in _server(rows, claims.mid_context()) if math.isfinite(r["usd_out"])]
+    return [r for r in _server(rows, claims.mid_context()) if math.isfinite(r.usd_out)]
 
 
 def _draw_4(ax, rows):
     at, mid = _fitting_at_mid(rows), claims.mid_context()
     _scatter(ax[0], at, "active_params", "usd_out", "active parameters (B)", "USD per Mtok out",
              f"output cost against active parameters ({mid})")
-    ax[1].scatter([r["active_params"] / 1e9 for r in at], [r["kv_bytes_per_token"] / 1e3 for r in at],
-                  s=[r["hidden"] / 100 for r in at])
+    ax[1].scatter([r.active_params / 1e9 for r in at], [r.kv_bytes_per_token / 1e3 for r in at],
+                  s=[r.hidden / 100 for r in at])
     for r in at:
-        ax[1].annotate(f"{r['model']} (D={r['hidden']})", (r["active_params"] / 1e9, r["kv_bytes_per_token"] / 1e3),
+        ax[1].annotate(f"{r.model} (D={r.hidden})", (r.active_params / 1e9, r.kv_bytes_per_token / 1e3),
                        fontsize=6)
     ax[1].set(xscale="log", yscale="log", xlabel="active parameters (B)", ylabel="KV kB per token",
               title="KV per token (marker size: model dimension)")
@@ -148,7 +148,7 @@ CLAIMS = (
     Claim(2, "Output-token cost follows total parameters and context length, hardly active parameters",
           "as claim 1 with output cost nearer the total ratio, at the middle context; and every model's output cost "
           "grows at least as fast as the square root of the context.", claims.claim_2,
-          lambda rows: sorted(_server(rows), key=lambda r: (r["active_params"], r["context"])),
+          lambda rows: sorted(_server(rows), key=lambda r: (r.active_params, r.context)),
           (MODEL, ACTIVE, TOTAL, CONTEXT, Column("strategy_out", "strategy"), LARGEST, KV_SHARE, USD_OUT),
           _draw_2, checks="details"),
     Claim(3, f"On an 8-GPU server the KV cache caps the batch and output cost climbs with context; on a GB200 NVL72 "
@@ -157,31 +157,31 @@ CLAIMS = (
           f"{max(CONTEXTS)} tokens of context; on {RACK}, {LARGE} costs at most 1.25x of {MID} per output token at "
           f"every context, and the KV cache is over half of both models' decode bytes at {max(CONTEXTS)}.",
           claims.claim_3,
-          lambda rows: sorted((r for r in rows if r["model"] in (LARGE, MID)),
-                              key=lambda r: (r["system"], r["model"], r["context"])),
+          lambda rows: sorted((r for r in rows if r.model in (LARGE, MID)),
+                              key=lambda r: (r.system, r.model, r.context)),
           (MODEL, SYSTEM, CONTEXT, Column("strategy_out", "strategy"), LARGEST, KV_SHARE, USD_OUT),
           _draw_3, checks="before"),
     Claim(4, "More active parameters come with a larger model dimension and more KV cache per token, so a higher "
              "output cost",
           "the Spearman rank correlation of active parameters with the model dimension, the KV bytes per token and "
           "the output cost must each be at least +0.5.", claims.claim_4,
-          lambda rows: sorted(_fitting_at_mid(rows), key=lambda r: r["active_params"]),
+          lambda rows: sorted(_fitting_at_mid(rows), key=lambda r: r.active_params),
           (MODEL, ACTIVE, Column("hidden", "d_model"), Column("kv_bytes_per_token", "KV per token", _kilobytes),
            USD_OUT),
           _draw_4),
 )
 
 
-def verdicts(rows: list[dict]) -> list[Verdict]:
+def verdicts(rows: list[ClaimRow]) -> list[Verdict]:
     return [c.judge(rows) for c in CLAIMS]
 
 
-def _table(rows: list[dict], columns: tuple[Column, ...]) -> str:
-    return markdown_table([[c.cell(r[c.key]) if c.cell else r.get(c.key, "") for c in columns] for r in rows],
+def _table(rows: list[ClaimRow], columns: tuple[Column, ...]) -> str:
+    return markdown_table([[c.cell(getattr(r, c.key)) if c.cell else getattr(r, c.key) for c in columns] for r in rows],
                           [c.header for c in columns])
 
 
-def _design(rows: list[dict]) -> str:
+def _design(rows: list[ClaimRow]) -> str:
     """What the claims' data rests on: the sweep's fixed choices and the dtypes, compilers and prices it used."""
     strategies = sorted({s for kinds in STRATEGIES.values() for names in kinds.values() for s in names})
     return (f"models' own dtypes (weights {listed(rows, 'weights_dtype')}; KV cache "
@@ -195,7 +195,7 @@ def readme_table(found: list[Verdict]) -> str:
                           ["#", "claim", "verdict", "the numbers"])
 
 
-def _section(claim: Claim, v: Verdict, rows: list[dict], folder: Path, design: str) -> list[str]:
+def _section(claim: Claim, v: Verdict, rows: list[ClaimRow], folder: Path, design: str) -> list[str]:
     """A claim's heading, verdict, rule, checks, table and plot."""
     fig, axes = pyplot().subplots(1, 2, figsize=(9.0, 4))
     claim.draw(axes, rows)
@@ -211,7 +211,7 @@ def _section(claim: Claim, v: Verdict, rows: list[dict], folder: Path, design: s
               if claim.checks == "details" else [])]
 
 
-def write_report(records: list[dict], out: str) -> tuple[Path, list[Verdict]]:
+def write_report(records: list[ClaimRow], out: str) -> tuple[Path, list[Verdict]]:
     rows = claims.claim_rows(records)
     if not rows:
         raise ConfigError("the claims sweep has no traced points: re-run `tracer report claims` (see its errors "
@@ -248,8 +248,8 @@ def run(out: str, jobs: int = 1, results: str | None = None, progress="stderr") 
     if results:
         records = load_records(results, whole=_usable)
         wanted = {(p.model, p.system, p.context) for p in claims.points()}
-        if not wanted & {(r["result"]["model"], r["result"]["system"], r["result"]["context"]) for r in records
-                         if "result" in r}:
+        traced = [StoredResult.read(r["result"]) for r in records if "result" in r]
+        if not wanted & {(r.model, r.system, r.context) for r in traced}:
             raise ConfigError(f"{results} is not the claims sweep: none of its points is a model, system and context "
                               "the claims compare; run `tracer report claims` without --from to trace them")
     else:

@@ -27,19 +27,19 @@ def save(fig, path: Path):
     pyplot().close(fig)
 
 
-def listed(rows: list[dict], key: str) -> str:
-    """The distinct values of `key` over the rows, sorted, comma-separated."""
-    return ", ".join(sorted({str(r[key]) for r in rows}))
+def listed(rows: list, key: str) -> str:
+    """The distinct values of attribute `key` over the rows, sorted, comma-separated."""
+    return ", ".join(sorted({str(getattr(r, key)) for r in rows}))
 
 
-def prices(rows: list[dict]) -> str:
+def prices(rows: list) -> str:
     """Each system's price per chip-hour the rows were costed at."""
-    return ", ".join(sorted({f"{r['system']} ${r['usd_per_chip_hour']:.2f}/chip-h" for r in rows}))
+    return ", ".join(sorted({f"{r.system} ${r.usd_per_chip_hour:.2f}/chip-h" for r in rows}))
 
 
-def provenance(rows: list[dict]) -> str:
+def provenance(rows: list) -> str:
     """What a figure of sweep results rests on: model(s), systems, strategies, compilers, dtypes and prices."""
-    dtypes = ", ".join(sorted({f"w {r['weights_dtype']} / kv {r['kv_cache_dtype']}" for r in rows}))
+    dtypes = ", ".join(sorted({f"w {r.weights_dtype} / kv {r.kv_cache_dtype}" for r in rows}))
     return (f"model {listed(rows, 'model')}; systems {listed(rows, 'system')}; strategies "
             f"{listed(rows, 'strategy')}; compiler {listed(rows, 'compiler')}; {dtypes}; prices {prices(rows)}")
 

@@ -1,6 +1,6 @@
 """The statistics the claims' verdicts rest on: model pairs whose parameter ratios can be told apart, which ratio a
-cost ratio lies nearer, least-squares elasticities, and Spearman's rank correlation. Functions of rows (dicts of
-figures) alone."""
+cost ratio lies nearer, least-squares elasticities, and Spearman's rank correlation. Functions of rows (objects with
+those figures as attributes) alone."""
 
 import math
 from dataclasses import dataclass
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 class Pair:
     """Two models, `b` the larger in total parameters, and the natural logs of their ratios b / a."""
 
-    a: dict
-    b: dict
+    a: object  # a row with total_params and active_params (tracer.reports.claims.ClaimRow)
+    b: object
     log_cost: float
     log_active: float
     log_total: float
@@ -26,14 +26,14 @@ def pairs(rows: list[dict], key: str) -> list[Pair]:
     """Pairs of models whose total and active parameter ratios differ at least 2x, so that a ratio of `key` (a
     cost) can be closer to one than the other."""
     out = []
-    finite = [r for r in rows if math.isfinite(r[key])]
+    finite = [r for r in rows if math.isfinite(getattr(r, key))]
     for i, first in enumerate(finite):
         for second in finite[i + 1:]:
-            a, b = sorted((first, second), key=lambda r: r["total_params"])
-            la = math.log(b["active_params"] / a["active_params"])
-            lt = math.log(b["total_params"] / a["total_params"])
+            a, b = sorted((first, second), key=lambda r: r.total_params)
+            la = math.log(b.active_params / a.active_params)
+            lt = math.log(b.total_params / a.total_params)
             if abs(lt - la) >= math.log(2):
-                out.append(Pair(a, b, math.log(b[key] / a[key]), la, lt))
+                out.append(Pair(a, b, math.log(getattr(b, key) / getattr(a, key)), la, lt))
     return out
 
 
@@ -42,11 +42,11 @@ def elasticities(rows: list[dict], key: str, on=("active_params", "total_params"
     `on` says otherwise): (a, b)."""
     import numpy as np
 
-    finite = [r for r in rows if math.isfinite(r[key])]
+    finite = [r for r in rows if math.isfinite(getattr(r, key))]
     if len(finite) < 4:
         return math.nan, math.nan
-    x = np.array([[math.log(r[on[0]]), math.log(r[on[1]]), 1.0] for r in finite])
-    y = np.array([math.log(r[key]) for r in finite])
+    x = np.array([[math.log(getattr(r, on[0])), math.log(getattr(r, on[1])), 1.0] for r in finite])
+    y = np.array([math.log(getattr(r, key)) for r in finite])
     (a, b, _), *_ = np.linalg.lstsq(x, y, rcond=None)
     return float(a), float(b)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from base.inputs import ConfigError
 from tracer.reports.figures import caption, markdown_table, provenance, pyplot, save
-from tracer.sweep_records import kv_share, valid_result
+from tracer.sweep_records import StoredResult, valid_result
 
 
 def load_records(path: str, whole=None) -> list[dict]:
@@ -67,22 +67,14 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def _label(r: dict) -> str:
-    return f"{r['system']} {r['strategy']}" + (f" ({r['compiler']})" if r["compiler"] != "cpu" else "")
-
-
-def _fits(r: dict) -> bool:
-    return r["decode"]["memory_per_device"]["fits"]
-
-
-def _decode_s(r: dict) -> float:
-    return r["decode"]["time_s"]["step"]
+def _label(r: StoredResult) -> str:
+    return f"{r.system} {r.strategy}" + (f" ({r.compiler})" if r.compiler != "cpu" else "")
 
 
 def write_report(records: list[dict], out: str) -> Path:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    ok = [r["result"] for r in records if "result" in r]
+    ok = [StoredResult.read(r["result"]) for r in records if "result" in r]
     failed = [r for r in records if "error" in r]
     lines = ["# Sweep report", "",
              f"{len(records)} points: {len(ok)} traced, {len(failed)} failed. Step times in ms; costs in USD per "
@@ -92,7 +84,7 @@ def write_report(records: list[dict], out: str) -> Path:
         lines += ["Failed points:", ""] + [f"- {r['inputs']}: {r['error']}" for r in failed] + [""]
     by_model = defaultdict(list)
     for r in ok:
-        by_model[r["model"]].append(r)
+        by_model[r.model].append(r)
     for model, rs in sorted(by_model.items()):
         lines += [f"## {model}", ""]
         for section in (_cost_against_context, _pareto_fronts, _decode_terms, _strategies_side_by_side):
@@ -102,26 +94,25 @@ def write_report(records: list[dict], out: str) -> Path:
     return report
 
 
-def _points_table(ok: list[dict]) -> str:
-    rows = [[r["model"], r["system"], r["strategy"], r["compiler"], r["batch"], r["prompt"], r["context"],
-             "yes" if _fits(r) else "NO", "" if r["max_batch_note"] == "not searched" else r["max_batch"],
-             f"{r['prefill']['time_s']['step'] * 1e3:.4g}", f"{_decode_s(r) * 1e3:.4g}",
-             r["decode"]["bound"], f"{kv_share(r['decode']):.0%}", f"{r['prefill']['usd_per_mtok']:.4g}",
-             f"{r['decode']['usd_per_mtok']:.4g}",
-             f"{r['output_to_input_cost']:.3g}", f"{1 / _decode_s(r):.4g}"] for r in ok]
+def _points_table(ok: list[StoredResult]) -> str:
+    rows = [[r.model, r.system, r.strategy, r.compiler, r.batch, r.prompt, r.context,
+             "yes" if r.decode.fits else "NO", r.max_batch if r.searched else "",
+             f"{r.prefill.step_s * 1e3:.4g}", f"{r.decode.step_s * 1e3:.4g}", r.decode.bound,
+             f"{r.decode.kv_share:.0%}", f"{r.prefill.usd_per_mtok:.4g}", f"{r.decode.usd_per_mtok:.4g}",
+             f"{r.output_to_input_cost:.3g}", f"{1 / r.decode.step_s:.4g}"] for r in ok]
     return markdown_table(rows, ["model", "system", "strategy", "compiler", "batch", "prompt", "context", "fits",
                                  "max batch", "prefill ms", "decode ms", "decode bound", "KV share", "$/Mtok in",
                                  "$/Mtok out", "out/in", "tok/s/user"])
 
 
-def _cost_against_context(rs: list[dict], model: str, folder: Path) -> list[str]:
+def _cost_against_context(rs: list[StoredResult], model: str, folder: Path) -> list[str]:
     """The cost of output tokens against context, per system and strategy, one line per batch."""
     fig, ax = pyplot().subplots(figsize=(7, 4.5))
     series = defaultdict(list)
     for r in rs:
-        key = (_label(r), str(r.get("batch_requested", r["batch"])), r["strategy"])
-        series[key].append((r["context"], r["decode"]["usd_per_mtok"], _fits(r)))
-    strategies = sorted({r["strategy"] for r in rs})  # a line style each: equal layouts stay visible
+        key = (_label(r), str(r.batch_requested), r.strategy)
+        series[key].append((r.context, r.decode.usd_per_mtok, r.decode.fits))
+    strategies = sorted({r.strategy for r in rs})  # a line style each: equal layouts stay visible
     for (label, batch, strategy), pts in sorted(series.items(), key=lambda kv: (kv[0][0], kv[0][1].zfill(9))):
         pts.sort()
         style = ("-", "--", ":", "-.")[strategies.index(strategy) % 4]
@@ -141,21 +132,21 @@ def _cost_against_context(rs: list[dict], model: str, folder: Path) -> list[str]
             f"largest batch where HBM caps the batch. {provenance(rs)}.", ""]
 
 
-def _pareto_fronts(rs: list[dict], model: str, folder: Path) -> list[str]:
+def _pareto_fronts(rs: list[StoredResult], model: str, folder: Path) -> list[str]:
     """Per system, the Pareto front of interactivity against cost: a table each, and one plot."""
     lines = []
     fig, ax = pyplot().subplots(figsize=(7, 4.5))
-    for system in sorted({r["system"] for r in rs}):
-        sub = [r for r in rs if r["system"] == system and _fits(r)]
+    for system in sorted({r.system for r in rs}):
+        sub = [r for r in rs if r.system == system and r.decode.fits]
         if not sub:
             continue
-        pts = [(1 / _decode_s(r), r["decode"]["usd_per_mtok"]) for r in sub]
+        pts = [(1 / r.decode.step_s, r.decode.usd_per_mtok) for r in sub]
         dots = ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=12, alpha=0.5)
         front = pareto(pts)
         ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], marker="o", color=dots.get_facecolor()[0],
                 label=f"{system}: Pareto front")
         lines += [f"Pareto front on {system} (tokens/s per user against USD per million output tokens):", "",
-                  markdown_table([[_label(sub[i]), sub[i]["batch"], sub[i]["context"], f"{pts[i][0]:.4g}",
+                  markdown_table([[_label(sub[i]), sub[i].batch, sub[i].context, f"{pts[i][0]:.4g}",
                                    f"{pts[i][1]:.4g}"] for i in front],
                                  ["system, strategy", "batch", "context", "tok/s/user", "$/Mtok out"]), ""]
     ax.set(xscale="log", yscale="log", xlabel="tokens/s per user (1 / decode step)",
@@ -168,13 +159,13 @@ def _pareto_fronts(rs: list[dict], model: str, folder: Path) -> list[str]:
                     f"joins those no other point beats on both counts. {provenance(rs)}.", ""]
 
 
-def _decode_terms(rs: list[dict], model: str, folder: Path) -> list[str]:
+def _decode_terms(rs: list[StoredResult], model: str, folder: Path) -> list[str]:
     """The decode step's compute, memory and communication terms at each point, stacked."""
     fig, ax = pyplot().subplots(figsize=(max(7, 0.35 * len(rs)), 4.5))
-    names = [f"{_label(r)} b{r['batch']} c{r['context']}" for r in rs]
+    names = [f"{_label(r)} b{r.batch} c{r.context}" for r in rs]
     bottom = [0.0] * len(rs)
     for term in ("compute", "memory", "comms"):
-        values = [r["decode"]["time_s"][term] * 1e3 for r in rs]
+        values = [getattr(r.decode, f"{term}_s") * 1e3 for r in rs]
         ax.bar(range(len(rs)), values, bottom=bottom, label=term)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_xticks(range(len(rs)), names, rotation=90, fontsize=6)
@@ -187,13 +178,13 @@ def _decode_terms(rs: list[dict], model: str, folder: Path) -> list[str]:
             f"compute and memory, plus communication). {provenance(rs)}.", ""]
 
 
-def _strategies_side_by_side(rs: list[dict], model: str, folder: Path) -> list[str]:
+def _strategies_side_by_side(rs: list[StoredResult], model: str, folder: Path) -> list[str]:
     """Grouped bars: for each (system, batch, context) the strategies traced there, USD per million input and output
     tokens side by side. Nothing when no group has two strategies."""
     groups = defaultdict(dict)
     for r in rs:
-        if _fits(r):
-            groups[(r["system"], str(r.get("batch_requested", r["batch"])), r["context"])][r["strategy"]] = r
+        if r.decode.fits:
+            groups[(r.system, str(r.batch_requested), r.context)][r.strategy] = r
     groups = {k: v for k, v in groups.items() if len(v) > 1}
     if not groups:
         return []
@@ -204,7 +195,7 @@ def _strategies_side_by_side(rs: list[dict], model: str, folder: Path) -> list[s
     for ax, (phase, what) in zip(axes, (("prefill", "input"), ("decode", "output")), strict=True):
         for j, strategy in enumerate(strategies):
             xs = [i + j * width for i, k in enumerate(keys) if strategy in groups[k]]
-            ys = [groups[k][strategy][phase]["usd_per_mtok"] for k in keys if strategy in groups[k]]
+            ys = [getattr(groups[k][strategy], phase).usd_per_mtok for k in keys if strategy in groups[k]]
             ax.bar(xs, ys, width, label=strategy)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))],
                       [f"{s} b{b} c{c}" for s, b, c in keys], rotation=90, fontsize=6)
@@ -214,8 +205,8 @@ def _strategies_side_by_side(rs: list[dict], model: str, folder: Path) -> list[s
     caption(fig, text, -0.02)
     name = f"{model}-strategies.png"
     save(fig, folder / name)
-    rows = [[s, b, c, strategy, f"{r['prefill']['usd_per_mtok']:.4g}", f"{r['decode']['usd_per_mtok']:.4g}",
-             r["batch"]] for (s, b, c) in keys for strategy, r in sorted(groups[(s, b, c)].items())]
+    rows = [[s, b, c, strategy, f"{r.prefill.usd_per_mtok:.4g}", f"{r.decode.usd_per_mtok:.4g}", r.batch]
+            for (s, b, c) in keys for strategy, r in sorted(groups[(s, b, c)].items())]
     return [f"Strategies side by side on {model}:", "",
             markdown_table(rows, ["system", "batch asked", "context", "strategy", "$/Mtok in", "$/Mtok out",
                                   "batch traced"]), "",
