@@ -1,7 +1,5 @@
-"""What `tracer trace` runs with no options: a real model on a real system, at a serving-size workload.
-
-Apart from the API so that the CLI can show them without importing jax.
-"""
+"""What `tracer trace` runs with no options (a real model on a real system, at a serving-size workload), and the
+choices the CLI and the API both offer: one place for each."""
 
 DEFAULTS = {"model": "llama3-70b", "system": "h100x8", "strategy": "tp", "batch": 64, "context": 8192}
 COMPILERS = ("cpu", "gpu", "tpu", "auto")  # tracer.compile.choose_compiler
