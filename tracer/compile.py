@@ -182,7 +182,7 @@ def _compile(fn, args, mesh, strategy: Strategy, quirks: CompilerQuirks, vector_
             with translator(mesh, strategy):
                 lowered = jax.jit(fn, **jit_kw).lower(*args)
             with quiet:  # the GPU compiler logs its own estimates (rematerialization, scheduling limits) to stderr
-                compiled = lowered.compile()
+                compiled = lowered.compile(compiler_options=dict(quirks.compile_options) or None)
     except jax.errors.JaxRuntimeError as err:  # the TPU compiler checks that its buffers fit the chip's HBM
         text = str(err)
         if "RESOURCE_EXHAUSTED" not in text:
