@@ -85,9 +85,10 @@ def _breakdown(step: CompiledStep, system, time: StepTime) -> tuple[PartCost, ..
                  for scope, p in parts.items())
 
 
-def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int,
-               compiler: str) -> tuple[int, str]:
-    """The largest decode batch that fits (tracer.search), each trial batch's memory from its compiled decode step."""
+def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int, compiler: str,
+               confirm: bool) -> tuple[int, str]:
+    """The largest decode batch that fits (tracer.search), estimated from the compiled decode step; with `confirm`,
+    checked by compiling the decode step at it."""
 
     def decode_memory(batch: int) -> Memory:
         trial = dataclasses.replace(work, batch=batch)
@@ -98,7 +99,7 @@ def _max_batch(cfg, system, strategy, work: Workload, mem: Memory, replicas: int
             return Memory(mem.weights, kv, 0.0, err.temp_bytes, mem.capacity)
         return memory(step, system, "decode")
 
-    return largest_fitting(decode_memory, work.batch, mem, replicas, work.context)
+    return largest_fitting(decode_memory, work.batch, mem, replicas, work.context, confirm)
 
 
 def fp4_matmuls(cfg: ModelConfig, system) -> ModelConfig:
@@ -113,7 +114,7 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
           find_max_batch: bool = True, weights: str | None = None, kv_cache: str | None = None,
           capacity_factor: float | None = None, compiler: str = "cpu", routing: str = "uniform",
-          fusion: str = "kernels") -> TraceResult:
+          fusion: str = "kernels", confirm: bool = False) -> TraceResult:
     """prompt: prefill tokens per sequence; None fills the whole context. model: a preset name, a model file
     (.toml or a Hugging Face config.json) or a ModelConfig. dtype, weights, kv_cache: override the model's
     activation, weight and KV-cache dtypes. capacity_factor: MoE expert slots per expert, as a multiple of the
@@ -122,7 +123,7 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     routing: uniform (the routed experts' weights read as far as uniformly routed tokens are expected to reach them)
     or worst (every assignment to an expert of its own, as the program computes them).
     fusion: kernels (HBM bytes as serving engines' fused kernels move them, tracer.read.fusion) or compiled (as the
-    compiled program moves them)."""
+    compiled program moves them). confirm: compile the decode step at the largest batch estimated to fit."""
     if routing not in ROUTINGS:
         raise ConfigError(f"--routing {routing!r} is not one of {', '.join(ROUTINGS)}")
     if fusion not in FUSIONS:
@@ -154,7 +155,7 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     steps = compile_steps(cfg, sys_, strat, work, compiler=compiler)
     phases = {name: _phase(name, step, cfg, sys_, work, mesh, strat, routing, fusion) for name, step in steps.items()}
     max_batch, note = (_max_batch(cfg, sys_, strat, work, phases["decode"].memory, strat.ways("batch", mesh),
-                                  compiler)
+                                  compiler, confirm)
                        if find_max_batch
                        else (0, "not searched"))
     return TraceResult(cfg, sys_.name, strat.name, mesh, work, sys_.usd_per_chip_hour, sys_.price_note, phases,

@@ -127,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
                                                                 "8-GPU nodes over InfiniBand (h200x8*9)")
     t.add_argument("--strategy", default=DEFAULTS["strategy"], help=f"one of {', '.join(STRATEGIES)}")
     t.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
+    t.add_argument("--confirm", action="store_true", help="compile the decode step at the largest batch estimated to "
+                                                          "fit, to confirm it (one more compile)")
     t.add_argument("--breakdown", action="store_true", help="FLOPs, HBM bytes and communication per part of the "
                                                             "model (attention, MLP or experts, router, LM head, "
                                                             "cache update)")
@@ -232,7 +234,7 @@ def _run(args) -> str:
     from tracer.api import trace
 
     result = trace(model=args.model, system=args.system, strategy=args.strategy, batch=args.batch,
-                   find_max_batch=not args.no_max_batch, compiler=args.compiler, **kw)
+                   find_max_batch=not args.no_max_batch, compiler=args.compiler, confirm=args.confirm, **kw)
     return json.dumps(result.to_dict(), indent=2) if args.json else text.trace_text(result, breakdown=args.breakdown)
 
 

@@ -15,30 +15,36 @@ FIT_TRIES = 4  # compiles spent confirming the largest batch that fits
 TARGET_TRIES = 4  # traces spent confirming the batch that meets a decode-step target
 
 
-def largest_fitting(memory_at: Callable[[int], Memory], batch: int, mem: Memory, replicas: int,
-                    context: int) -> tuple[int, str]:
-    """(the largest decode batch that fits, how it was found), from the decode step's memory `mem` at `batch`: memory
-    beyond the weights grows linearly with the batch (KV cache, logits, activations), so extrapolate, then confirm
-    with `memory_at` (a compile) at that batch and the next. Batches are multiples of `replicas` (the ways the batch
-    is split)."""
+def estimate_fitting(batch: int, mem: Memory, replicas: int) -> int:
+    """The largest multiple of `replicas` whose decode memory fits, from the step compiled at `batch`: what lies
+    beyond the weights (KV cache, logits, activations) scaled with the batch. Exact for the KV cache and the logits;
+    where part of the temporaries does not grow with the batch it errs low, never high."""
+    per_seq = (mem.total - mem.weights) / batch
+    return int((mem.capacity - mem.weights) // per_seq) // replicas * replicas
+
+
+def largest_fitting(memory_at: Callable[[int], Memory], batch: int, mem: Memory, replicas: int, context: int,
+                    confirm: bool = False) -> tuple[int, str]:
+    """(the largest decode batch that fits, how it was found), from the decode step's memory `mem` at `batch`
+    (estimate_fitting), with no further compile; with `confirm`, `memory_at` (a compile) checks the answer, once
+    where it fits. Batches are multiples of `replicas` (the ways the batch is split)."""
     if mem.weights >= mem.capacity:
         return 0, (f"weights alone ({mem.weights / 1e9:.1f} GB per device) exceed HBM ({mem.capacity / 1e9:.0f} GB)"
                    " at any batch")
+    guess = estimate_fitting(batch, mem, replicas)
     for _ in range(FIT_TRIES):
-        per_seq = (mem.total - mem.weights) / batch
-        guess = int((mem.capacity - mem.weights) // per_seq) // replicas * replicas
         if guess < replicas:
             return 0, f"not even {replicas} sequence(s) of {context} tokens fit beside the weights"
         if guess == batch and mem.fits:
-            return batch, "confirmed by compiling the decode step at this batch"
+            return batch, "its decode step compiled at this batch fits; the next batch, by its memory per sequence, not"
+        if not confirm:
+            return guess, (f"estimated from the decode step compiled at batch {batch}, its memory beyond the weights "
+                           "scaled with the batch (--confirm compiles it)")
         batch, mem = guess, memory_at(guess)
-        if not mem.fits:
-            continue
-        up = memory_at(guess + replicas)
-        if not up.fits:
-            return guess, "confirmed by compiling the decode step at this batch and the next"
-        batch, mem = guess + replicas, up
-    return guess, "estimated by linear extrapolation from the compiled steps (not confirmed)"
+        if mem.fits:
+            return guess, "confirmed by compiling the decode step at this batch"
+        guess = estimate_fitting(batch, mem, replicas)
+    return guess, "estimated by scaling from the compiled steps (not confirmed)"
 
 
 @dataclass(frozen=True)
@@ -56,22 +62,39 @@ def choose_batch(trace_at: Callable[[int, bool], TraceResult], batch: int | str,
     `tpot_ms` (within what fits). trace_at(batch, find_max_batch) traces; every chosen batch is traced itself."""
     if batch != "max" and tpot_ms is None:
         return BatchChoice(trace_at(batch, True), "as given")
-    probe = trace_at(replicas, True)  # finds the largest batch that fits
+    probe = trace_at(replicas, True)  # estimates the largest batch that fits
     cap = probe.max_batch
     if cap == 0:
         return BatchChoice(probe, f"nothing fits: {probe.max_batch_note}")
-    if tpot_ms is None:
-        return BatchChoice(trace_at(cap, False), f"largest that fits ({probe.max_batch_note})", cap)
-    target = tpot_ms / 1e3
-    t_small = _decode_s(probe)
-    if t_small > target:
-        return BatchChoice(probe, f"no batch meets {tpot_ms:g} ms: {replicas} sequence(s) take {t_small * 1e3:.3g} "
-                                  "ms per decode step", cap)
-    top = trace_at(cap, False)
+    target = None if tpot_ms is None else tpot_ms / 1e3
+    if target is not None and _decode_s(probe) > target:
+        return BatchChoice(probe, f"no batch meets {tpot_ms:g} ms: {replicas} sequence(s) take "
+                                  f"{_decode_s(probe) * 1e3:.3g} ms per decode step", cap)
+    top, how = fitting_trace(trace_at, cap, replicas)
+    if top is None:
+        return BatchChoice(probe, f"nothing fits: {how}")
+    cap = top.work.batch
+    if target is None:
+        return BatchChoice(top, f"largest that fits ({how})", cap)
     if _decode_s(top) <= target:
         return BatchChoice(top, f"largest that fits ({cap}) meets {tpot_ms:g} ms", cap)
     found, exact = largest_meeting(lambda b: trace_at(b, False), probe, top, replicas, target)
     return BatchChoice(found, f"largest whose decode step meets {tpot_ms:g} ms ({exact})", cap)
+
+
+def fitting_trace(trace_at: Callable[[int, bool], TraceResult], cap: int,
+                  replicas: int) -> tuple[TraceResult | None, str]:
+    """The trace at the estimated largest batch that fits, which confirms it: where its decode step does not fit
+    after all, the estimate is made again from it and traced (FIT_TRIES at most). None: nothing fits."""
+    for _ in range(FIT_TRIES):
+        top = trace_at(cap, False)
+        decode = top.phases["decode"].memory
+        if decode.fits:
+            return top, "estimated from a smaller batch's decode step, confirmed by tracing this batch"
+        cap = estimate_fitting(cap, decode, replicas)
+        if cap < replicas:
+            return None, f"not even {replicas} sequence(s) fit beside the weights"
+    return None, f"no batch confirmed to fit in {FIT_TRIES} traces"
 
 
 def largest_meeting(trace_at: Callable[[int], TraceResult], low: TraceResult, high: TraceResult, replicas: int,
