@@ -15,36 +15,67 @@ FIT_TRIES = 4  # compiles spent confirming the largest batch that fits
 TARGET_TRIES = 4  # traces spent confirming the batch that meets a decode-step target
 
 
-def estimate_fitting(batch: int, mem: Memory, replicas: int) -> int:
-    """The largest multiple of `replicas` whose decode memory fits, from the step compiled at `batch`: what lies
-    beyond the weights (KV cache, logits, activations) scaled with the batch. Exact for the KV cache and the logits;
-    where part of the temporaries does not grow with the batch it errs low, never high."""
-    per_seq = (mem.total - mem.weights) / batch
-    return int((mem.capacity - mem.weights) // per_seq) // replicas * replicas
+def _fit(room: float, fixed: float, per_seq: float, replicas: int) -> int:
+    """The largest multiple of `replicas` with fixed + per_seq x batch within `room`."""
+    if per_seq <= 0:
+        return 0
+    return max(int((room - fixed) // per_seq), 0) // replicas * replicas
+
+
+def fitting_bounds(batch: int, mem: Memory, replicas: int) -> tuple[int, int]:
+    """The largest batch that fits, from the decode step compiled at `batch`, under either extreme of its
+    temporaries: growing with the batch as its KV cache and logits do, or not growing at all. Where temporaries grow
+    no faster than the batch, the answer lies between the two."""
+    room = mem.capacity - mem.weights
+    grows = (mem.kv_cache + mem.outputs) / batch
+    a = _fit(room, 0.0, grows + mem.temp / batch, replicas)
+    b = _fit(room, mem.temp, grows, replicas)
+    return min(a, b), max(a, b)
+
+
+def affine_fitting(first: tuple[int, Memory], second: tuple[int, Memory], replicas: int) -> int:
+    """The largest batch that fits by the line through two compiled decode steps' memory beyond the weights."""
+    (b1, m1), (b2, m2) = first, second
+    t1, t2 = m1.total - m1.weights, m2.total - m2.weights
+    slope = (t2 - t1) / (b2 - b1)
+    return _fit(m1.capacity - m1.weights, t1 - slope * b1, slope, replicas)
 
 
 def largest_fitting(memory_at: Callable[[int], Memory], batch: int, mem: Memory, replicas: int, context: int,
                     confirm: bool = False) -> tuple[int, str]:
-    """(the largest decode batch that fits, how it was found), from the decode step's memory `mem` at `batch`
-    (estimate_fitting), with no further compile; with `confirm`, `memory_at` (a compile) checks the answer, once
-    where it fits. Batches are multiples of `replicas` (the ways the batch is split)."""
+    """(the largest decode batch that fits, how it was found), from the decode step's memory `mem` at `batch`.
+    Where its temporaries cannot change the answer (fitting_bounds agree), no more is compiled; else `memory_at` (a
+    compile) measures the upper bound, which is the answer if it fits, else a second point for a line. `confirm`
+    compiles the answer where it was not. Batches are multiples of `replicas` (the ways the batch is split)."""
     if mem.weights >= mem.capacity:
         return 0, (f"weights alone ({mem.weights / 1e9:.1f} GB per device) exceed HBM ({mem.capacity / 1e9:.0f} GB)"
                    " at any batch")
-    guess = estimate_fitting(batch, mem, replicas)
+    lo, hi = fitting_bounds(batch, mem, replicas)
+    if hi < replicas:
+        return 0, f"not even {replicas} sequence(s) of {context} tokens fit beside the weights"
+    compiled = {batch: mem}
+    if lo == hi:
+        answer, how = lo, (f"from the decode step compiled at batch {batch}: its KV cache and logits grow with the "
+                           "batch, and its temporaries change nothing whether they grow or not")
+    else:
+        compiled[hi] = memory_at(hi)
+        if compiled[hi].fits:
+            return hi, (f"compiled at this batch, the most the decode step at batch {batch} allows (its temporaries "
+                        "held constant): it fits")
+        answer = affine_fitting((batch, mem), (hi, compiled[hi]), replicas)
+        how = f"from the decode steps compiled at batches {batch} and {hi}, memory a line in the batch"
     for _ in range(FIT_TRIES):
-        if guess < replicas:
+        if answer < replicas:
             return 0, f"not even {replicas} sequence(s) of {context} tokens fit beside the weights"
-        if guess == batch and mem.fits:
-            return batch, "its decode step compiled at this batch fits; the next batch, by its memory per sequence, not"
+        if answer in compiled and compiled[answer].fits:
+            return answer, f"{how}; compiled at this batch: it fits"
         if not confirm:
-            return guess, (f"estimated from the decode step compiled at batch {batch}, its memory beyond the weights "
-                           "scaled with the batch (--confirm compiles it)")
-        batch, mem = guess, memory_at(guess)
-        if mem.fits:
-            return guess, "confirmed by compiling the decode step at this batch"
-        guess = estimate_fitting(batch, mem, replicas)
-    return guess, "estimated by scaling from the compiled steps (not confirmed)"
+            return answer, f"{how}; --confirm compiles it"
+        compiled[answer] = memory_at(answer)
+        if compiled[answer].fits:
+            return answer, f"{how}; confirmed by compiling the decode step at this batch"
+        answer = affine_fitting((batch, mem), (answer, compiled[answer]), replicas)
+    return answer, f"{how} (not confirmed)"
 
 
 @dataclass(frozen=True)
@@ -91,7 +122,7 @@ def fitting_trace(trace_at: Callable[[int, bool], TraceResult], cap: int,
         decode = top.phases["decode"].memory
         if decode.fits:
             return top, "estimated from a smaller batch's decode step, confirmed by tracing this batch"
-        cap = estimate_fitting(cap, decode, replicas)
+        cap = fitting_bounds(cap, decode, replicas)[0]
         if cap < replicas:
             return None, f"not even {replicas} sequence(s) fit beside the weights"
     return None, f"no batch confirmed to fit in {FIT_TRIES} traces"

@@ -1,0 +1,65 @@
+"""How long an answer takes, each figure as a ratio of two timings measured in this one run (issue 15):
+
+    python benchmarks/speed.py
+
+1. `tracer trace` (the default point: Llama 3 70B, h100x8, tp, batch 64, 8k), a whole cold process, against a bare
+   jax.jit(...).lower(...).compile() of the same model's prefill and decode steps with jax's default options and
+   nothing read from them (a whole process too). Reference: at most 1.2x.
+2. A point from the sweep cache, in process, against the reference of 0.05 s.
+
+Each process runs alone (the machine's other work shows up in both timings of a ratio alike).
+"""
+
+import subprocess
+import sys
+import tempfile
+import time
+
+BARE = """
+import tracer.compile as C
+from tracer.quirks import QUIRKS
+import dataclasses
+C.QUIRKS["cpu"] = dataclasses.replace(QUIRKS["cpu"], compile_options=())  # jax's default options
+C.read_program = lambda *a, **k: None  # compile only: nothing read from the programs
+from meshes.strategies import get_strategy
+from meshes.systems import get_system
+from models.files import get_model
+from tracer.step import Workload
+C.compile_steps(get_model("llama3-70b"), get_system("h100x8"), get_strategy("tp"), Workload(64, 8192, 8192))
+"""
+
+CACHED = """
+import sys, time
+from tracer import sweep
+point = sweep.SweepPoint("tiny", "h100x8", "tp", 8, 64, 64)
+sweep.run([point], progress=None)  # computed, or already cached
+start = time.perf_counter()
+for _ in range(20):
+    sweep.run([point], progress=None)
+print((time.perf_counter() - start) / 20)
+"""
+
+
+def timed(args: list[str], env: dict | None = None) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, env=env, check=True)
+    return time.perf_counter() - start, done.stdout
+
+
+def main():
+    import os
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "TRACER_CACHE": cache}
+        bare, _ = timed([sys.executable, "-c", BARE], env)
+        tool, _ = timed([sys.executable, "-m", "tracer.cli", "trace"], env)
+        print(f"tracer trace (default point), cold process: {tool:.1f} s; bare jit+lower+compile of its two "
+              f"programs: {bare:.1f} s; ratio {tool / bare:.2f}x (reference: at most 1.2x)")
+        _, out = timed([sys.executable, "-c", CACHED], env)
+        per_point = float(out.strip().splitlines()[-1])
+        print(f"a point from the sweep cache: {per_point * 1e3:.1f} ms (reference: under 50 ms; ratio "
+              f"{per_point / 0.05:.2f})")
+
+
+if __name__ == "__main__":
+    main()
