@@ -74,10 +74,10 @@ def test_parallel_sweep_records_failures_and_writes_loadable_files(cache, tmp_pa
     assert main(argv) == 0
     out = capsys.readouterr()
     assert "4 points (0 from the cache, 2 failed)" in out.out and "4/4 points" in out.err
-    rows = list(csv.DictReader((tmp_path / "out" / "sweep.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "out" / "sweep.csv").read_text().splitlines()))
     assert [r["error"] == "" for r in rows] == [True, True, False, False]
     assert float(rows[0]["usd_per_mtok_out"]) > float(rows[0]["usd_per_mtok_in"]) > 0
-    records = [json.loads(line) for line in (tmp_path / "out" / "sweep.jsonl").open()]
+    records = [json.loads(line) for line in (tmp_path / "out" / "sweep.jsonl").read_text().splitlines()]
     assert records[0]["result"]["model"] == "tiny" and "unknown strategy" in records[2]["error"]
     assert main(argv) == 0
     assert "4 points (2 from the cache, 2 failed)" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import sys
 import time
 
 from base.inputs import ConfigError
-from tracer.defaults import COMPILERS, DEFAULTS, FUSIONS, ROUTINGS
+from tracer.defaults import COMPILERS, DEFAULTS, EXECUTORS, FUSIONS, ROUTINGS
 from tracer.errors import Interrupted
 
 
@@ -166,7 +166,12 @@ def _sweep_parser(sub):
     for name, kind in (("models", str), ("systems", str), ("strategies", str), ("batches", _batch), ("contexts", int),
                        ("prompts", int), ("compilers", str), ("weights", str), ("kv-caches", str)):
         w.add_argument(f"--{name}", type=_list_of(kind), help=f"comma-separated {name}")
-    w.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    w.add_argument("--jobs", type=int, default=1, help="worker processes (default 1); with --executor ray and no "
+                                                        "--address, the CPUs of the local Ray instance")
+    w.add_argument("--executor", default=EXECUTORS[0], choices=EXECUTORS,
+                   help="where points run: local worker processes (default), or tasks on Ray (the extra '.[ray]')")
+    w.add_argument("--address", help="with --executor ray: ray://HOST:PORT of a running cluster (default: start a "
+                                     "local instance)")
     w.add_argument("--out", default="sweep-results", help="folder for sweep.csv and sweep.jsonl (sweep.jsonl grows "
                                                           "as points finish)")
     w.add_argument("--overwrite", action="store_true", help="replace another sweep's results in --out")
@@ -271,7 +276,7 @@ def _sweep(args) -> str:
     started = time.monotonic()
     try:
         records = sweep.run(points, jobs=args.jobs, max_batch=not args.no_max_batch, use_cache=not args.no_cache,
-                            on_record=results.add)
+                            on_record=results.add, executor=args.executor, address=args.address)
     except Interrupted as err:
         results.close(err.records)
         raise Interrupted(f"{err}: {results.folder}", err.code - 128) from None

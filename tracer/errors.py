@@ -3,7 +3,12 @@ base.inputs.ConfigError, re-exported here."""
 
 from base.inputs import ConfigError
 
-__all__ = ["ConfigError", "DoesNotFit", "Interrupted"]
+__all__ = ["ConfigError", "DoesNotFit", "Interrupted", "one_line"]
+
+
+def one_line(err: BaseException) -> str:
+    """An unexpected error as one line of at most 500 characters: its type and message."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"[:500]
 
 
 class DoesNotFit(ConfigError):

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from base.inputs import ConfigError, is_int, read_toml
-from tracer.errors import Interrupted
+from tracer.defaults import EXECUTORS
+from tracer.errors import Interrupted, one_line
 from tracer.sweep_records import valid_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,10 +193,6 @@ def trace_sweep_point(point: SweepPoint, max_batch: bool) -> dict:
         return {"error": one_line(err)}
 
 
-def one_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: {' '.join(str(err).split())}"[:500]
-
-
 def _start_worker():
     """A worker leaves SIGINT to the sweep, which stops every worker itself (no traceback from each), and its
     progress to the sweep's bar."""
@@ -203,6 +200,14 @@ def _start_worker():
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tracer.compile.PROGRESS_AFTER_S = None
+
+
+def _remote_point(point: SweepPoint, max_batch: bool) -> tuple[dict, dict]:
+    """On a Ray worker: (its versions, the point's trace object or error)."""
+    import tracer.compile
+
+    tracer.compile.PROGRESS_AFTER_S = None  # the driver's bar shows progress
+    return versions(), trace_sweep_point(point, max_batch)
 
 
 def _worker(point: SweepPoint, max_batch: bool, env: dict, folder: str | None) -> dict:
@@ -238,14 +243,19 @@ def _duration(seconds: float) -> str:
 
 
 def run(points: list[SweepPoint], jobs: int = 1, max_batch: bool = True, use_cache: bool = True,
-        progress="stderr", on_record=None) -> list[dict]:
+        progress="stderr", on_record=None, executor: str = "local", address: str | None = None) -> list[dict]:
     """Each point's record {"inputs", "cached", "result" | "error"}, in the order of `points`. progress: a stream
     for the progress bar (default: standard error), or None. on_record(record) is called as each point finishes
-    (sweep_records.Results.add keeps it on disk). SIGINT or SIGTERM stops every worker and raises Interrupted,
-    whose `records` are the finished points."""
+    (sweep_records.Results.add keeps it on disk). executor: local (this process, or `jobs` worker processes) or ray
+    (tasks on a local Ray instance of `jobs` CPUs, or on the cluster at `address`: tracer.ray_executor). SIGINT or
+    SIGTERM stops every worker and raises Interrupted, whose `records` are the finished points."""
     progress = sys.stderr if progress == "stderr" else progress
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if address is not None and executor != "ray":
+        raise ConfigError("--address names a Ray cluster: add --executor ray")
     env = versions()
     folder, why = cache_dir() if use_cache else (None, None)
     if why and progress is not None:
@@ -281,12 +291,7 @@ def run(points: list[SweepPoint], jobs: int = 1, max_batch: bool = True, use_cac
                 finish(i, hit, True)
             else:
                 todo.append(i)
-        folder_text = str(folder) if folder is not None else None
-        if jobs == 1 or len(todo) <= 1:
-            for i in todo:
-                finish(i, _worker(points[i], max_batch, env, folder_text), False)
-        else:
-            _run_pool(points, todo, jobs, max_batch, env, folder_text, finish)
+        _dispatch(points, todo, jobs, max_batch, env, folder, executor, address, finish)
     except Interrupted as err:
         err.records = [r for r in records if r is not None]
         raise
@@ -296,6 +301,24 @@ def run(points: list[SweepPoint], jobs: int = 1, max_batch: bool = True, use_cac
         if progress is not None:
             progress.write("\n")
     return records
+
+
+def _dispatch(points, todo, jobs, max_batch, env, folder, executor, address, finish):
+    """The points in `todo` (not in the cache): here, over worker processes, or as Ray tasks."""
+    folder_text = str(folder) if folder is not None else None
+    if executor == "ray" and todo:
+        from tracer import ray_executor
+
+        def keep(i: int, result: dict):
+            if folder is not None:
+                store(points[i], env, max_batch, folder, result)
+
+        ray_executor.run(points, todo, jobs, max_batch, env, address, _remote_point, finish, keep)
+    elif jobs == 1 or len(todo) <= 1:
+        for i in todo:
+            finish(i, _worker(points[i], max_batch, env, folder_text), False)
+    else:
+        _run_pool(points, todo, jobs, max_batch, env, folder_text, finish)
 
 
 def _run_pool(points, todo, jobs, max_batch, env, folder_text, finish):

@@ -49,7 +49,8 @@ class Results:
                               "folder") from None
         jsonl = self.folder / "sweep.jsonl"
         mine = {json.dumps(dataclasses.asdict(p), sort_keys=True) for p in points}
-        if not overwrite and (jsonl.exists() or (self.folder / "sweep.csv").exists()) and _points_in(jsonl) != mine:
+        found = _points_in(jsonl) if jsonl.exists() or (self.folder / "sweep.csv").exists() else set()
+        if not overwrite and found != mine and found != set():  # an empty one: a sweep that stopped before a point
             raise ConfigError(f"--out {out_dir} already holds another sweep's results; choose another folder, or "
                               "pass --overwrite to replace them")
         try:
