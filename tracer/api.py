@@ -114,7 +114,7 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
           find_max_batch: bool = True, weights: str | None = None, kv_cache: str | None = None,
           capacity_factor: float | None = None, compiler: str = "cpu", routing: str = "uniform",
-          fusion: str = "kernels", confirm: bool = False) -> TraceResult:
+          fusion: str = "kernels", confirm: bool = False, decode_only: bool = False) -> TraceResult:
     """prompt: prefill tokens per sequence; None fills the whole context. model: a preset name, a model file
     (.toml or a Hugging Face config.json) or a ModelConfig. dtype, weights, kv_cache: override the model's
     activation, weight and KV-cache dtypes. capacity_factor: MoE expert slots per expert, as a multiple of the
@@ -123,7 +123,8 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     routing: uniform (the routed experts' weights read as far as uniformly routed tokens are expected to reach them)
     or worst (every assignment to an expert of its own, as the program computes them).
     fusion: kernels (HBM bytes as serving engines' fused kernels move them, tracer.read.fusion) or compiled (as the
-    compiled program moves them). confirm: compile the decode step at the largest batch estimated to fit."""
+    compiled program moves them). confirm: compile the decode step at the largest batch estimated to fit.
+    decode_only: compile the decode step alone (a batch search's probe: its result has no prefill phase)."""
     if routing not in ROUTINGS:
         raise ConfigError(f"--routing {routing!r} is not one of {', '.join(ROUTINGS)}")
     if fusion not in FUSIONS:
@@ -152,7 +153,8 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     mesh = strat.mesh_shape(sys_)
     work = Workload(batch, prompt, context)
     compiler, why = choose_compiler(compiler, sys_)
-    steps = compile_steps(cfg, sys_, strat, work, compiler=compiler)
+    steps = compile_steps(cfg, sys_, strat, work, compiler=compiler,
+                          phases=("decode",) if decode_only else ("prefill", "decode"))
     phases = {name: _phase(name, step, cfg, sys_, work, mesh, strat, routing, fusion) for name, step in steps.items()}
     max_batch, note = (_max_batch(cfg, sys_, strat, work, phases["decode"].memory, strat.ways("batch", mesh),
                                   compiler, confirm)
@@ -170,8 +172,10 @@ def trace_choosing_batch(model, system: str, strategy: str, batch: int | str, tp
     if tpot_ms is not None and (not is_number(tpot_ms) or tpot_ms <= 0):
         raise ConfigError(f"--tpot-ms must be a finite number of milliseconds > 0, got {tpot_ms!r}")
 
-    def trace_at(b: int, search: bool) -> TraceResult:  # search: for the largest batch that fits
-        return trace(model, system, strategy, batch=b, **(kw if search else {**kw, "find_max_batch": False}))
+    def trace_at(b: int, search: bool, probe: bool = False) -> TraceResult:
+        """search: for the largest batch that fits; probe: the decode step alone."""
+        return trace(model, system, strategy, batch=b, decode_only=probe,
+                     **(kw if search else {**kw, "find_max_batch": False}))
 
     strat = get_strategy(strategy)
     return choose_batch(trace_at, batch, tpot_ms, strat.ways("batch", strat.mesh_shape(get_system(system))))

@@ -9,6 +9,7 @@ tracer checkout and jax versions.
 """
 
 import logging
+import warnings
 
 from base.inputs import ConfigError
 from tracer.errors import one_line
@@ -26,8 +27,10 @@ def run(points, todo, jobs: int, max_batch: bool, env: dict, address: str | None
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=address, num_cpus=None if address else jobs, include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+            with warnings.catch_warnings():  # jax warns of any fork; Ray's is a fork and exec of its own processes
+                warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+                ray.init(address=address, num_cpus=None if address else jobs, include_dashboard=False,
+                         log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
         except (ConnectionError, ValueError, RuntimeError) as err:
             raise ConfigError(f"--address {address}: cannot reach a Ray cluster there ({' '.join(str(err).split())}"
                               "); give ray://HOST:PORT of a running head node, or leave --address out for a local "

@@ -87,29 +87,32 @@ class BatchChoice:
     max_batch: int | None = None  # the largest batch that fits, where it was searched
 
 
-def choose_batch(trace_at: Callable[[int, bool], TraceResult], batch: int | str, tpot_ms: float | None,
+def choose_batch(trace_at: Callable[..., TraceResult], batch: int | str, tpot_ms: float | None,
                  replicas: int) -> BatchChoice:
     """Trace at `batch`, or at the largest batch that fits ("max"), or at the largest whose decode step stays under
-    `tpot_ms` (within what fits). trace_at(batch, find_max_batch) traces; every chosen batch is traced itself."""
+    `tpot_ms` (within what fits). trace_at(batch, find_max_batch, probe=False) traces (a probe: the decode step
+    alone); every chosen batch is traced itself, both phases."""
     if batch != "max" and tpot_ms is None:
         return BatchChoice(trace_at(batch, True), "as given")
-    probe = trace_at(replicas, True)  # estimates the largest batch that fits
+    probe = trace_at(replicas, True, probe=True)  # the decode step alone estimates the largest batch that fits
     cap = probe.max_batch
     if cap == 0:
-        return BatchChoice(probe, f"nothing fits: {probe.max_batch_note}")
+        return BatchChoice(trace_at(replicas, True), f"nothing fits: {probe.max_batch_note}")
     target = None if tpot_ms is None else tpot_ms / 1e3
     if target is not None and _decode_s(probe) > target:
-        return BatchChoice(probe, f"no batch meets {tpot_ms:g} ms: {replicas} sequence(s) take "
-                                  f"{_decode_s(probe) * 1e3:.3g} ms per decode step", cap)
+        return BatchChoice(trace_at(replicas, True), f"no batch meets {tpot_ms:g} ms: {replicas} sequence(s) take "
+                                                     f"{_decode_s(probe) * 1e3:.3g} ms per decode step", cap)
     top, how = fitting_trace(trace_at, cap, replicas)
     if top is None:
-        return BatchChoice(probe, f"nothing fits: {how}")
+        return BatchChoice(trace_at(replicas, True), f"nothing fits: {how}")
     cap = top.work.batch
     if target is None:
         return BatchChoice(top, f"largest that fits ({how})", cap)
     if _decode_s(top) <= target:
         return BatchChoice(top, f"largest that fits ({cap}) meets {tpot_ms:g} ms", cap)
     found, exact = largest_meeting(lambda b: trace_at(b, False), probe, top, replicas, target)
+    if "prefill" not in found.phases:  # the probe itself: traced whole
+        found = trace_at(found.work.batch, False)
     return BatchChoice(found, f"largest whose decode step meets {tpot_ms:g} ms ({exact})", cap)
 
 
