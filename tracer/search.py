@@ -2,7 +2,9 @@
 (within what fits). `trace` finds the first; `compare` and `sweep` choose their batches through `choose_batch`.
 
 Each search measures through the function it is given (compile a decode step, or trace at a batch), so one search
-serves every caller and the figures it confirms are the compiled ones.
+serves every caller and the figures it confirms are the compiled ones. The largest batch that fits comes from the
+compiled decode step's memory without another compile where its temporaries cannot change the answer
+(fitting_bounds); a trace at the answer, or --confirm, checks it.
 """
 
 from collections.abc import Callable
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from tracer.results import TraceResult
 from tracer.roofline import Memory
 
-FIT_TRIES = 4  # compiles spent confirming the largest batch that fits
+FIT_TRIES = 4  # compiles or traces spent on the largest batch that fits, at most
 TARGET_TRIES = 4  # traces spent confirming the batch that meets a decode-step target
 
 
