@@ -177,6 +177,10 @@ def _sweep_parser(sub):
     w.add_argument("--overwrite", action="store_true", help="replace another sweep's results in --out")
     w.add_argument("--no-cache", action="store_true", help="recompute every point (the cache is not read or written)")
     w.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
+    w.add_argument("--screen", type=float, metavar="MARGIN",
+                   help="estimate every point by the textbook first and compile only those within MARGIN (0.1: "
+                        "10%%) of each workload's Pareto front of tokens/s per user against cost; the others go to "
+                        "screened.csv")
 
 
 def _report_parser(sub):
@@ -264,7 +268,7 @@ def _report(args) -> str:
 
 def _sweep(args) -> str:
     from tracer import sweep
-    from tracer.sweep_records import Results
+    from tracer.sweep_records import Results, write_screened
 
     axes = sweep.load_sweep(args.file) if args.file else {}
     flags = {"model": args.models, "system": args.systems, "strategy": args.strategies, "batch": args.batches,
@@ -272,7 +276,14 @@ def _sweep(args) -> str:
              "kv_cache": args.kv_caches}
     axes.update({k: v for k, v in flags.items() if v})
     points = sweep.grid(**axes)
+    dropped = []
+    if args.screen is not None:
+        from tracer import screen
+
+        points, dropped = screen.screen(points, args.screen)
     results = Results(args.out, points, args.overwrite)  # checked before the first point
+    if args.screen is not None:
+        screened = write_screened(dropped, results.folder)
     started = time.monotonic()
     try:
         records = sweep.run(points, jobs=args.jobs, max_batch=not args.no_max_batch, use_cache=not args.no_cache,
@@ -283,8 +294,9 @@ def _sweep(args) -> str:
     csv_path, jsonl_path = results.close(records)
     failed = sum("error" in r for r in records)
     hits = sum(r["cached"] for r in records)
-    return (f"{len(records)} points ({hits} from the cache, {failed} failed) in {time.monotonic() - started:.1f} s: "
-            f"{csv_path}, {jsonl_path}")
+    out = (f"{len(records)} points ({hits} from the cache, {failed} failed) in {time.monotonic() - started:.1f} s: "
+           f"{csv_path}, {jsonl_path}")
+    return out + (f"; {len(dropped)} screened out: {screened}" if args.screen is not None else "")
 
 
 def main(argv=None) -> int:

@@ -176,14 +176,15 @@ class Analytic:
     hbm_bytes_per_device: float
 
 
-def _weights_read(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routing: str) -> float:
-    """Weight bytes a device reads in a step (see `analytic`)."""
+def _weights_read(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routing: str,
+                  held: bool = False) -> float:
+    """Weight bytes a device reads in a step (see `analytic`); `held`: those it holds (every expert it has)."""
     weights_read = cfg.weight_bytes - (0 if cfg.tie_embeddings else cfg.embed_params * cfg.bits(cfg.vocab) / 8)
     slots = expert_slots(cfg, split.experts) if cfg.is_moe else 0
     routed_bytes = cfg.routed_expert_params * cfg.bits(cfg.experts) / 8
     weights_read += (slots / cfg.n_experts - 1) * routed_bytes if cfg.is_moe else 0  # replicas are read too
     routed_bytes *= slots / cfg.n_experts if cfg.is_moe else 1
-    if cfg.is_moe:  # the experts a device's tokens do not reach are not read
+    if cfg.is_moe and not held:  # the experts a device's tokens do not reach are not read
         reached = reached_fraction(cfg.n_experts, cfg.n_active, tokens_per_expert_copy(work, phase, split), routing)
         weights_read -= (1 - reached) * routed_bytes
         routed_bytes *= reached
@@ -242,3 +243,11 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routin
     per_device = _weights_read(cfg, work, phase, split, routing)
     kv_split = 1 if cfg.is_mla else split.kv_heads / kv_rep
     return Analytic(flops, per_device + kv / split.batch / kv_split / cache_seq)
+
+
+def analytic_memory(cfg: ModelConfig, work: Workload, split: Splits) -> float:
+    """Bytes a device holds in a decode step by the textbook: its weights (every expert it has) and its sequences'
+    KV cache; no temporaries."""
+    kv = analytic(cfg, work, "decode", split, "worst").hbm_bytes_per_device - _weights_read(
+        cfg, work, "decode", split, "worst")
+    return _weights_read(cfg, work, "decode", split, "worst", held=True) + kv

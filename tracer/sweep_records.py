@@ -197,3 +197,17 @@ def write(records: list[dict], out_dir: str) -> tuple[Path, Path]:
     (folder / "sweep.csv.tmp").replace(csv_path)  # each whole or not at all
     (folder / "sweep.jsonl.tmp").replace(jsonl_path)
     return csv_path, jsonl_path
+
+
+def write_screened(dropped: list, folder: Path) -> Path:
+    """screened.csv: the points `tracer sweep --screen` did not compile, with their estimates and how far each lies
+    from its workload's front (inf: its weights and KV cache do not fit)."""
+    path = folder / "screened.csv"
+    fields = ("model", "system", "strategy", "compiler", "batch", "prompt", "context", "weights", "kv_cache")
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([*fields, "tokens_per_s_per_user", "usd_per_mtok_out", "fits", "miss"])
+        for e, off in dropped:
+            writer.writerow([*(getattr(e.point, k) for k in fields), f"{e.tokens_per_s_per_user:.6g}",
+                             f"{e.usd_per_mtok_out:.6g}", e.fits, f"{off:.4g}"])
+    return path
