@@ -55,3 +55,19 @@ def test_sweep_screen_writes_what_it_dropped(tmp_path, monkeypatch, capsys):
 def test_margin_is_checked():
     with pytest.raises(ConfigError, match="margin >= 0"):
         screen.screen([], float("nan"))
+
+
+def test_textbook_communication_by_hand():
+    """Llama 3 8B decode, tp over 8 H100s, batch 8: 32 layers x 2 all-reduces (after attention and after the MLP),
+    each 2 x 7/8 x 8 tokens x 4096 x 2 bytes = 114,688 wire bytes at 450 GB/s plus 2 x 7 hops at 1 us:
+    64 x (114688 / 450e9 + 14e-6) = 0.912 ms."""
+    from meshes.strategies import get_strategy
+    from meshes.systems import get_system
+    from models.files import get_model
+    from tracer.roofline import analytic_comms_s, splits
+    from tracer.step import Workload
+
+    system, strategy = get_system("h100x8"), get_strategy("tp")
+    split = splits(strategy, strategy.mesh_shape(system))
+    got = analytic_comms_s(get_model("llama3-8b"), Workload(8, 1024, 1024), split, system)
+    assert got == pytest.approx(64 * (114688 / 450e9 + 14e-6), rel=1e-9)

@@ -122,6 +122,7 @@ class Splits:
     seq: int = 1  # prompt positions split over this many devices (context parallelism)
     cache_seq: int = 1  # cached positions likewise
     routed: int = 0  # devices the routed experts' work is split over: by tokens or by weights (0: all of them)
+    weight_shards: int = 1  # devices a weight is split over (gathered whole before use under FSDP)
 
 
 def splits(strategy, mesh: dict[str, int]) -> Splits:
@@ -130,7 +131,8 @@ def splits(strategy, mesh: dict[str, int]) -> Splits:
     return Splits(math.prod(mesh.values()), w("batch", mesh), w("heads", mesh), w("kv_heads", mesh), w("mlp", mesh),
                   w("experts", mesh), w("expert_mlp", mesh), w("vocab", mesh),
                   gathered=w("embed", mesh, weights=True) > 1, colocated=w("batch", mesh, shared="experts"),
-                  seq=w("seq", mesh), cache_seq=w("cache_seq", mesh), routed=math.prod(mesh[a] for a in routed))
+                  seq=w("seq", mesh), cache_seq=w("cache_seq", mesh), routed=math.prod(mesh[a] for a in routed),
+                  weight_shards=w("embed", mesh, weights=True))
 
 
 def tokens_per_expert_copy(work: Workload, phase: str, split: Splits) -> float:
@@ -251,3 +253,30 @@ def analytic_memory(cfg: ModelConfig, work: Workload, split: Splits) -> float:
     kv = analytic(cfg, work, "decode", split, "worst").hbm_bytes_per_device - _weights_read(
         cfg, work, "decode", split, "worst")
     return _weights_read(cfg, work, "decode", split, "worst", held=True) + kv
+
+
+def analytic_comms_s(cfg: ModelConfig, work: Workload, split: Splits, system: System) -> float:
+    """A lower bound on a decode step's communication by the textbook (ring algorithms, as collective_time): where
+    attention heads are split over h devices, each layer all-reduces its tokens x hidden after attention, and a dense
+    layer again after its MLP (split over m); FSDP all-gathers every weight. MoE layers' own exchanges are left out,
+    as their form depends on the dispatch plan: an estimate that errs fast, never slow."""
+    chip = system.chip
+    tokens = work.batch / split.batch
+    act = cfg.bits(cfg.dtype) / 8
+
+    def ring(n: int, wire: float, hops: int) -> float:
+        if n <= 1:
+            return 0.0
+        inside = n <= min(system.domain_size, system.n_chips)
+        bw, latency = (chip.scale_up_bw, chip.scale_up_latency) if inside else (chip.scale_out_bw,
+                                                                              chip.scale_out_latency)
+        return wire / bw + hops * latency
+
+    def all_reduce(n: int) -> float:
+        return ring(n, 2 * (n - 1) / max(n, 1) * tokens * cfg.hidden * act, 2 * (n - 1))
+
+    if split.gathered:
+        n = split.weight_shards
+        return ring(n, (n - 1) / n * cfg.weight_bytes, (n - 1) * cfg.n_layers)
+    dense = sum(1 for i in range(cfg.n_layers) if not cfg.layer_is_moe(i))
+    return cfg.n_layers * all_reduce(split.heads) + dense * all_reduce(split.mlp)

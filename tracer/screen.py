@@ -5,8 +5,9 @@ For each workload (model, context, prompt, stored dtypes) the estimates' Pareto 
 USD per million output tokens is found among the points whose weights and KV cache fit; a point is kept when it
 lies within MARGIN of that front (it would take less than that improvement, on either count, to escape every point
 that beats it on both). A point the estimate cannot judge (a `max` batch, inputs it cannot resolve) is kept, and the
-trace says what it is. The estimate leaves out communication and temporaries, so it errs fast for strategies that
-communicate; the margin absorbs the few percent between the estimate and the compiled figures.
+trace says what it is. The estimate's communication is a lower bound (tracer.roofline.analytic_comms_s: tensor
+parallelism's all-reduces and FSDP's all-gathers, MoE exchanges left out), and temporaries are left out, so it errs
+fast, never slow; the margin absorbs what remains between the estimate and the compiled figures.
 """
 
 import math
@@ -20,7 +21,7 @@ class Estimate:
     """A point's decode step by the textbook (tracer.roofline.analytic)."""
 
     point: object  # tracer.sweep.SweepPoint
-    tokens_per_s_per_user: float  # 1 / the step: max(FLOPs at the weights' peak, HBM bytes at its bandwidth)
+    tokens_per_s_per_user: float  # 1 / the step: max(FLOPs at the peak, HBM bytes at the bandwidth) + collectives
     usd_per_mtok_out: float
     fits: bool  # its weights and KV cache within HBM
 
@@ -30,7 +31,7 @@ def estimate(point) -> Estimate | None:
     from meshes.strategies import get_strategy
     from meshes.systems import get_system
     from models.files import get_model
-    from tracer.roofline import analytic, analytic_memory, splits, usd_per_mtok
+    from tracer.roofline import analytic, analytic_comms_s, analytic_memory, splits, usd_per_mtok
     from tracer.step import Workload
 
     if not isinstance(point.batch, int):
@@ -42,7 +43,8 @@ def estimate(point) -> Estimate | None:
         work = Workload(point.batch, point.prompt or point.context, point.context)
         a = analytic(cfg, work, "decode", split)
         precision = cfg.weights if cfg.weights in system.chip.peak_flops else "bfloat16"
-        step = max(a.flops_per_device / system.chip.flops_for(precision), a.hbm_bytes_per_device / system.chip.hbm_bw)
+        step = max(a.flops_per_device / system.chip.flops_for(precision), a.hbm_bytes_per_device / system.chip.hbm_bw
+                   ) + analytic_comms_s(cfg, work, split, system)
         held = analytic_memory(cfg, work, split)
     except (ConfigError, ZeroDivisionError):
         return None
