@@ -257,9 +257,10 @@ def analytic_memory(cfg: ModelConfig, work: Workload, split: Splits) -> float:
 
 def analytic_comms_s(cfg: ModelConfig, work: Workload, split: Splits, system: System) -> float:
     """A lower bound on a decode step's communication by the textbook (ring algorithms, as collective_time): where
-    attention heads are split over h devices, each layer all-reduces its tokens x hidden after attention, and a dense
-    layer again after its MLP (split over m); FSDP all-gathers every weight. MoE layers' own exchanges are left out,
-    as their form depends on the dispatch plan: an estimate that errs fast, never slow."""
+    attention heads are split over h devices, each layer all-reduces its tokens x hidden after attention, and again
+    after its MLP where the MLP's hidden is split (a MoE layer: its experts' hidden, whose partial sums it adds in one
+    all-reduce); FSDP all-gathers every weight. The other exchanges of MoE layers (dispatch across expert devices)
+    are left out, as their form depends on the dispatch plan: an estimate that errs fast, never slow."""
     chip = system.chip
     tokens = work.batch / split.batch
     act = cfg.bits(cfg.dtype) / 8
@@ -278,5 +279,6 @@ def analytic_comms_s(cfg: ModelConfig, work: Workload, split: Splits, system: Sy
     if split.gathered:
         n = split.weight_shards
         return ring(n, (n - 1) / n * cfg.weight_bytes, (n - 1) * cfg.n_layers)
-    dense = sum(1 for i in range(cfg.n_layers) if not cfg.layer_is_moe(i))
-    return cfg.n_layers * all_reduce(split.heads) + dense * all_reduce(split.mlp)
+    moe = sum(1 for i in range(cfg.n_layers) if cfg.layer_is_moe(i))
+    return (cfg.n_layers * all_reduce(split.heads) + (cfg.n_layers - moe) * all_reduce(split.mlp)
+            + moe * all_reduce(split.expert_mlp))
