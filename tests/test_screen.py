@@ -48,6 +48,10 @@ def test_sweep_screen_writes_what_it_dropped(tmp_path, monkeypatch, capsys):
     assert "1 points" in capsys.readouterr().out
     (row,) = list(csv.DictReader((tmp_path / "out" / "screened.csv").read_text().splitlines()))
     assert row["strategy"] == "fsdp" and float(row["miss"]) > 0.1 and math.isfinite(float(row["miss"]))
+    assert main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Points screened out before compiling" in report and "| fsdp " in report
+    capsys.readouterr()
     assert main([*argv[:-4], "--screen", "-1", "--out", str(tmp_path / "out2")]) == 2
     assert "--screen takes a margin >= 0" in capsys.readouterr().err
 

@@ -261,9 +261,9 @@ def _report(args) -> str:
 
         rows = textbook.rows()
         return f"wrote {write_report(args.out, rows)}: {summary(rows)}"
-    from tracer.reports.sweep_report import load_records, write_report
+    from tracer.reports.sweep_report import load_records, screened_rows, write_report
 
-    return f"wrote {write_report(load_records(args.results), args.out)}"
+    return f"wrote {write_report(load_records(args.results), args.out, screened_rows(args.results))}"
 
 
 def _sweep(args) -> str:

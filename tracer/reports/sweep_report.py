@@ -5,6 +5,7 @@ batch), the Pareto front of tokens/s per user against USD per million output tok
 strategies side by side. Every figure names the model, systems, strategies, compilers, dtypes and prices it shows.
 """
 
+import csv
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -71,7 +72,29 @@ def _label(r: StoredResult) -> str:
     return f"{r.system} {r.strategy}" + (f" ({r.compiler})" if r.compiler != "cpu" else "")
 
 
-def write_report(records: list[dict], out: str) -> Path:
+def screened_rows(results: str) -> list[dict]:
+    """The points `tracer sweep --screen` left out, from the screened.csv beside the sweep's results (none: [])."""
+    source = Path(results)
+    path = (source if source.is_dir() else source.parent) / "screened.csv"
+    try:
+        return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def _screened_table(screened: list[dict]) -> list[str]:
+    if not screened:
+        return []
+    rows = [[r.get("model"), r.get("system"), r.get("strategy"), r.get("batch"), r.get("context"),
+             r.get("tokens_per_s_per_user"), r.get("usd_per_mtok_out"), r.get("fits"), r.get("miss")]
+            for r in screened]
+    return ["Points screened out before compiling (`--screen`: their textbook estimates, and how far each lay from "
+            "its workload's front; inf: does not fit):", "",
+            markdown_table(rows, ["model", "system", "strategy", "batch", "context", "tok/s/user (est.)",
+                                  "$/Mtok out (est.)", "fits", "miss"]), ""]
+
+
+def write_report(records: list[dict], out: str, screened: list[dict] = ()) -> Path:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     ok = [StoredResult.read(r["result"]) for r in records if "result" in r]
@@ -82,6 +105,7 @@ def write_report(records: list[dict], out: str) -> Path:
              _points_table(ok), ""]
     if failed:
         lines += ["Failed points:", ""] + [f"- {r['inputs']}: {r['error']}" for r in failed] + [""]
+    lines += _screened_table(list(screened))
     by_model = defaultdict(list)
     for r in ok:
         by_model[r.model].append(r)
