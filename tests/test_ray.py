@@ -39,3 +39,18 @@ def test_executor_errors():
         sweep.run(POINTS[:1], executor="dask", progress=None)
     with pytest.raises(ConfigError, match="add --executor ray"):
         sweep.run(POINTS[:1], address="ray://nowhere:10001", progress=None)
+
+
+def test_a_signal_inside_rays_wait_is_the_sweeps_interrupt():
+    """Ray's wait runs the sweep's SIGINT handler in its own C code and wraps what it raises in a SystemError: the
+    executor hands on the Interrupted (one line, exit 130, finished points kept), not the wrapper."""
+    from tracer.errors import Interrupted
+    from tracer.ray_executor import _signalled
+
+    stop = Interrupted("sweep stopped by SIGINT: 3 of 9 points finished and kept", 2)
+    try:
+        raise SystemError("returned a result with an exception set") from stop
+    except SystemError as err:
+        assert _signalled(err) is stop
+    other = SystemError("something else")
+    assert _signalled(other) is other

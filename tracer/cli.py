@@ -261,9 +261,10 @@ def _report(args) -> str:
 
         rows = textbook.rows()
         return f"wrote {write_report(args.out, rows)}: {summary(rows)}"
-    from tracer.reports.sweep_report import load_records, screened_rows, write_report
+    from tracer.reports.sweep_report import load_records, write_report
+    from tracer.sweep_records import read_screened
 
-    return f"wrote {write_report(load_records(args.results), args.out, screened_rows(args.results))}"
+    return f"wrote {write_report(load_records(args.results), args.out, read_screened(args.results))}"
 
 
 def _sweep(args) -> str:

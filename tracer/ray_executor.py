@@ -12,7 +12,14 @@ import logging
 import warnings
 
 from base.inputs import ConfigError
-from tracer.errors import one_line
+from tracer.errors import Interrupted, one_line
+
+
+def _signalled(err: SystemError) -> BaseException:
+    """What the sweep's SIGINT or SIGTERM handler raised inside Ray's own wait, which wraps it in a SystemError (the
+    SystemError itself where there is none)."""
+    cause = err.__cause__ or err.__context__
+    return cause if isinstance(cause, Interrupted) else err
 
 
 def run(points, todo, jobs: int, max_batch: bool, env: dict, address: str | None, work, finish, keep):
@@ -40,7 +47,10 @@ def run(points, todo, jobs: int, max_batch: bool, env: dict, address: str | None
     pending = list(refs)
     try:
         while pending:
-            (ref,), pending = ray.wait(pending, num_returns=1)
+            try:
+                (ref,), pending = ray.wait(pending, num_returns=1)
+            except SystemError as err:
+                raise _signalled(err) from None
             i = refs[ref]
             try:
                 versions, result = ray.get(ref)
@@ -48,6 +58,10 @@ def run(points, todo, jobs: int, max_batch: bool, env: dict, address: str | None
                     differ = sorted(k for k in env if env.get(k) != versions.get(k))
                     result = {"error": f"the Ray worker's {', '.join(differ)} differ from the driver's: install the "
                                        "same tracer checkout and libraries on every worker"}
+            except Interrupted:
+                raise
+            except SystemError as err:
+                raise _signalled(err) from None
             except Exception as err:  # a task that died: recorded in one line, the sweep goes on
                 result = {"error": one_line(err)}
             if "error" not in result:

@@ -12,7 +12,7 @@ from models.config import ModelConfig
 from models.moe import expert_slots, reached_fraction
 from models.scopes import SCOPES
 from tracer.quirks import QUIRKS
-from tracer.read import Collective, Kernel
+from tracer.read import Collective, Kernel, wire_bytes
 from tracer.step import CompiledStep, Workload
 
 
@@ -237,22 +237,24 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routin
     b = work.batch
     if phase == "prefill":
         keys = sum(_keys_seen(work.prompt, cfg.window(i)) for i in range(cfg.n_layers))
-        kv = b * cfg.kv_bytes(work.prompt)
     else:
         keys = sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
-        kv = b * cfg.kv_bytes(work.context)
     flops += pair * b / split.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)
-    per_device = _weights_read(cfg, work, phase, split, routing)
-    kv_split = 1 if cfg.is_mla else split.kv_heads / kv_rep
-    return Analytic(flops, per_device + kv / split.batch / kv_split / cache_seq)
+    return Analytic(flops, _weights_read(cfg, work, phase, split, routing) + _kv_bytes(cfg, work, phase, split))
+
+
+def _kv_bytes(cfg: ModelConfig, work: Workload, phase: str, split: Splits) -> float:
+    """KV cache a device reads (decode) or writes (prefill) for its own sequences (see `analytic`)."""
+    kv = work.batch * cfg.kv_bytes(work.prompt if phase == "prefill" else work.context)
+    cache_seq = split.cache_seq if work.context % split.cache_seq == 0 else 1
+    kv_split = 1 if cfg.is_mla else split.kv_heads / cfg.kv_copies(split.kv_heads)
+    return kv / split.batch / kv_split / cache_seq
 
 
 def analytic_memory(cfg: ModelConfig, work: Workload, split: Splits) -> float:
     """Bytes a device holds in a decode step by the textbook: its weights (every expert it has) and its sequences'
     KV cache; no temporaries."""
-    kv = analytic(cfg, work, "decode", split, "worst").hbm_bytes_per_device - _weights_read(
-        cfg, work, "decode", split, "worst")
-    return _weights_read(cfg, work, "decode", split, "worst", held=True) + kv
+    return _weights_read(cfg, work, "decode", split, "worst", held=True) + _kv_bytes(cfg, work, "decode", split)
 
 
 def analytic_comms_s(cfg: ModelConfig, work: Workload, split: Splits, system: System) -> float:
@@ -261,24 +263,16 @@ def analytic_comms_s(cfg: ModelConfig, work: Workload, split: Splits, system: Sy
     after its MLP where the MLP's hidden is split (a MoE layer: its experts' hidden, whose partial sums it adds in one
     all-reduce); FSDP all-gathers every weight. The other exchanges of MoE layers (dispatch across expert devices)
     are left out, as their form depends on the dispatch plan: an estimate that errs fast, never slow."""
-    chip = system.chip
-    tokens = work.batch / split.batch
-    act = cfg.bits(cfg.dtype) / 8
-
-    def ring(n: int, wire: float, hops: int) -> float:
-        if n <= 1:
+    def seconds(op: str, n: int, count: int, moved: float) -> float:  # count executions over the first n devices
+        if n <= 1 or not count:
             return 0.0
-        inside = n <= min(system.domain_size, system.n_chips)
-        bw, latency = (chip.scale_up_bw, chip.scale_up_latency) if inside else (chip.scale_out_bw,
-                                                                              chip.scale_out_latency)
-        return wire / bw + hops * latency
+        wire = count * wire_bytes(op, n, moved, moved)
+        return collective_time(system, Collective(op, n, (tuple(range(n)),), count, moved, wire))
 
-    def all_reduce(n: int) -> float:
-        return ring(n, 2 * (n - 1) / max(n, 1) * tokens * cfg.hidden * act, 2 * (n - 1))
-
-    if split.gathered:
-        n = split.weight_shards
-        return ring(n, (n - 1) / n * cfg.weight_bytes, (n - 1) * cfg.n_layers)
+    if split.gathered:  # each layer's weights, gathered whole
+        return seconds("all-gather", split.weight_shards, cfg.n_layers, cfg.weight_bytes / cfg.n_layers)
+    x = work.batch / split.batch * cfg.hidden * cfg.bits(cfg.dtype) / 8  # the device's tokens x hidden
     moe = sum(1 for i in range(cfg.n_layers) if cfg.layer_is_moe(i))
-    return (cfg.n_layers * all_reduce(split.heads) + (cfg.n_layers - moe) * all_reduce(split.mlp)
-            + moe * all_reduce(split.expert_mlp))
+    after_attention = seconds("all-reduce", split.heads, cfg.n_layers, x)
+    return (after_attention + seconds("all-reduce", split.mlp, cfg.n_layers - moe, x)
+            + seconds("all-reduce", split.expert_mlp, moe, x))

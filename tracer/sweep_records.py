@@ -199,15 +199,28 @@ def write(records: list[dict], out_dir: str) -> tuple[Path, Path]:
     return csv_path, jsonl_path
 
 
+SCREENED_POINT = ("model", "system", "strategy", "compiler", "batch", "prompt", "context", "weights", "kv_cache")
+SCREENED_COLUMNS = (*SCREENED_POINT, "tokens_per_s_per_user", "usd_per_mtok_out", "fits", "miss")
+
+
 def write_screened(dropped: list, folder: Path) -> Path:
     """screened.csv: the points `tracer sweep --screen` did not compile, with their estimates and how far each lies
     from its workload's front (inf: its weights and KV cache do not fit)."""
     path = folder / "screened.csv"
-    fields = ("model", "system", "strategy", "compiler", "batch", "prompt", "context", "weights", "kv_cache")
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow([*fields, "tokens_per_s_per_user", "usd_per_mtok_out", "fits", "miss"])
+        writer.writerow(SCREENED_COLUMNS)
         for e, off in dropped:
-            writer.writerow([*(getattr(e.point, k) for k in fields), f"{e.tokens_per_s_per_user:.6g}",
+            writer.writerow([*(getattr(e.point, k) for k in SCREENED_POINT), f"{e.tokens_per_s_per_user:.6g}",
                              f"{e.usd_per_mtok_out:.6g}", e.fits, f"{off:.4g}"])
     return path
+
+
+def read_screened(results: str) -> list[dict]:
+    """The rows of the screened.csv beside a sweep's results (its folder or its sweep.jsonl); none: []."""
+    source = Path(results)
+    path = (source if source.is_dir() else source.parent) / "screened.csv"
+    try:
+        return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []

@@ -28,9 +28,13 @@ class Reader:
         self.kernels: list[Kernel] = []  # as compiled
         self.fused: list[Kernel] = []  # as serving engines run them
         self.notes: set[str] = set()
+        self.regions: dict[str, set[str]] = {}
 
     def region(self, comp: Computation) -> set[str]:
-        return attention.region(self.buffers, comp, self.scopes.fused)
+        """The computation's fused attention region, found once (the walk and the liveness walk both ask)."""
+        if comp.name not in self.regions:
+            self.regions[comp.name] = attention.region(self.buffers, comp, self.scopes.fused)
+        return self.regions[comp.name]
 
     def walk(self, comp: Computation, times: int):
         members = self.region(comp)
@@ -96,10 +100,10 @@ class Reader:
         sizes = defaultdict(int)
         for kernel in kernel_of.values():
             sizes[kernel] += 1
-        joined = {name: kernel for name, kernel in kernel_of.items() if sizes[kernel] > 1}
-        out = self.grouped(comp, joined, works, times, scope=lambda instr: self.scoper.scope(comp, instr))
+        shared = {name: kernel for name, kernel in kernel_of.items() if sizes[kernel] > 1}
+        out = self.grouped(comp, shared, works, times, scope=lambda instr: self.scoper.scope(comp, instr))
         for instr in comp.instrs:
-            if instr.name in members or instr.name in joined:
+            if instr.name in members or instr.name in shared:
                 continue
             bytes_moved = moved[instr.name] if instr.name in kernel_of else ()
             out += self.records(comp, instr, works[instr.name], times, *bytes_moved)

@@ -5,7 +5,6 @@ batch), the Pareto front of tokens/s per user against USD per million output tok
 strategies side by side. Every figure names the model, systems, strategies, compilers, dtypes and prices it shows.
 """
 
-import csv
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -70,16 +69,6 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 
 def _label(r: StoredResult) -> str:
     return f"{r.system} {r.strategy}" + (f" ({r.compiler})" if r.compiler != "cpu" else "")
-
-
-def screened_rows(results: str) -> list[dict]:
-    """The points `tracer sweep --screen` left out, from the screened.csv beside the sweep's results (none: [])."""
-    source = Path(results)
-    path = (source if source.is_dir() else source.parent) / "screened.csv"
-    try:
-        return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return []
 
 
 def _screened_table(screened: list[dict]) -> list[str]:
