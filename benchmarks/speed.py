@@ -7,7 +7,7 @@
    nothing read from them (a whole process too). Reference: at most 1.2x.
 2. A point from the sweep cache, in process, against the reference of 0.05 s.
 3. The README's 96-point sweep, cold (about 2.5 min with --jobs 2), then again from its cache as a whole process,
-   against the reference of 2 s.
+   against the reference of 2 s; and cold again compiling every point (--no-derive), against the derived sweep.
 
 Each process runs alone (the machine's other work shows up in both timings of a ratio alike).
 """
@@ -69,6 +69,9 @@ def main():
         warm, _ = timed(sweep, env)
         print(f"the README's 96-point sweep: cold {cold:.0f} s; from the cache, a whole process: {warm:.2f} s "
               f"(reference: under 2 s; ratio {warm / 2:.2f})")
+        every, _ = timed([*sweep, "--no-derive", "--no-cache"], env)
+        print(f"the same sweep cold, compiling every point (--no-derive): {every:.0f} s; deriving inside each "
+              f"program structure takes {cold / every:.2f}x that")
 
 
 if __name__ == "__main__":

@@ -5,14 +5,16 @@ Its result's `to_dict()` is the object `tracer trace --json` prints.
 
 import dataclasses
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from base.inputs import ConfigError, is_int, is_number
 from meshes.strategies import Strategy, get_strategy
-from meshes.systems import get_system
+from meshes.systems import System, get_system
 from models.config import ModelConfig
 from models.files import get_model
 from models.moe import expert_slots, plan_groups, reached_fraction
-from tracer.compile import choose_compiler, compile_steps
+from tracer.compile import check_devices, check_splits, choose_compiler, compile_steps
 from tracer.defaults import DEFAULTS, FUSIONS, ROUTINGS
 from tracer.errors import DoesNotFit
 from tracer.notes import notes
@@ -109,22 +111,28 @@ def fp4_matmuls(cfg: ModelConfig, system) -> ModelConfig:
     return dataclasses.replace(cfg, fp4_activations=fp4) if fp4 != cfg.fp4_activations else cfg
 
 
-def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["system"],
+@dataclass(frozen=True)
+class Setup:
+    """A point's inputs, checked and resolved, before anything is compiled."""
+
+    cfg: ModelConfig
+    system: System
+    strategy: Strategy
+    mesh: dict
+    work: Workload
+    compiler: str
+    compiler_note: str
+    routing: str
+    fusion: str
+
+
+def setup(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["system"],
           strategy: str = DEFAULTS["strategy"], batch: int = DEFAULTS["batch"], prompt: int | None = None,
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
-          find_max_batch: bool = True, weights: str | None = None, kv_cache: str | None = None,
-          capacity_factor: float | None = None, compiler: str = "cpu", routing: str = "uniform",
-          fusion: str = "kernels", confirm: bool = False, decode_only: bool = False) -> TraceResult:
-    """prompt: prefill tokens per sequence; None fills the whole context. model: a preset name, a model file
-    (.toml or a Hugging Face config.json) or a ModelConfig. dtype, weights, kv_cache: override the model's
-    activation, weight and KV-cache dtypes. capacity_factor: MoE expert slots per expert, as a multiple of the
-    balanced load (1.0 computes exactly the active parameters). compiler: cpu (emulated devices), gpu or tpu
-    (the target's own compiler, compile-only; needs its extra), or auto (the target's own when installed).
-    routing: uniform (the routed experts' weights read as far as uniformly routed tokens are expected to reach them)
-    or worst (every assignment to an expert of its own, as the program computes them).
-    fusion: kernels (HBM bytes as serving engines' fused kernels move them, tracer.read.fusion) or compiled (as the
-    compiled program moves them). confirm: compile the decode step at the largest batch estimated to fit.
-    decode_only: compile the decode step alone (a batch search's probe: its result has no prefill phase)."""
+          weights: str | None = None, kv_cache: str | None = None, capacity_factor: float | None = None,
+          compiler: str = "cpu", routing: str = "uniform", fusion: str = "kernels") -> Setup:
+    """Check a point's inputs (`trace` says what each means): every error a point can meet before its programs
+    are traced, in one line."""
     if routing not in ROUTINGS:
         raise ConfigError(f"--routing {routing!r} is not one of {', '.join(ROUTINGS)}")
     if fusion not in FUSIONS:
@@ -153,16 +161,60 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     mesh = strat.mesh_shape(sys_)
     work = Workload(batch, prompt, context)
     compiler, why = choose_compiler(compiler, sys_)
-    steps = compile_steps(cfg, sys_, strat, work, compiler=compiler,
+    check_devices(sys_, compiler)
+    check_splits(strat, mesh, work)
+    return Setup(cfg, sys_, strat, mesh, work, compiler, why, routing, fusion)
+
+
+def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["system"],
+          strategy: str = DEFAULTS["strategy"], batch: int = DEFAULTS["batch"], prompt: int | None = None,
+          context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
+          find_max_batch: bool = True, weights: str | None = None, kv_cache: str | None = None,
+          capacity_factor: float | None = None, compiler: str = "cpu", routing: str = "uniform",
+          fusion: str = "kernels", confirm: bool = False, decode_only: bool = False) -> TraceResult:
+    """prompt: prefill tokens per sequence; None fills the whole context. model: a preset name, a model file
+    (.toml or a Hugging Face config.json) or a ModelConfig. dtype, weights, kv_cache: override the model's
+    activation, weight and KV-cache dtypes. capacity_factor: MoE expert slots per expert, as a multiple of the
+    balanced load (1.0 computes exactly the active parameters). compiler: cpu (emulated devices), gpu or tpu
+    (the target's own compiler, compile-only; needs its extra), or auto (the target's own when installed).
+    routing: uniform (the routed experts' weights read as far as uniformly routed tokens are expected to reach them)
+    or worst (every assignment to an expert of its own, as the program computes them).
+    fusion: kernels (HBM bytes as serving engines' fused kernels move them, tracer.read.fusion) or compiled (as the
+    compiled program moves them). confirm: compile the decode step at the largest batch estimated to fit.
+    decode_only: compile the decode step alone (a batch search's probe: its result has no prefill phase)."""
+    s = setup(model, system, strategy, batch, prompt, context, dtype, usd_per_chip_hour, weights, kv_cache,
+              capacity_factor, compiler, routing, fusion)
+    steps = compile_steps(s.cfg, s.system, s.strategy, s.work, compiler=s.compiler,
                           phases=("decode",) if decode_only else ("prefill", "decode"))
-    phases = {name: _phase(name, step, cfg, sys_, work, mesh, strat, routing, fusion) for name, step in steps.items()}
-    max_batch, note = (_max_batch(cfg, sys_, strat, work, phases["decode"].memory, strat.ways("batch", mesh),
-                                  compiler, confirm)
-                       if find_max_batch
-                       else (0, "not searched"))
-    return TraceResult(cfg, sys_.name, strat.name, mesh, work, sys_.usd_per_chip_hour, sys_.price_note, phases,
-                       max_batch, note, notes(cfg, compiler, strat.ways("cache_seq", mesh), routing, fusion), why,
-                       routing, fusion)
+    return price(s, steps, find_max_batch, confirm)
+
+
+def price(s: Setup, steps: dict[str, CompiledStep], find_max_batch: bool = True, confirm: bool = False,
+          decode_at: Callable[[int], CompiledStep] | None = None,
+          found: tuple[int, str] | None = None) -> TraceResult:
+    """A point's compiled (or derived: tracer.derive) steps priced on its system, and the largest batch that fits
+    searched from its decode step. decode_at(batch): the decode step at another batch without compiling it (a
+    derived point's model); else the search compiles where it must. found: (the largest batch, how) already
+    searched (a sweep's worker did, beside the compile)."""
+    phases = {name: _phase(name, step, s.cfg, s.system, s.work, s.mesh, s.strategy, s.routing, s.fusion)
+              for name, step in steps.items()}
+    replicas = s.strategy.ways("batch", s.mesh)
+    if found is not None:
+        max_batch, note = found
+    elif not find_max_batch:
+        max_batch, note = 0, "not searched"
+    elif decode_at is None:
+        max_batch, note = _max_batch(s.cfg, s.system, s.strategy, s.work, phases["decode"].memory, replicas,
+                                     s.compiler, confirm)
+    else:
+        max_batch, note = largest_fitting(lambda b: memory(decode_at(b), s.system, "decode"), s.work.batch,
+                                          phases["decode"].memory, replicas, s.work.context)
+        note = (note.replace("compiled", "derived").replace("--confirm compiles it", "a trace at it compiles it")
+                + " (derived decode steps, tracer.derive: a line in the batch)")
+    return TraceResult(s.cfg, s.system.name, s.strategy.name, s.mesh, s.work, s.system.usd_per_chip_hour,
+                       s.system.price_note, phases, max_batch, note,
+                       notes(s.cfg, s.compiler, s.strategy.ways("cache_seq", s.mesh), s.routing, s.fusion),
+                       s.compiler_note, s.routing, s.fusion)
 
 
 def trace_choosing_batch(model, system: str, strategy: str, batch: int | str, tpot_ms: float | None,

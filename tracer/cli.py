@@ -177,6 +177,9 @@ def _sweep_parser(sub):
     w.add_argument("--overwrite", action="store_true", help="replace another sweep's results in --out")
     w.add_argument("--no-cache", action="store_true", help="recompute every point (the cache is not read or written)")
     w.add_argument("--no-max-batch", action="store_true", help="skip the search for the largest batch that fits")
+    w.add_argument("--no-derive", action="store_true",
+                   help="compile every point (default: compile the corners of each program structure's batches and "
+                        "contexts and one held-out point, derive the rest: tracer/derive.py)")
     w.add_argument("--screen", type=float, metavar="MARGIN",
                    help="estimate every point by the textbook first and compile only those within MARGIN (0.1: "
                         "10%%) of each workload's Pareto front of tokens/s per user against cost; the others go to "
@@ -288,7 +291,8 @@ def _sweep(args) -> str:
     started = time.monotonic()
     try:
         records = sweep.run(points, jobs=args.jobs, max_batch=not args.no_max_batch, use_cache=not args.no_cache,
-                            on_record=results.add, executor=args.executor, address=args.address)
+                            on_record=results.add, executor=args.executor, address=args.address,
+                            derive=not args.no_derive)
     except Interrupted as err:
         results.close(err.records)
         raise Interrupted(f"{err}: {results.folder}", err.code - 128) from None

@@ -99,14 +99,20 @@ def _topology_devices(compiler: str, chip: str, topology: str) -> tuple:
     return tuple(desc.devices)
 
 
-def target_devices(system: System, compiler: str) -> list:
-    """The devices a step is compiled for, in id order: emulated CPU devices, or a compile-only topology's."""
+def check_devices(system: System, compiler: str):
+    """The emulated CPU devices can stand for the system's chips."""
     if compiler == "cpu":
         if CPU_DEVICES_PROBLEM:
             raise ConfigError(CPU_DEVICES_PROBLEM)
         if system.n_chips > MAX_CPU_DEVICES:
             raise ConfigError(f"{system.name} has {system.n_chips} chips, more than the {MAX_CPU_DEVICES} devices "
                               "one process emulates; compile a smaller cluster, or use --compiler gpu or tpu")
+
+
+def target_devices(system: System, compiler: str) -> list:
+    """The devices a step is compiled for, in id order: emulated CPU devices, or a compile-only topology's."""
+    check_devices(system, compiler)
+    if compiler == "cpu":
         with quiet_stderr():
             return jax.devices()
     if compiler == "gpu":  # slices x nodes x GPUs per node
@@ -200,15 +206,25 @@ def _compile(fn, args, mesh, strategy: Strategy, quirks: CompilerQuirks, vector_
     return cost, xla_memory, elapsed
 
 
+def check_splits(strategy: Strategy, mesh: dict, work: Workload):
+    """The batch divides over the strategy's replicas, and the prompt and context over the devices that split
+    sequences (the shardings check the rest as the steps are traced)."""
+    for axis, length, what in (("seq", work.prompt, "prompt"), ("cache_seq", work.context, "context")):
+        shards = strategy.ways(axis, mesh)
+        if length % shards:
+            raise ConfigError(f"{what} {length} does not divide over the {shards} devices that split sequences "
+                              f"(strategy {strategy.name}); nearest that work: {nearest_multiples(length, shards)}")
+    replicas = strategy.ways("batch", mesh)
+    if work.batch % replicas:
+        raise ConfigError(f"batch {work.batch} does not divide over {replicas} replicas (strategy {strategy.name}); "
+                          f"nearest batches that work: {nearest_multiples(work.batch, replicas)}")
+
+
 def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Workload,
                   phases=("prefill", "decode"), compiler: str = "cpu") -> dict[str, CompiledStep]:
     """compiler: cpu, gpu or tpu (see choose_compiler)."""
     mesh = virtual_mesh(system, strategy, target_devices(system, compiler))
-    for axis, length, what in (("seq", work.prompt, "prompt"), ("cache_seq", work.context, "context")):
-        shards = strategy.ways(axis, dict(mesh.shape))
-        if length % shards:
-            raise ConfigError(f"{what} {length} does not divide over the {shards} devices that split sequences "
-                              f"(strategy {strategy.name}); nearest that work: {nearest_multiples(length, shards)}")
+    check_splits(strategy, dict(mesh.shape), work)
     quirks = QUIRKS[compiler]
     graphdef, weights = abstract_weights(cfg, mesh, strategy)
     weight_bytes = _tree_bytes(weights)

@@ -22,9 +22,9 @@ def _signalled(err: SystemError) -> BaseException:
     return cause if isinstance(cause, Interrupted) else err
 
 
-def run(points, todo, jobs: int, max_batch: bool, env: dict, address: str | None, work, finish, keep):
-    """The points in `todo` as Ray tasks, each work(point, max_batch) -> (the worker's versions, its result).
-    finish(i, result, from_cache) records each; keep(i, result) caches it. On any exit but a normal one, the tasks
+def run(tasks: list, jobs: int, env: dict, address: str | None, remote, done):
+    """Each task (fn, args) as a Ray task remote(fn, args) -> (the worker's versions, fn(*args)). done(k, result)
+    records the k-th task's result, {"error": ...} for a task that failed. On any exit but a normal one, the tasks
     left are cancelled; a Ray instance started here is shut down."""
     try:
         import ray
@@ -42,8 +42,8 @@ def run(points, todo, jobs: int, max_batch: bool, env: dict, address: str | None
             raise ConfigError(f"--address {address}: cannot reach a Ray cluster there ({' '.join(str(err).split())}"
                               "); give ray://HOST:PORT of a running head node, or leave --address out for a local "
                               "instance") from None
-    task = ray.remote(num_cpus=1, max_retries=0)(work)
-    refs = {task.remote(points[i], max_batch): i for i in todo}
+    task = ray.remote(num_cpus=1, max_retries=0)(remote)
+    refs = {task.remote(fn, args): k for k, (fn, args) in enumerate(tasks)}
     pending = list(refs)
     try:
         while pending:
@@ -51,7 +51,6 @@ def run(points, todo, jobs: int, max_batch: bool, env: dict, address: str | None
                 (ref,), pending = ray.wait(pending, num_returns=1)
             except SystemError as err:
                 raise _signalled(err) from None
-            i = refs[ref]
             try:
                 versions, result = ray.get(ref)
                 if versions != env:
@@ -64,9 +63,7 @@ def run(points, todo, jobs: int, max_batch: bool, env: dict, address: str | None
                 raise _signalled(err) from None
             except Exception as err:  # a task that died: recorded in one line, the sweep goes on
                 result = {"error": one_line(err)}
-            if "error" not in result:
-                keep(i, result)
-            finish(i, result, False)
+            done(refs[ref], result)
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from models.config import ModelConfig
 from tracer.read import Collective
 from tracer.roofline import Analytic, Memory, StepTime
-from tracer.step import CompiledStep, Workload
+from tracer.step import COMPILED, CompiledStep, Workload
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ class Phase:
             "analytic": {**dataclasses.asdict(self.analytic), "flops_ratio": self.flops_ratio,
                          "hbm_bytes_ratio": self.hbm_bytes_ratio},
             "compile_s": self.step.compile_s,
+            "provenance": (self.step.provenance or COMPILED).to_dict(),
             **({"moe": self.moe.to_dict()} if self.moe else {}),
             "breakdown": {p.part: p.to_dict() for p in self.breakdown},
         }

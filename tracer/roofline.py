@@ -92,10 +92,19 @@ class Memory:
 def memory(step: CompiledStep, system: System, phase: str) -> Memory:
     """Per device. Decode takes the cache as a donated argument; prefill allocates it as a result. Temporaries as the
     compiler's quirks say (tracer.quirks: its own buffer assignment, or a liveness walk of the program)."""
+    return Memory(*_memory_parts(step, phase), system.chip.hbm_bytes)
+
+
+def memory_bytes(step: CompiledStep, phase: str) -> float:
+    """Memory.total without a system."""
+    return sum(_memory_parts(step, phase))
+
+
+def _memory_parts(step: CompiledStep, phase: str) -> tuple[float, float, float, float]:
     cost = step.cost
     outputs = cost.output_bytes - (step.kv_cache_bytes if phase == "prefill" else 0.0)
     temp = QUIRKS[step.compiler].temp_bytes(cost.peak_live_bytes, cost.output_bytes, step.xla_memory.temp)
-    return Memory(step.weight_bytes, step.kv_cache_bytes, max(outputs, 0.0), temp, system.chip.hbm_bytes)
+    return step.weight_bytes, step.kv_cache_bytes, max(outputs, 0.0), temp
 
 
 def _keys_seen(prompt: int, window: int) -> float:

@@ -28,6 +28,27 @@ class XlaMemory:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Where a step's figures come from: its own compiled program, or derived from others (tracer.derive)."""
+
+    how: str  # "compiled" or "derived"
+    anchors: tuple[tuple[int, int], ...] = ()  # derived: the (batch, context) of the compiled steps it comes from
+    held_out: tuple | None = None  # derived: (batch, context, worst relative miss, of which figure) of the check
+
+    def to_dict(self) -> dict:
+        out: dict = {"how": self.how}
+        if self.how == "derived":
+            out["from"] = [list(a) for a in self.anchors]
+            if self.held_out is not None:
+                b, c, miss, figure = self.held_out
+                out["held_out"] = {"batch": b, "context": c, "worst_miss": miss, "figure": figure}
+        return out
+
+
+COMPILED = Provenance("compiled")
+
+
+@dataclass(frozen=True)
 class CompiledStep:
     """One compiled step, per device."""
 
@@ -38,3 +59,4 @@ class CompiledStep:
     xla_memory: XlaMemory  # Compiled.memory_analysis() as the compiler reports it
     compiler: str
     compile_s: float
+    provenance: Provenance | None = None  # None: compiled (COMPILED)

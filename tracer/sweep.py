@@ -23,6 +23,7 @@ from pathlib import Path
 from base.inputs import ConfigError, is_int, read_toml
 from tracer.defaults import EXECUTORS
 from tracer.errors import Interrupted, one_line
+from tracer.sweep_derive import Derivation
 from tracer.sweep_records import valid_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,19 +203,12 @@ def _start_worker():
     tracer.compile.PROGRESS_AFTER_S = None
 
 
-def _remote_point(point: SweepPoint, max_batch: bool) -> tuple[dict, dict]:
-    """On a Ray worker: (its versions, the point's trace object or error)."""
+def _remote_task(fn, args) -> tuple[dict, dict]:
+    """On a Ray worker: (its versions, fn(*args))."""
     import tracer.compile
 
     tracer.compile.PROGRESS_AFTER_S = None  # the driver's bar shows progress
-    return versions(), trace_sweep_point(point, max_batch)
-
-
-def _worker(point: SweepPoint, max_batch: bool, env: dict, folder: str | None) -> dict:
-    result = trace_sweep_point(point, max_batch)
-    if folder is not None and "error" not in result:
-        store(point, env, max_batch, Path(folder), result)
-    return result
+    return versions(), fn(*args)
 
 
 @dataclass
@@ -243,19 +237,17 @@ def _duration(seconds: float) -> str:
 
 
 def run(points: list[SweepPoint], jobs: int = 1, max_batch: bool = True, use_cache: bool = True,
-        progress="stderr", on_record=None, executor: str = "local", address: str | None = None) -> list[dict]:
+        progress="stderr", on_record=None, executor: str = "local", address: str | None = None,
+        derive: bool = True) -> list[dict]:
     """Each point's record {"inputs", "cached", "result" | "error"}, in the order of `points`. progress: a stream
     for the progress bar (default: standard error), or None. on_record(record) is called as each point finishes
     (sweep_records.Results.add keeps it on disk). executor: local (this process, or `jobs` worker processes) or ray
     (tasks on a local Ray instance of `jobs` CPUs, or on the cluster at `address`: tracer.ray_executor). SIGINT or
-    SIGTERM stops every worker and raises Interrupted, whose `records` are the finished points."""
+    SIGTERM stops every worker and raises Interrupted, whose `records` are the finished points. derive: compile a
+    few points of each program structure and derive the rest from them (tracer.sweep_derive); else compile every
+    point."""
     progress = sys.stderr if progress == "stderr" else progress
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-    if executor not in EXECUTORS:
-        raise ConfigError(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}")
-    if address is not None and executor != "ray":
-        raise ConfigError("--address names a Ray cluster: add --executor ray")
+    _check_executor(jobs, executor, address)
     env = versions()
     folder, why = cache_dir() if use_cache else (None, None)
     if why and progress is not None:
@@ -291,7 +283,8 @@ def run(points: list[SweepPoint], jobs: int = 1, max_batch: bool = True, use_cac
                 finish(i, hit, True)
             else:
                 todo.append(i)
-        _dispatch(points, todo, jobs, max_batch, env, folder, executor, address, finish)
+        _compute(points, todo, max_batch, env, folder, derive, finish, progress,
+                 lambda tasks, done: _dispatch(tasks, jobs, executor, address, env, done))
     except Interrupted as err:
         err.records = [r for r in records if r is not None]
         raise
@@ -303,39 +296,73 @@ def run(points: list[SweepPoint], jobs: int = 1, max_batch: bool = True, use_cac
     return records
 
 
-def _dispatch(points, todo, jobs, max_batch, env, folder, executor, address, finish):
-    """The points in `todo` (not in the cache): here, over worker processes, or as Ray tasks."""
-    folder_text = str(folder) if folder is not None else None
-    if executor == "ray" and todo:
+def _check_executor(jobs: int, executor: str, address: str | None):
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if address is not None and executor != "ray":
+        raise ConfigError("--address names a Ray cluster: add --executor ray")
+
+
+def _compute(points, todo: list[int], max_batch: bool, env: dict, folder: Path | None, derive: bool, finish,
+             progress, dispatch):
+    """The points in `todo`: each traced by a task, or (derive) compiled at a few points of each program structure
+    and derived at the rest (tracer.sweep_derive); each result cached and finished as it comes. dispatch(tasks,
+    done) runs tasks (fn, args), done(k, result) as the k-th finishes."""
+    def keep(i: int, result: dict):
+        if folder is not None and "error" not in result:
+            store(points[i], env, max_batch, folder, result)
+        finish(i, result, False)
+
+    deriving = Derivation(points, max_batch, env, folder).plan(todo) if derive else None
+    plain = [i for i in todo if deriving is None or i not in deriving.handled]
+    tasks = [(trace_sweep_point, (points[i], max_batch), ("point", i)) for i in plain]
+    tasks += [(fn, args, ("steps", i)) for fn, args, i in (deriving.tasks() if deriving else [])]
+
+    def done(k: int, result: dict, tasks=tasks):
+        kind, i = tasks[k][2]
+        for j, finished in deriving.done(i, result) if kind == "steps" else [(i, result)]:
+            keep(j, finished)
+
+    dispatch([t[:2] for t in tasks], done)
+    if deriving is None:
+        return
+    more = [(fn, args, ("steps", i)) for fn, args, i in deriving.check()]  # groups that failed their check
+    dispatch([t[:2] for t in more], lambda k, r: done(k, r, more))
+    for i, result in deriving.results():
+        keep(i, result)
+    if progress is not None and deriving.groups:
+        progress.write("\n" + deriving.summary())
+
+
+def _dispatch(tasks: list[tuple], jobs: int, executor: str, address: str | None, env: dict, done):
+    """Each task (fn, args) here, over worker processes, or as a Ray task; done(k, result) as the k-th finishes."""
+    if executor == "ray" and tasks:
         from tracer import ray_executor
 
-        def keep(i: int, result: dict):
-            if folder is not None:
-                store(points[i], env, max_batch, folder, result)
-
-        ray_executor.run(points, todo, jobs, max_batch, env, address, _remote_point, finish, keep)
-    elif jobs == 1 or len(todo) <= 1:
-        for i in todo:
-            finish(i, _worker(points[i], max_batch, env, folder_text), False)
+        ray_executor.run(tasks, jobs, env, address, _remote_task, done)
+    elif jobs == 1 or len(tasks) <= 1:
+        for k, (fn, args) in enumerate(tasks):
+            done(k, fn(*args))
     else:
-        _run_pool(points, todo, jobs, max_batch, env, folder_text, finish)
+        _run_pool(tasks, jobs, done)
 
 
-def _run_pool(points, todo, jobs, max_batch, env, folder_text, finish):
-    """The points in `todo` over `jobs` worker processes; on any exit but a normal one, every worker is stopped."""
+def _run_pool(tasks: list[tuple], jobs: int, done):
+    """The tasks over `jobs` worker processes; on any exit but a normal one, every worker is stopped."""
     import multiprocessing
 
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker)
     try:
-        futures = {pool.submit(_worker, points[i], max_batch, env, folder_text): i for i in todo}
+        futures = {pool.submit(fn, *args): k for k, (fn, args) in enumerate(tasks)}
         for future in as_completed(futures):
-            i = futures[future]
             try:
                 result = future.result()
             except Exception as err:  # a worker that died: recorded in one line, the sweep goes on
                 result = {"error": one_line(err)}
-            finish(i, result, False)
+            done(futures[future], result)
     except BaseException:
         workers = list(pool._processes.values())  # private, but the only handle before Python 3.14's terminate
         for proc in workers:
