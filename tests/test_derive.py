@@ -196,3 +196,33 @@ def test_a_structure_change_inside_a_group_falls_back(counted, monkeypatch, caps
     records = sweep.run(grid("tiny", batches=(8, 16, 32, 64)), progress=__import__("sys").stderr)
     assert all(r["result"]["decode"]["provenance"]["how"] == "compiled" for r in records)
     assert "another program structure: every point compiled" in capsys.readouterr().err
+
+
+def test_latency_target_search_reads_the_answer_off_derived_steps(monkeypatch):
+    """The largest batch whose decode step meets a target, Llama 3 8B on an H100 server (tp, 4k context): with the
+    decode steps derived between two traces, the search reads the answer off them and stops (the next batch misses
+    by the derived steps); tracing guess after guess finds the same batch with a trace more."""
+    from tracer.api import trace_choosing_batch
+
+    kw = dict(context=4096, prompt=512)
+    target_ms = 11.0  # between batch 1 (about 10 ms) and the largest that fits
+    traced = []
+    real = tracer.api.trace
+
+    def counting(*args, **kwargs):
+        traced.append(kwargs.get("batch"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracer.api, "trace", counting)
+    derived = trace_choosing_batch("llama3-8b", "h100x8", "tp", "max", target_ms, **kw)
+    with_derivation = list(traced)
+    traced.clear()
+    def unfit(*args):
+        raise StructureChanged("made to")
+
+    monkeypatch.setattr(tracer.api.StepModel, "fit", staticmethod(unfit))  # no derivation: guesses traced
+    plain = trace_choosing_batch("llama3-8b", "h100x8", "tp", "max", target_ms, **kw)
+    assert derived.result.phases["decode"].time.step_s <= target_ms / 1e3
+    assert derived.result.work.batch == plain.result.work.batch
+    assert "derived" in derived.note and "derived" not in plain.note
+    assert len(with_derivation) < len(traced)  # the probe, the largest that fits, the answer; plain: one more

@@ -16,6 +16,7 @@ from models.files import get_model
 from models.moe import expert_slots, plan_groups, reached_fraction
 from tracer.compile import check_devices, check_splits, choose_compiler, compile_steps
 from tracer.defaults import DEFAULTS, FUSIONS, ROUTINGS
+from tracer.derive import StepModel, StructureChanged, structure_key
 from tracer.errors import DoesNotFit
 from tracer.notes import notes
 from tracer.results import CollectiveTime, MoePlan, PartCost, Phase, TraceResult
@@ -229,5 +230,27 @@ def trace_choosing_batch(model, system: str, strategy: str, batch: int | str, tp
         return trace(model, system, strategy, batch=b, decode_only=probe,
                      **(kw if search else {**kw, "find_max_batch": False}))
 
+    def derive(a: TraceResult, b: TraceResult):
+        """The decode step's seconds at any batch between two traces, where they are one program structure."""
+        s = {n: setup(model, system, strategy, t.work.batch, t.work.prompt, t.work.context, **setup_kw)
+             for n, t in (("a", a), ("b", b))}
+        keys = {structure_key(x.cfg, x.strategy, x.mesh, x.work, "decode") for x in s.values()}
+        try:
+            fitted = StepModel.fit("decode", {(t.work.batch, t.work.context): t.phases["decode"].step
+                                              for t in (a, b)}) if len(keys) == 1 else None
+        except StructureChanged:
+            return None
+
+        def seconds(batch: int) -> float:
+            at = setup(model, system, strategy, batch, a.work.prompt, a.work.context, **setup_kw)
+            step = fitted.at(batch, a.work.context, at.compiler)
+            return price(at, {"decode": step}, find_max_batch=False).phases["decode"].time.step_s
+
+        return None if fitted is None else seconds
+
+    setup_kw = {k: v for k, v in kw.items() if k in SETUP_ARGS}
     strat = get_strategy(strategy)
-    return choose_batch(trace_at, batch, tpot_ms, strat.ways("batch", strat.mesh_shape(get_system(system))))
+    return choose_batch(trace_at, batch, tpot_ms, strat.ways("batch", strat.mesh_shape(get_system(system))), derive)
+
+
+SETUP_ARGS = ("dtype", "usd_per_chip_hour", "weights", "kv_cache", "capacity_factor", "compiler", "routing", "fusion")

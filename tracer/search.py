@@ -90,10 +90,10 @@ class BatchChoice:
 
 
 def choose_batch(trace_at: Callable[..., TraceResult], batch: int | str, tpot_ms: float | None,
-                 replicas: int) -> BatchChoice:
+                 replicas: int, derive=None) -> BatchChoice:
     """Trace at `batch`, or at the largest batch that fits ("max"), or at the largest whose decode step stays under
     `tpot_ms` (within what fits). trace_at(batch, find_max_batch, probe=False) traces (a probe: the decode step
-    alone); every chosen batch is traced itself, both phases."""
+    alone); every chosen batch is traced itself, both phases. derive: as largest_meeting's."""
     if batch != "max" and tpot_ms is None:
         return BatchChoice(trace_at(batch, True), "as given")
     probe = trace_at(replicas, True, probe=True)  # the decode step alone estimates the largest batch that fits
@@ -112,7 +112,7 @@ def choose_batch(trace_at: Callable[..., TraceResult], batch: int | str, tpot_ms
         return BatchChoice(top, f"largest that fits ({how})", cap)
     if _decode_s(top) <= target:
         return BatchChoice(top, f"largest that fits ({cap}) meets {tpot_ms:g} ms", cap)
-    found, exact = largest_meeting(lambda b: trace_at(b, False), probe, top, replicas, target)
+    found, exact = largest_meeting(lambda b: trace_at(b, False), probe, top, replicas, target, derive)
     if "prefill" not in found.phases:  # the probe itself: traced whole
         found = trace_at(found.work.batch, False)
     return BatchChoice(found, f"largest whose decode step meets {tpot_ms:g} ms ({exact})", cap)
@@ -134,26 +134,50 @@ def fitting_trace(trace_at: Callable[[int, bool], TraceResult], cap: int,
 
 
 def largest_meeting(trace_at: Callable[[int], TraceResult], low: TraceResult, high: TraceResult, replicas: int,
-                    target_s: float) -> tuple[TraceResult, str]:
+                    target_s: float, derive=None) -> tuple[TraceResult, str]:
     """The trace at the largest batch between `low` (whose decode step meets `target_s`) and `high` (whose step does
-    not), and whether that batch is exact or lies within a range. The decode step grows about linearly with the
-    batch: interpolate, then confirm by tracing."""
+    not), and whether that batch is exact or lies within a range. derive(a, b): the decode step's seconds at any
+    batch between two traces, derived from their compiled steps (tracer.derive), or None where they are not one
+    program structure; the answer is then read off it and traced once, which checks it. Else the decode step grows
+    about linearly with the batch: interpolate, then confirm by tracing."""
     lo, lo_result = low.work.batch, low
-    hi, t_top = high.work.batch, _decode_s(high)
+    hi, hi_result = high.work.batch, high
     for _ in range(TARGET_TRIES):
-        t_lo = _decode_s(lo_result)
-        guess = lo + (hi - lo) * (target_s - t_lo) / (t_top - t_lo) if t_top > t_lo else lo
-        guess = max(lo + replicas, min(hi - replicas, int(guess) // replicas * replicas))
-        if guess <= lo or guess >= hi:
-            break
+        seconds = derive(lo_result, hi_result) if derive is not None else None
+        if seconds is not None:
+            bracket = (lo, hi)
+            guess = _largest_derived(seconds, lo, hi, replicas, target_s)
+            if guess == lo:
+                return lo_result, f"exact (decode steps derived between batches {lo} and {hi})"
+        else:
+            t_lo, t_top = _decode_s(lo_result), _decode_s(hi_result)
+            guess = lo + (hi - lo) * (target_s - t_lo) / (t_top - t_lo) if t_top > t_lo else lo
+            guess = max(lo + replicas, min(hi - replicas, int(guess) // replicas * replicas))
+            if guess <= lo or guess >= hi:
+                break
         trial = trace_at(guess)
         if _decode_s(trial) <= target_s:
             lo, lo_result = guess, trial
+            if seconds is not None and seconds(guess + replicas) > target_s:
+                return trial, (f"exact (decode steps derived between batches {bracket[0]} and {bracket[1]}, "
+                               "compiled at this batch)")
         else:
-            hi, t_top = guess, _decode_s(trial)
+            hi, hi_result = guess, trial
         if hi - lo <= replicas:
             break
     return lo_result, "exact" if hi - lo <= replicas else f"within [{lo}, {hi})"
+
+
+def _largest_derived(seconds: Callable[[int], float], lo: int, hi: int, replicas: int, target_s: float) -> int:
+    """The largest multiple of `replicas` in [lo, hi) whose derived decode step meets the target (lo meets it; the
+    step grows with the batch): a bisection."""
+    good, bad = lo, hi
+    while bad - good > replicas:
+        mid = (good + bad) // 2 // replicas * replicas
+        if mid <= good:
+            break
+        good, bad = (mid, bad) if seconds(mid) <= target_s else (good, mid)
+    return good
 
 
 def _decode_s(result: TraceResult) -> float:

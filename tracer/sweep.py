@@ -315,7 +315,7 @@ def _compute(points, todo: list[int], max_batch: bool, env: dict, folder: Path |
             store(points[i], env, max_batch, folder, result)
         finish(i, result, False)
 
-    deriving = Derivation(points, max_batch, env, folder).plan(todo) if derive else None
+    deriving = Derivation(points, max_batch, env, folder).plan(todo) if derive and todo else None
     plain = [i for i in todo if deriving is None or i not in deriving.handled]
     tasks = [(trace_sweep_point, (points[i], max_batch), ("point", i)) for i in plain]
     tasks += [(fn, args, ("steps", i)) for fn, args, i in (deriving.tasks() if deriving else [])]

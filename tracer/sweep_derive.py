@@ -96,6 +96,7 @@ class Derivation:
         family with one such group."""
         by_key: dict = {}
         families: dict = {}
+        seen: dict = {}
         for i in range(len(self.points)):
             point = self.points[i]
             if not isinstance(point.batch, int):
@@ -105,10 +106,13 @@ class Derivation:
             except ConfigError:
                 continue  # its trace records the error
             family = dataclasses.replace(point, batch=0, context=0)
+            if (point.batch, point.context) in seen.setdefault(family, set()):
+                continue  # the same point twice: traced as it is
+            seen[family].add((point.batch, point.context))
             families.setdefault(family, []).append(i)
             for phase in PHASES:
                 key = (family, structure_key(s.cfg, s.strategy, s.mesh, s.work, phase))
-                by_key.setdefault(key, Group(phase, {})).members.setdefault((point.batch, point.context), i)
+                by_key.setdefault(key, Group(phase, {})).members[(point.batch, point.context)] = i
         for group in by_key.values():
             batches = sorted({b for b, _ in group.members})
             contexts = sorted({c for _, c in group.members})
