@@ -143,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
                                                     "system and strategy")
     c.add_argument("--tpot-ms", type=float, help="take the largest batch whose decode step (time per output token) "
                                                  "stays under this many milliseconds, and price it")
+    _serving_parser(sub)
     _sweep_parser(sub)
     _report_parser(sub)
     m = sub.add_parser("models", help="list the model presets (and model files given with --model)")
@@ -150,12 +151,43 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     s = sub.add_parser("systems", help="list the systems")
     s.add_argument("--json", action="store_true")
-    for p in (t, c, m):
+    for p in (t, c, m, sub.choices["serving"]):
         p.add_argument("--weights", type=_dtype(tuple(DTYPES)), metavar="{" + ",".join(DTYPES) + "}",
                        help="store every matmul weight (experts included) in this dtype (also bf16, fp16, fp8, fp4)")
         p.add_argument("--kv-cache", type=_dtype(KV_DTYPES), metavar="{" + ",".join(KV_DTYPES) + "}",
                        help="store the KV cache in this dtype (also bf16, fp8)")
     return parser
+
+
+def _serving_parser(sub):
+    from tracer.serving import DEFAULT_KV_FRACTION, DEFAULT_MAX_NUM_TOKENS
+
+    v = sub.add_parser("serving", help="a workload's steady state under continuous batching: tokens/s, TTFT, TPOT "
+                                       "and USD per million input and output tokens")
+    v.add_argument("--model", default="llama3-8b", help="a preset or a model file (as for `tracer trace`)")
+    v.add_argument("--system", default="h200x1", help="a system (see `tracer systems`)")
+    v.add_argument("--strategy", default=DEFAULTS["strategy"], help="a sharding strategy")
+    v.add_argument("--isl", type=int, default=1000, help="prompt (input) tokens per request")
+    v.add_argument("--osl", type=int, default=1000, help="output tokens per request")
+    v.add_argument("--batch", type=_batch, default="max", help="sequences running at once, or max (the most the KV "
+                                                               "pool and the token budget allow)")
+    v.add_argument("--kv-fraction", type=float, default=DEFAULT_KV_FRACTION,
+                   help="share of HBM for weights, temporaries and the KV cache (vLLM's gpu_memory_utilization)")
+    v.add_argument("--max-num-tokens", type=int, default=DEFAULT_MAX_NUM_TOKENS,
+                   help="tokens an iteration (decode and prefill chunks) at most (vLLM's max_num_batched_tokens)")
+    v.add_argument("--compiler", default="cpu", choices=list(COMPILERS), help="as for `tracer trace`")
+    v.add_argument("--price", type=float, help="USD per chip-hour (overrides the system's dated default)")
+    v.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _serving(args) -> str:
+    from tracer.reports.serving import serving_text
+    from tracer.serving import serving
+
+    result = serving(args.model, args.system, args.strategy, args.isl, args.osl, args.batch, args.kv_fraction,
+                     args.max_num_tokens, weights=args.weights, kv_cache=args.kv_cache, compiler=args.compiler,
+                     usd_per_chip_hour=args.price)
+    return json.dumps(result.to_dict(), indent=2) if args.json else serving_text(result)
 
 
 def _sweep_parser(sub):
@@ -217,6 +249,8 @@ def _run(args) -> str:
         return json.dumps(rows, indent=2) if args.json else text.table(rows)
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "serving":
+        return _serving(args)
     if args.command == "report":
         return _report(args)
     kw = dict(prompt=args.prompt, context=args.context, dtype=args.dtype, usd_per_chip_hour=args.price,

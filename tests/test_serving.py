@@ -1,0 +1,82 @@
+"""`tracer serving` (tracer.serving): a workload's steady state under continuous batching, against the same
+arithmetic done here by hand from steps traced on their own."""
+
+import json
+import math
+
+import pytest
+
+from tracer.api import trace
+from tracer.cli import main
+from tracer.serving import serving
+
+ISL, OSL, N = 64, 64, 8
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return serving("tiny", "h100x1", "tp", ISL, OSL, batch=N)
+
+
+def test_steady_state_by_hand(tiny):
+    """tiny on one H100, 8 sequences of 64 + 64 tokens. Their contexts spread over 64..128, mean 96: the iteration's
+    decode is the decode step at batch 8 and context 96 (derived from 64 and 128; here traced at 96). 8 / 64 of a
+    sequence ends each iteration, so 0.125 prompts of 64 tokens are prefilled per iteration (one device, one replica).
+    The iteration is one step over both: compute added, memory added less the prefill's weight reads (decode streams
+    the weights already), communication added."""
+    d = trace("tiny", "h100x1", "tp", batch=N, prompt=ISL, context=96, find_max_batch=False).phases["decode"]
+    p = trace("tiny", "h100x1", "tp", batch=1, prompt=ISL, context=ISL, find_max_batch=False).phases["prefill"]
+    assert tiny.decode_s == pytest.approx(d.time.step_s, rel=0.005)
+    f = N / OSL
+    weights_s = p.step.cost.total.argument_bytes / 3.35e12  # H100 SXM HBM3: 3.35 TB/s
+    extra = p.time.memory_s - weights_s
+    both = max(d.time.compute_s + f * p.time.compute_s, d.time.memory_s + f * extra) + d.time.comms_s \
+        + f * p.time.comms_s
+    alone = max(f * p.time.compute_s, weights_s + f * extra) + f * p.time.comms_s
+    assert tiny.iteration_s == pytest.approx(both, rel=0.005)
+    assert tiny.prefill_s == pytest.approx(alone, rel=0.005)
+    share = (d.time.step_s + both - alone) / 2  # Shapley: the average of decode's two marginal times
+    assert tiny.output_share_s == pytest.approx(share, rel=0.005)
+    # per iteration: 8 output tokens, 8 x 64 / 64 = 8 prompt tokens; $2.95 per chip-hour (h100x1's dated default)
+    usd_per_s = 2.95 / 3600
+    assert tiny.tpot_s == tiny.iteration_s
+    assert tiny.output_tokens_per_s == pytest.approx(8 / both, rel=0.005)
+    assert tiny.input_tokens_per_s == pytest.approx(8 / both, rel=0.005)
+    assert tiny.requests_per_s == pytest.approx(8 / 64 / both, rel=0.005)
+    assert tiny.usd_per_mtok_output == pytest.approx(usd_per_s * share / 8 * 1e6, rel=0.005)
+    assert tiny.usd_per_mtok_input == pytest.approx(usd_per_s * (both - share) / 8 * 1e6, rel=0.005)
+    assert tiny.usd_per_mtok_blended == pytest.approx(usd_per_s * both / 16 * 1e6, rel=0.005)
+    # the prompt fits one chunk (8192 - 8 tokens left by the decode): its first token after one iteration
+    assert tiny.ttft_s == tiny.iteration_s and tiny.e2e_s == pytest.approx(64 * tiny.iteration_s)
+    # KV: 2 (K, V) x 4 layers x 8 kv heads x 32 head_dim x 2 bytes x 96 tokens a sequence
+    assert tiny.kv_bytes_per_sequence_per_device == pytest.approx(2 * 4 * 8 * 32 * 2 * 96)
+
+
+def test_concurrency_from_the_budget_and_from_the_kv_pool():
+    """max: the token budget caps tiny (8192 / (1 + 64/64) = 4096 a replica); the KV pool caps Llama 3 8B at 8k in,
+    8k out on one H100: 0.9 x 80 GB - 16.06 GB of bf16 weights = 55.9 GB, over 2 x 32 x 8 x 128 x 2 B = 128 KiB a
+    token x 12,000 tokens = 1.573 GB a sequence: 35 (fewer where temporaries take a sequence's room)."""
+    small = serving("tiny", "h100x1", "tp", ISL, OSL)
+    assert small.concurrency == 4096 and "token budget" in small.concurrency_note
+    big = serving("llama3-8b", "h100x1", "tp", 8000, 8000)
+    per_seq = 2 * 32 * 8 * 128 * 2 * 12000
+    assert big.kv_bytes_per_sequence_per_device == pytest.approx(per_seq)
+    assert 33 <= big.concurrency <= math.floor(big.kv_pool_bytes_per_device / per_seq) == 35
+    assert "KV pool" in big.concurrency_note
+
+
+def test_cli_table_json_and_bad_input(capsys):
+    assert main(["serving", "--model", "tiny", "--system", "h100x1", "--isl", "64", "--osl", "64", "--batch", "8",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["concurrency"] == 8 and {"ttft_s", "tpot_s", "usd_per_mtok_input", "usd_per_mtok_output",
+                                        "output_tokens_per_s_per_chip", "compiled"} <= out.keys()
+    assert main(["serving", "--model", "tiny", "--system", "h100x1", "--isl", "64", "--osl", "64", "--batch", "8"]) == 0
+    assert "TTFT / TPOT" in capsys.readouterr().out
+    for argv, says in ((["--isl", "0"], "--isl must be a positive integer"),
+                       (["--kv-fraction", "1.5"], "--kv-fraction must be a number in (0, 1]"),
+                       (["--max-num-tokens", "1"], "cannot hold one sequence"),
+                       (["--batch", "7", "--strategy", "tp-dp", "--system", "h100x8*2"], "does not divide")):
+        assert main(["serving", "--model", "tiny", *argv]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,25 @@
+"""`tracer serving`'s table: a workload's steady state (tracer.serving.Serving)."""
+
+
+def serving_text(s) -> str:
+    rows = [
+        ("workload", f"{s.isl} tokens in, {s.osl} out; {s.concurrency} sequences running ({s.concurrency_note})"),
+        ("system", f"{s.system}, {s.strategy}: {s.chips} chip{'s' if s.chips != 1 else ''}, ${s.usd_per_hour:.2f}/h"),
+        ("KV pool", f"{s.kv_pool_bytes_per_device / 1e9:.1f} GB per device ({s.kv_fraction:g} of HBM less weights), "
+                    f"{s.kv_bytes_per_sequence_per_device / 1e6:.1f} MB a sequence at its mean context"),
+        ("iteration", f"{s.iteration_s * 1e3:.2f} ms (decode alone {s.decode_s * 1e3:.2f} ms, prefill of "
+                      f"{s.prefill_tokens_per_iteration:.0f} prompt tokens alone {s.prefill_s * 1e3:.2f} ms); output "
+                      f"tokens pay {s.output_share_s * 1e3:.2f} ms of it"),
+        ("TTFT / TPOT / end to end", f"{s.ttft_s * 1e3:.0f} ms / {s.tpot_s * 1e3:.2f} ms / {s.e2e_s:.2f} s"),
+        ("output tokens/s", f"{s.output_tokens_per_s:,.0f} ({s.output_tokens_per_s_per_chip:,.0f} per chip, "
+                            f"{1 / s.tpot_s:.1f} per user)"),
+        ("input, total tokens/s", f"{s.input_tokens_per_s:,.0f}, {s.total_tokens_per_s:,.0f}"),
+        ("requests/s", f"{s.requests_per_s:.2f}"),
+        ("USD per M tokens", f"input ${s.usd_per_mtok_input:.3f}, output ${s.usd_per_mtok_output:.3f}, blended "
+                             f"${s.usd_per_mtok_blended:.3f} (output/input "
+                             f"{s.usd_per_mtok_output / s.usd_per_mtok_input:.1f}x)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{s.model} serving", *(f"  {k:<{width}}  {v}" for k, v in rows)]
+    lines += [f"  compiled: {c}" for c in s.compiled] + [f"  note: {n}" for n in s.notes]
+    return "\n".join(lines)
