@@ -76,7 +76,24 @@ def test_cli_table_json_and_bad_input(capsys):
     for argv, says in ((["--isl", "0"], "--isl must be a positive integer"),
                        (["--kv-fraction", "1.5"], "--kv-fraction must be a number in (0, 1]"),
                        (["--max-num-tokens", "1"], "cannot hold one sequence"),
+                       (["--batch", "8", "--tpot-ms", "5"], "choose the concurrency themselves"),
+                       (["--ttft-ms", "-1"], "--ttft-ms must be a finite number of milliseconds > 0"),
                        (["--batch", "7", "--strategy", "tp-dp", "--system", "h100x8*2"], "does not divide")):
         assert main(["serving", "--model", "tiny", *argv]) == 2
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_latency_targets_choose_the_concurrency():
+    """Llama 3 8B FP8 on one H200, 1000 in, 1000 out, TPOT under 10 ms: the most sequences that meet it, read off
+    decode steps derived between 8 and the most the KV pool holds, then compiled at the answer; one more sequence
+    (compiled on its own) misses it. TPOT grows with the sequences (each adds its KV cache to every step's reads)."""
+    kw = dict(weights="float8", kv_cache="float8")
+    chosen = serving("llama3-8b", "h200x1", "tp", 1000, 1000, tpot_ms=10, **kw)
+    assert chosen.tpot_s <= 0.010 and "the most that meet TPOT 10 ms; read off decode steps derived" in \
+        chosen.concurrency_note
+    assert serving("llama3-8b", "h200x1", "tp", 1000, 1000, batch=chosen.concurrency + 1, **kw).tpot_s > 0.010
+    loose = serving("llama3-8b", "h200x1", "tp", 1000, 1000, ttft_ms=10_000, **kw)  # every concurrency meets it
+    assert loose.concurrency == serving("llama3-8b", "h200x1", "tp", 1000, 1000, **kw).concurrency
+    tight = serving("tiny", "h100x1", "tp", ISL, OSL, tpot_ms=1e-6)
+    assert tight.concurrency == 1 and tight.concurrency_note.startswith("no concurrency meets TPOT 1e-06 ms")

@@ -18,7 +18,8 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-NUMBER_OPTIONS = ("--price", "--tpot-ms", "--capacity-factor")  # may be given a negative number (then refused)
+# options that may be given a negative number (then refused)
+NUMBER_OPTIONS = ("--price", "--tpot-ms", "--ttft-ms", "--capacity-factor", "--kv-fraction")
 
 
 def _attach_numbers(argv: list[str]) -> list[str]:
@@ -175,6 +176,8 @@ def _serving_parser(sub):
                    help="share of HBM for weights, temporaries and the KV cache (vLLM's gpu_memory_utilization)")
     v.add_argument("--max-num-tokens", type=int, default=DEFAULT_MAX_NUM_TOKENS,
                    help="tokens an iteration (decode and prefill chunks) at most (vLLM's max_num_batched_tokens)")
+    v.add_argument("--tpot-ms", type=float, help="run the most sequences whose time per output token meets this")
+    v.add_argument("--ttft-ms", type=float, help="run the most sequences whose time to first token meets this")
     v.add_argument("--compiler", default="cpu", choices=list(COMPILERS), help="as for `tracer trace`")
     v.add_argument("--price", type=float, help="USD per chip-hour (overrides the system's dated default)")
     v.add_argument("--json", action="store_true", help="print JSON")
@@ -185,8 +188,8 @@ def _serving(args) -> str:
     from tracer.serving import serving
 
     result = serving(args.model, args.system, args.strategy, args.isl, args.osl, args.batch, args.kv_fraction,
-                     args.max_num_tokens, weights=args.weights, kv_cache=args.kv_cache, compiler=args.compiler,
-                     usd_per_chip_hour=args.price)
+                     args.max_num_tokens, args.tpot_ms, args.ttft_ms, weights=args.weights, kv_cache=args.kv_cache,
+                     compiler=args.compiler, usd_per_chip_hour=args.price)
     return json.dumps(result.to_dict(), indent=2) if args.json else serving_text(result)
 
 

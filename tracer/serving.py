@@ -38,7 +38,7 @@ from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from tracer.api import price, setup
 from tracer.compile import compile_steps
-from tracer.derive import StepModel
+from tracer.derive import StepModel, StructureChanged
 from tracer.results import Phase
 from tracer.roofline import memory
 from tracer.step import Workload
@@ -95,7 +95,7 @@ class Serving:
                 "notes": list(self.notes)}
 
 
-def _check(isl, osl, batch, kv_fraction, max_num_tokens):
+def _check(isl, osl, batch, kv_fraction, max_num_tokens, tpot_ms, ttft_ms):
     for name, value in (("isl", isl), ("osl", osl), ("max-num-tokens", max_num_tokens)):
         if not is_int(value) or value <= 0:
             raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
@@ -103,14 +103,39 @@ def _check(isl, osl, batch, kv_fraction, max_num_tokens):
         raise ConfigError(f"--batch must be a positive integer or 'max', got {batch!r}")
     if not is_number(kv_fraction) or not 0 < kv_fraction <= 1:
         raise ConfigError(f"--kv-fraction must be a number in (0, 1], got {kv_fraction!r} (vLLM's default: 0.9)")
+    for name, value in (("tpot-ms", tpot_ms), ("ttft-ms", ttft_ms)):
+        if value is not None and (not is_number(value) or value <= 0):
+            raise ConfigError(f"--{name} must be a finite number of milliseconds > 0, got {value!r}")
+    if batch != "max" and (tpot_ms is not None or ttft_ms is not None):
+        raise ConfigError("--tpot-ms and --ttft-ms choose the concurrency themselves (the largest that meets them); "
+                          "leave out --batch, or give --batch max")
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """What stays the same at every concurrency: the workload, the pool, and the compiled prefill."""
+
+    model: object
+    system: str
+    strategy: str
+    isl: int
+    osl: int
+    replicas: int
+    kv_fraction: float
+    max_num_tokens: int
+    pool: float
+    prefill: Phase
+    kw: dict
 
 
 def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "tp", isl: int = 1000,
             osl: int = 1000, batch: int | str = "max", kv_fraction: float = DEFAULT_KV_FRACTION,
-            max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS, **kw) -> Serving:
-    """The steady state of `batch` concurrent sequences (or the most the KV pool and token budget allow: "max") of
-    ISL prompt and OSL output tokens. kw: trace's weights, kv_cache, dtype, compiler, routing, fusion, ..."""
-    _check(isl, osl, batch, kv_fraction, max_num_tokens)
+            max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS, tpot_ms: float | None = None, ttft_ms: float | None = None,
+            **kw) -> Serving:
+    """The steady state of `batch` concurrent sequences (or the most the KV pool and token budget allow: "max"; or
+    the most of those whose TPOT and TTFT meet `tpot_ms` and `ttft_ms`) of ISL prompt and OSL output tokens. kw:
+    trace's weights, kv_cache, dtype, compiler, routing, fusion, usd_per_chip_hour."""
+    _check(isl, osl, batch, kv_fraction, max_num_tokens, tpot_ms, ttft_ms)
     strat = get_strategy(strategy)
     replicas = strat.ways("batch", strat.mesh_shape(get_system(system)))
     budget_n = int(max_num_tokens // (1 + isl / osl))  # running sequences per replica the token budget allows
@@ -118,64 +143,113 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
         raise ConfigError(f"--max-num-tokens {max_num_tokens} cannot hold one sequence's share of decode and "
                           f"prefill (1 + {isl}/{osl} tokens an iteration); raise it")
     n = replicas if batch == "max" else batch
-    notes = []
-    model_at, first = _decode_model(model, system, strategy, n, isl, osl, kw)
+    model_at, first = _decode_model(model, system, strategy, (n,), isl, osl, kw)
     step = model_at.at(n, isl + osl // 2, first.compiler)
     pool = kv_fraction * first.system.chip.hbm_bytes - step.weight_bytes
     per_seq = step.kv_cache_bytes / (n // replicas)  # per device, one sequence of its replica, at the mean context
     temp_per_seq = memory(step, first.system, "decode").temp / (n // replicas)
     fits_n = int(pool // (per_seq + temp_per_seq))  # temporaries counted as growing with the batch: the lower bound
-    if batch == "max":
-        n = min(fits_n, budget_n) * replicas
-        if n < replicas:
-            raise ConfigError(f"not one sequence of {isl} + {osl} tokens fits the KV pool ({pool / 1e9:.1f} GB per "
-                              f"device) beside the weights; try a system with more HBM, or lower --isl/--osl")
-        how = ("the KV pool" if fits_n <= budget_n else f"the token budget (--max-num-tokens {max_num_tokens})")
-        note = f"the most {how} allows: {fits_n * replicas} by the KV pool, {budget_n * replicas} by the budget"
-        model_at, first = _decode_model(model, system, strategy, n, isl, osl, kw)
-    else:
-        note = "as given"
+    s_pre = setup(model, system, strategy, batch=replicas, prompt=isl, context=isl, **kw)
+    prefill = price(s_pre, compile_steps(s_pre.cfg, s_pre.system, s_pre.strategy, s_pre.work, ("prefill",),
+                                         s_pre.compiler), find_max_batch=False).phases["prefill"]
+    setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, prefill, kw)
+    if batch != "max":
+        notes = []
         if n // replicas > budget_n:
             notes.append(f"{n} sequences need {n // replicas * (1 + isl / osl):.0f} tokens an iteration per replica,"
                          f" over --max-num-tokens {max_num_tokens}: the prefill cannot keep up; priced as if it did")
         if n // replicas > fits_n:
             notes.append(f"{n} sequences do not fit the KV pool (at most {fits_n * replicas}): priced as if they did")
-    return _steady(first, model_at, model, system, strategy, isl, osl, n, replicas, note, kv_fraction,
-                   max_num_tokens, pool, kw, tuple(notes))
+        return _figures(setting, n, model_at, first, "as given", tuple(notes))
+    top = min(fits_n, budget_n) * replicas
+    if top < replicas:
+        raise ConfigError(f"not one sequence of {isl} + {osl} tokens fits the KV pool ({pool / 1e9:.1f} GB per "
+                          f"device) beside the weights; try a system with more HBM, or lower --isl/--osl")
+    how = "the KV pool" if fits_n <= budget_n else f"the token budget (--max-num-tokens {max_num_tokens})"
+    note = f"the most {how} allows: {fits_n * replicas} by the KV pool, {budget_n * replicas} by the budget"
+    if tpot_ms is None and ttft_ms is None:
+        model_at, first = _decode_model(model, system, strategy, (top,), isl, osl, kw)
+        return _figures(setting, top, model_at, first, note, ())
+    return _meeting(setting, top, tpot_ms, ttft_ms, note)
 
 
-def _decode_model(model, system, strategy, n, isl, osl, kw):
-    """(the decode steps at batch n between contexts ISL and ISL + OSL, derived from the two compiled there; the
-    setup at ISL + OSL)."""
-    at = {c: setup(model, system, strategy, batch=n, prompt=isl, context=c, **kw) for c in (isl, isl + osl)}
-    steps = {(n, c): compile_steps(s.cfg, s.system, s.strategy, s.work, ("decode",), s.compiler)["decode"]
-             for c, s in at.items()}
-    return StepModel.fit("decode", steps), at[isl + osl]
+def _meeting(setting: _Setting, top: int, tpot_ms, ttft_ms, fit_note: str) -> Serving:
+    """The most sequences (a multiple of the replicas, at most `top`) whose TPOT and TTFT meet the targets: read off
+    decode steps derived between a low concurrency and `top` (one structure), then compiled at the answer, which
+    checks them. Where the two are not one structure (the CPU compiler's batch 1), the low end rises to 8 sequences a
+    replica; below it, concurrencies are compiled one by one."""
+    r = setting.replicas
+    targets = ", ".join(f"{name} {ms:g} ms" for name, ms in (("TPOT", tpot_ms), ("TTFT", ttft_ms)) if ms is not None)
+
+    def meets(x: Serving) -> bool:
+        return (tpot_ms is None or x.tpot_s * 1e3 <= tpot_ms) and (ttft_ms is None or x.ttft_s * 1e3 <= ttft_ms)
+
+    def compiled(n: int) -> Serving:
+        m, first = _decode_model(setting.model, setting.system, setting.strategy, (n,), setting.isl, setting.osl,
+                                 setting.kw)
+        return _figures(setting, n, m, first, "", ())
+
+    low = min(max(r, 8 * r), top)
+    try:
+        fitted, first = _decode_model(setting.model, setting.system, setting.strategy, tuple(sorted({low, top})),
+                                      setting.isl, setting.osl, setting.kw)
+    except StructureChanged:
+        fitted = None
+    at = (lambda n: _figures(setting, n, fitted, first, "", ())) if fitted else compiled
+    good, bad = (low, None) if meets(at(low)) else (None, low)
+    if good is not None and meets(at(top)):
+        good = top
+    elif good is not None:
+        bad = top
+    else:  # the low end misses: below it, one compile a concurrency
+        at, good = compiled, (r if meets(compiled(r)) else None)
+    if good is None:
+        result = compiled(r)
+        return dataclasses.replace(result, concurrency_note=f"no concurrency meets {targets}: {r} sequence(s) "
+                                                            f"shown; {fit_note}")
+    while bad is not None and bad - good > r:
+        mid = (good + bad) // 2 // r * r
+        good, bad = (mid, bad) if meets(at(mid)) else (good, mid)
+    result = compiled(good)
+    checked = "" if at is compiled else (f"; read off decode steps derived between {low} and {top} sequences, "
+                                         "then compiled at this one")
+    if not meets(result):
+        checked += " (the compiled steps miss by a little: shown as compiled)"
+    return dataclasses.replace(result, concurrency_note=f"the most that meet {targets}{checked}; {fit_note}")
 
 
-def _steady(first, model_at, model, system, strategy, isl, osl, n, replicas, note, kv_fraction, max_num_tokens, pool,
-            kw, notes):
+def _decode_model(model, system, strategy, batches: tuple[int, ...], isl, osl, kw):
+    """(the decode steps at these batches between contexts ISL and ISL + OSL, derived from those compiled at the
+    corners; the setup at the first batch and ISL + OSL)."""
+    at = {(b, c): setup(model, system, strategy, batch=b, prompt=isl, context=c, **kw)
+          for b in batches for c in (isl, isl + osl)}
+    steps = {k: compile_steps(s.cfg, s.system, s.strategy, s.work, ("decode",), s.compiler)["decode"]
+             for k, s in at.items()}
+    return StepModel.fit("decode", steps), at[(batches[0], isl + osl)]
+
+
+def _figures(setting: _Setting, n: int, model_at: StepModel, first, note: str, notes: tuple) -> Serving:
+    """The steady state of n sequences, from the decode steps `model_at` gives and the compiled prefill."""
+    isl, osl, replicas = setting.isl, setting.osl, setting.replicas
     top, mean = isl + osl, isl + osl // 2
     derived = model_at.at(n, mean, first.compiler)
     s_mean = dataclasses.replace(first, work=Workload(n, isl, mean))
     decode = price(s_mean, {"decode": derived}, find_max_batch=False).phases["decode"]
-    s_pre = setup(model, system, strategy, batch=replicas, prompt=isl, context=isl, **kw)
-    prefill = price(s_pre, compile_steps(s_pre.cfg, s_pre.system, s_pre.strategy, s_pre.work, ("prefill",),
-                                         s_pre.compiler), find_max_batch=False).phases["prefill"]
     f = n / replicas / osl  # prompts per device per iteration
-    iteration, decode_s, prefill_s = _iteration(decode, prefill, f, s_mean.system.chip.hbm_bw)
+    iteration, decode_s, prefill_s = _iteration(decode, setting.prefill, f, s_mean.system.chip.hbm_bw)
     share = (decode_s + iteration - prefill_s) / 2
     chips = s_mean.system.n_chips
     usd_per_s = s_mean.system.usd_per_chip_hour * chips / 3600
     out_per_iter, in_per_iter = n, n * isl / osl
-    chunk = max(max_num_tokens - n // replicas, 1)
+    chunk = max(setting.max_num_tokens - n // replicas, 1)
     ttft = math.ceil(isl / chunk) * iteration  # the iterations its chunks take, the first token out of the last
     return Serving(
-        s_mean.cfg.name, s_mean.system.name, s_mean.strategy.name, isl, osl, n, note, kv_fraction, max_num_tokens,
-        pool, derived.kv_cache_bytes / (n // replicas), decode_s, prefill_s, iteration, share, in_per_iter, iteration,
-        ttft, ttft + (osl - 1) * iteration, out_per_iter / iteration, in_per_iter / iteration, n / osl / iteration,
-        chips, usd_per_s * 3600, usd_per_s * (iteration - share) / in_per_iter * 1e6,
-        usd_per_s * share / out_per_iter * 1e6, usd_per_s * iteration / (in_per_iter + out_per_iter) * 1e6,
+        s_mean.cfg.name, s_mean.system.name, s_mean.strategy.name, isl, osl, n, note, setting.kv_fraction,
+        setting.max_num_tokens, setting.pool, derived.kv_cache_bytes / (n // replicas), decode_s, prefill_s,
+        iteration, share, in_per_iter, iteration, ttft, ttft + (osl - 1) * iteration, out_per_iter / iteration,
+        in_per_iter / iteration, n / osl / iteration, chips, usd_per_s * 3600,
+        usd_per_s * (iteration - share) / in_per_iter * 1e6, usd_per_s * share / out_per_iter * 1e6,
+        usd_per_s * iteration / (in_per_iter + out_per_iter) * 1e6,
         (f"decode at batch {n}, contexts {isl} and {top} (compiled); at {mean} (derived)",
          f"prefill of one {isl}-token prompt per replica (compiled)"),
         (*notes, "every step at the chips' peaks (no achieved-rate model yet)"))
