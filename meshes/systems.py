@@ -116,6 +116,22 @@ SYSTEMS = {s.name: s for s in (
 
 
 NODES = ("h100x8", "h200x8", "b200x8", "gb200-nvl72")  # NVLink domains that join into clusters as NODE*N
+FAMILIES = {"h100": "h100x8", "h200": "h200x8", "b200": "b200x8", "gb200": "gb200-nvl72"}  # CHIPxN: N of its domain
+
+
+def _part_of_domain(name: str) -> System | None:
+    """`CHIPxN`: N chips of one NVLink domain (h100x2, b200x4, gb200x4), as published benchmarks run them, at the
+    full system's per-chip price; None where the name is not of that shape."""
+    chip, x, count = name.rpartition("x")
+    if not x or chip not in FAMILIES or not (count.isascii() and count.isdigit()):
+        return None
+    whole = SYSTEMS[FAMILIES[chip]]
+    n = int(count)
+    if not 1 <= n <= whole.domain_size:
+        raise ConfigError(f"system {name!r}: {chip} systems hold 1 to {whole.domain_size} chips in one NVLink domain; "
+                          f"for more, join nodes: {NODES[list(FAMILIES).index(chip)]}*N")
+    return System(name, whole.chip, n, n, whole.usd_per_chip_hour, whole.price_note,
+                  f"{n} x {whole.chip.name} in one NVLink domain (of a {whole.description.split(':')[0]})")
 
 
 def get_system(name: str, usd_per_chip_hour: float | None = None) -> System:
@@ -123,10 +139,12 @@ def get_system(name: str, usd_per_chip_hour: float | None = None) -> System:
     if not isinstance(name, str):
         raise ConfigError(f"system must be a name, got {name!r} (see `tracer systems`)")
     base, star, count = name.partition("*")
-    if base not in SYSTEMS:
-        raise ConfigError(f"unknown system {name!r}; choose one of: {', '.join(SYSTEMS)}, or NODE*N for N nodes of "
-                          "an 8-GPU system (e.g. h200x8*9) (see `tracer systems`)")
-    system = SYSTEMS[base]
+    sized = _part_of_domain(base) if base not in SYSTEMS and not star else None
+    if base not in SYSTEMS and sized is None:
+        raise ConfigError(f"unknown system {name!r}; choose one of: {', '.join(SYSTEMS)}, CHIPxN for N chips of "
+                          f"one NVLink domain ({', '.join(FAMILIES)}; e.g. b200x4), or NODE*N for N nodes of an "
+                          "8-GPU system (e.g. h200x8*9) (see `tracer systems`)")
+    system = sized or SYSTEMS[base]
     if star:
         if not (count.isascii() and count.isdigit()) or int(count) < 1:
             raise ConfigError(f"system {name!r}: the node count after '*' must be a positive integer, e.g. {base}*2")

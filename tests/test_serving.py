@@ -3,6 +3,7 @@ arithmetic done here by hand from steps traced on their own."""
 
 import json
 import math
+import re
 
 import pytest
 
@@ -97,3 +98,19 @@ def test_latency_targets_choose_the_concurrency():
     assert loose.concurrency == serving("llama3-8b", "h200x1", "tp", 1000, 1000, **kw).concurrency
     tight = serving("tiny", "h100x1", "tp", ISL, OSL, tpot_ms=1e-6)
     assert tight.concurrency == 1 and tight.concurrency_note.startswith("no concurrency meets TPOT 1e-06 ms")
+
+
+def test_systems_of_any_size_in_one_domain():
+    """CHIPxN: N chips of one NVLink domain at the whole system's per-chip price (h100x2, b200x4, gb200x4), as
+    published benchmarks run them; beyond the domain, nodes join as NODE*N."""
+    from base.inputs import ConfigError
+    from meshes.systems import get_system
+
+    b = get_system("b200x4")
+    assert (b.n_chips, b.domain_size, b.chip.name, b.usd_per_chip_hour) == (4, 4, "B200", 5.50)
+    assert get_system("gb200x72").n_chips == 72
+    for name, says in (("h100x9", "1 to 8 chips in one NVLink domain; for more, join nodes: h100x8*N"),
+                       ("gb200x0", "1 to 72 chips"), ("h100x4*2", "unknown system")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            get_system(name)
+    assert serving("tiny", "h100x2", "tp", ISL, OSL, batch=N).chips == 2
