@@ -114,3 +114,55 @@ def test_systems_of_any_size_in_one_domain():
         with pytest.raises(ConfigError, match=re.escape(says)):
             get_system(name)
     assert serving("tiny", "h100x2", "tp", ISL, OSL, batch=N).chips == 2
+
+
+SMALL = """name = "serving-small"
+vocab_size = 1024
+hidden = 512
+n_layers = 2
+n_heads = 8
+n_kv_heads = 8
+head_dim = 64
+ffn = 2048
+"""
+
+
+def test_serving_sweep_derives_and_compiles_its_fronts(tmp_path, monkeypatch):
+    """tracer sweep --isls --osls: 2 systems x 5 concurrencies of one workload. The decode steps come from the trace
+    sweep's derivation (corners 16 and 64 sequences at contexts 32 and 64, one held out); every point on the
+    workload's Pareto front of tokens/s per user against USD per million output tokens is compiled; a derived point
+    off the front agrees with tracer.serving compiling it itself within 0.5%."""
+    from tracer import sweep
+    from tracer.serving_sweep import compute, on_fronts, serving_grid, valid
+
+    monkeypatch.setenv("TRACER_CACHE", "")
+    model = tmp_path / "serving-small.toml"
+    model.write_text(SMALL)
+    points = serving_grid(model=[str(model)], system=["h100x1", "h200x1"], strategy=["tp"], isl=[32], osl=[32],
+                          batch=[16, 24, 32, 48, 64])
+    records = sweep.run(points, max_batch=False, progress=None, compute=compute, valid=valid)
+    assert all("result" in r for r in records) and len(records) == 10
+    how = {(r["inputs"]["system"], r["inputs"]["batch"]): r["result"]["compiled"][0] for r in records}
+    assert any("derived from" in h for h in how.values())
+    front = [records[k] for k in on_fronts([(r["inputs"], r["result"]) for r in records])]
+    assert front and all("derived" not in r["result"]["compiled"][0] for r in front)
+    derived = next(r for r in records if "derived from" in r["result"]["compiled"][0])
+    alone = serving(str(model), derived["inputs"]["system"], "tp", 32, 32, batch=derived["inputs"]["batch"])
+    for key in ("tpot_s", "usd_per_mtok_output", "usd_per_mtok_input", "output_tokens_per_s"):
+        assert derived["result"][key] == pytest.approx(getattr(alone, key), rel=0.005)
+
+
+def test_serving_sweep_cli(tmp_path, monkeypatch, capsys):
+    from tracer.sweep_records import SERVING_COLUMNS
+
+    monkeypatch.setenv("TRACER_CACHE", str(tmp_path / "cache"))
+    flags = ["sweep", "--models", "tiny", "--systems", "h100x1", "--strategies", "tp", "--isls", "32", "--osls", "32",
+             "--batches", "8,max", "--out", str(tmp_path / "out")]
+    assert main(flags) == 0
+    rows = (tmp_path / "out" / "sweep.csv").read_text().splitlines()
+    assert rows[0] == ",".join(SERVING_COLUMNS) and len(rows) == 3
+    assert main([*flags, "--overwrite"]) == 0 and "2 from the cache" in capsys.readouterr().out
+    for extra, says in ((["--contexts", "64"], "a serving sweep has no axis context"),
+                        (["--screen", "0.1"], "--screen screens trace sweeps")):
+        assert main([*flags, *extra, "--overwrite"]) == 2
+        assert says in capsys.readouterr().err

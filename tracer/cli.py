@@ -199,7 +199,8 @@ def _sweep_parser(sub):
     w.add_argument("file", nargs="?", help="a sweep file (TOML lists: models, systems, strategies, batches, "
                                            "contexts, and optional prompts, compilers, weights, kv_caches)")
     for name, kind in (("models", str), ("systems", str), ("strategies", str), ("batches", _batch), ("contexts", int),
-                       ("prompts", int), ("compilers", str), ("weights", str), ("kv-caches", str)):
+                       ("prompts", int), ("compilers", str), ("weights", str), ("kv-caches", str), ("isls", int),
+                       ("osls", int)):
         w.add_argument(f"--{name}", type=_list_of(kind), help=f"comma-separated {name}")
     w.add_argument("--jobs", type=int, default=1, help="worker processes (default 1); with --executor ray and no "
                                                         "--address, the CPUs of the local Ray instance")
@@ -314,22 +315,32 @@ def _sweep(args) -> str:
     axes = sweep.load_sweep(args.file) if args.file else {}
     flags = {"model": args.models, "system": args.systems, "strategy": args.strategies, "batch": args.batches,
              "context": args.contexts, "prompt": args.prompts, "compiler": args.compilers, "weights": args.weights,
-             "kv_cache": args.kv_caches}
+             "kv_cache": args.kv_caches, "isl": args.isls, "osl": args.osls}
     axes.update({k: v for k, v in flags.items() if v})
-    points = sweep.grid(**axes)
+    serving = bool(axes.get("isl") or axes.get("osl"))
+    if serving:
+        from tracer import serving_sweep
+
+        if args.screen is not None:
+            raise ConfigError("--screen screens trace sweeps; a serving sweep (--isls, --osls) derives its points "
+                              "instead: leave out --screen")
+        points = serving_sweep.serving_grid(**axes)
+        kind = dict(compute=serving_sweep.compute, valid=serving_sweep.valid)
+    else:
+        points, kind = sweep.grid(**axes), {}
     dropped = []
     if args.screen is not None:
         from tracer import screen
 
         points, dropped = screen.screen(points, args.screen)
-    results = Results(args.out, points, args.overwrite)  # checked before the first point
+    results = Results(args.out, points, args.overwrite, serving)  # checked before the first point
     if args.screen is not None:
         screened = write_screened(dropped, results.folder)
     started = time.monotonic()
     try:
-        records = sweep.run(points, jobs=args.jobs, max_batch=not args.no_max_batch, use_cache=not args.no_cache,
-                            on_record=results.add, executor=args.executor, address=args.address,
-                            derive=not args.no_derive)
+        records = sweep.run(points, jobs=args.jobs, max_batch=not (args.no_max_batch or serving),
+                            use_cache=not args.no_cache, on_record=results.add, executor=args.executor,
+                            address=args.address, derive=not args.no_derive, **kind)
     except Interrupted as err:
         results.close(err.records)
         raise Interrupted(f"{err}: {results.folder}", err.code - 128) from None

@@ -144,23 +144,13 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
                           f"prefill (1 + {isl}/{osl} tokens an iteration); raise it")
     n = replicas if batch == "max" else batch
     model_at, first = _decode_model(model, system, strategy, (n,), isl, osl, kw)
-    step = model_at.at(n, isl + osl // 2, first.compiler)
-    pool = kv_fraction * first.system.chip.hbm_bytes - step.weight_bytes
-    per_seq = step.kv_cache_bytes / (n // replicas)  # per device, one sequence of its replica, at the mean context
-    temp_per_seq = memory(step, first.system, "decode").temp / (n // replicas)
-    fits_n = int(pool // (per_seq + temp_per_seq))  # temporaries counted as growing with the batch: the lower bound
+    pool, fits_n = _pool(model_at, first, n, replicas, isl, osl, kv_fraction)
     s_pre = setup(model, system, strategy, batch=replicas, prompt=isl, context=isl, **kw)
     prefill = price(s_pre, compile_steps(s_pre.cfg, s_pre.system, s_pre.strategy, s_pre.work, ("prefill",),
                                          s_pre.compiler), find_max_batch=False).phases["prefill"]
     setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, prefill, kw)
     if batch != "max":
-        notes = []
-        if n // replicas > budget_n:
-            notes.append(f"{n} sequences need {n // replicas * (1 + isl / osl):.0f} tokens an iteration per replica,"
-                         f" over --max-num-tokens {max_num_tokens}: the prefill cannot keep up; priced as if it did")
-        if n // replicas > fits_n:
-            notes.append(f"{n} sequences do not fit the KV pool (at most {fits_n * replicas}): priced as if they did")
-        return _figures(setting, n, model_at, first, "as given", tuple(notes))
+        return _figures(setting, n, model_at, first, "as given", _over(n, replicas, budget_n, fits_n, setting))
     top = min(fits_n, budget_n) * replicas
     if top < replicas:
         raise ConfigError(f"not one sequence of {isl} + {osl} tokens fits the KV pool ({pool / 1e9:.1f} GB per "
@@ -171,6 +161,46 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
         model_at, first = _decode_model(model, system, strategy, (top,), isl, osl, kw)
         return _figures(setting, top, model_at, first, note, ())
     return _meeting(setting, top, tpot_ms, ttft_ms, note)
+
+
+def _pool(model_at: StepModel, first, n: int, replicas: int, isl: int, osl: int, kv_fraction: float):
+    """(the KV pool per device, the most sequences per replica it holds at their mean context), from the decode
+    steps at batch n; temporaries counted as growing with the batch (the lower bound)."""
+    step = model_at.at(n, isl + osl // 2, first.compiler)
+    pool = kv_fraction * first.system.chip.hbm_bytes - step.weight_bytes
+    per_seq = step.kv_cache_bytes / (n // replicas)  # per device, one sequence of its replica, at the mean context
+    temp_per_seq = memory(step, first.system, "decode").temp / (n // replicas)
+    return pool, int(pool // (per_seq + temp_per_seq))
+
+
+def _over(n: int, replicas: int, budget_n: int, fits_n: int, setting: "_Setting") -> tuple[str, ...]:
+    """Notes for a given concurrency beyond the token budget or the KV pool."""
+    notes = []
+    if n // replicas > budget_n:
+        notes.append(f"{n} sequences need {n // replicas * (1 + setting.isl / setting.osl):.0f} tokens an iteration "
+                     f"per replica, over --max-num-tokens {setting.max_num_tokens}: the prefill cannot keep up; "
+                     "priced as if it did")
+    if n // replicas > fits_n:
+        notes.append(f"{n} sequences do not fit the KV pool (at most {fits_n * replicas}): priced as if they did")
+    return tuple(notes)
+
+
+def from_steps(model, system: str, strategy: str, isl: int, osl: int, n: int, decode: dict, prefill,
+               provenance: tuple[str, ...], kv_fraction: float = DEFAULT_KV_FRACTION,
+               max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS, **kw) -> Serving:
+    """The steady state of n sequences from decode steps at (n, ISL) and (n, ISL + OSL) and a prefill step of one
+    prompt per replica, however they were had (compiled, or derived: a serving sweep); provenance says which."""
+    _check(isl, osl, n, kv_fraction, max_num_tokens, None, None)
+    first = setup(model, system, strategy, batch=n, prompt=isl, context=isl + osl, **kw)
+    replicas = first.strategy.ways("batch", first.mesh)
+    s_pre = setup(model, system, strategy, batch=replicas, prompt=isl, context=isl, **kw)
+    pre = price(s_pre, {"prefill": prefill}, find_max_batch=False).phases["prefill"]
+    model_at = StepModel.fit("decode", decode)
+    pool, fits_n = _pool(model_at, first, n, replicas, isl, osl, kv_fraction)
+    setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, pre, kw)
+    budget_n = int(max_num_tokens // (1 + isl / osl))
+    result = _figures(setting, n, model_at, first, "as given", _over(n, replicas, budget_n, fits_n, setting))
+    return dataclasses.replace(result, compiled=provenance)
 
 
 def _meeting(setting: _Setting, top: int, tpot_ms, ttft_ms, fit_note: str) -> Serving:

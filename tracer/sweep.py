@@ -46,7 +46,8 @@ class SweepPoint:
 
 
 PLURAL = {"model": "models", "system": "systems", "strategy": "strategies", "batch": "batches", "context": "contexts",
-          "prompt": "prompts", "compiler": "compilers", "weights": "weights", "kv_cache": "kv_caches"}
+          "prompt": "prompts", "compiler": "compilers", "weights": "weights", "kv_cache": "kv_caches",
+          "isl": "isls", "osl": "osls"}  # isls and osls: a serving sweep's (tracer.serving_sweep)
 
 
 def check_axes(axes: dict, where: str = "sweep"):
@@ -54,7 +55,7 @@ def check_axes(axes: dict, where: str = "sweep"):
     positive integers, batches positive integers or "max"."""
     for axis, values in axes.items():
         for value in values:
-            if axis in ("batch", "context", "prompt"):
+            if axis in ("batch", "context", "prompt", "isl", "osl"):
                 ok = (is_int(value) and value > 0) or (axis == "batch" and value == "max")
                 want = "positive integers" + (' or "max"' if axis == "batch" else "")
             else:
@@ -145,7 +146,7 @@ def _checksum(result: dict) -> str:
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
 
 
-def cached(point: SweepPoint, env: dict, max_batch: bool, folder: Path) -> dict | None:
+def cached(point: SweepPoint, env: dict, max_batch: bool, folder: Path, valid=valid_result) -> dict | None:
     """The stored result, or None when there is none or it cannot be trusted (unreadable, a checksum or key that
     does not match, a result of the wrong shape)."""
     key, inputs = _key(point, env, max_batch)
@@ -154,7 +155,7 @@ def cached(point: SweepPoint, env: dict, max_batch: bool, folder: Path) -> dict 
         entry = json.loads(path.read_text(encoding="utf-8"))
         if entry["inputs"] != inputs or entry["checksum"] != _checksum(entry["result"]):
             return None
-        return entry["result"] if valid_result(entry["result"]) else None
+        return entry["result"] if valid(entry["result"]) else None
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
@@ -238,14 +239,15 @@ def _duration(seconds: float) -> str:
 
 def run(points: list[SweepPoint], jobs: int = 1, max_batch: bool = True, use_cache: bool = True,
         progress="stderr", on_record=None, executor: str = "local", address: str | None = None,
-        derive: bool = True) -> list[dict]:
+        derive: bool = True, compute=None, valid=valid_result) -> list[dict]:
     """Each point's record {"inputs", "cached", "result" | "error"}, in the order of `points`. progress: a stream
     for the progress bar (default: standard error), or None. on_record(record) is called as each point finishes
     (sweep_records.Results.add keeps it on disk). executor: local (this process, or `jobs` worker processes) or ray
     (tasks on a local Ray instance of `jobs` CPUs, or on the cluster at `address`: tracer.ray_executor). SIGINT or
     SIGTERM stops every worker and raises Interrupted, whose `records` are the finished points. derive: compile a
     few points of each program structure and derive the rest from them (tracer.sweep_derive); else compile every
-    point."""
+    point. compute, valid: another kind of point's computation (as _compute) and check of a stored result (a
+    serving sweep: tracer.serving_sweep)."""
     progress = sys.stderr if progress == "stderr" else progress
     _check_executor(jobs, executor, address)
     env = versions()
@@ -278,13 +280,13 @@ def run(points: list[SweepPoint], jobs: int = 1, max_batch: bool = True, use_cac
     try:
         todo = []
         for i, point in enumerate(points):
-            hit = cached(point, env, max_batch, folder) if folder is not None else None
+            hit = cached(point, env, max_batch, folder, valid) if folder is not None else None
             if hit is not None:
                 finish(i, hit, True)
             else:
                 todo.append(i)
-        _compute(points, todo, max_batch, env, folder, derive, finish, progress,
-                 lambda tasks, done: _dispatch(tasks, jobs, executor, address, env, done))
+        (compute or _compute)(points, todo, max_batch, env, folder, derive, finish, progress,
+                              lambda tasks, done: _dispatch(tasks, jobs, executor, address, env, done))
     except Interrupted as err:
         err.records = [r for r in records if r is not None]
         raise

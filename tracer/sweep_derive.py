@@ -89,6 +89,7 @@ class Derivation:
     errors: dict = field(default_factory=dict)  # point index -> error
     found: dict = field(default_factory=dict)  # point index -> (max batch, how), from its worker's search
     finished: set = field(default_factory=set)  # point indices whose results were given
+    phases: tuple = PHASES  # the phases it plans (a serving sweep: decode alone)
 
     def plan(self, todo: list[int]) -> "Derivation":
         """Group the sweep's points (int batches whose inputs check; those already done too, whose compiled steps
@@ -110,7 +111,7 @@ class Derivation:
                 continue  # the same point twice: traced as it is
             seen[family].add((point.batch, point.context))
             families.setdefault(family, []).append(i)
-            for phase in PHASES:
+            for phase in self.phases:
                 key = (family, structure_key(s.cfg, s.strategy, s.mesh, s.work, phase))
                 by_key.setdefault(key, Group(phase, {})).members[(point.batch, point.context)] = i
         for group in by_key.values():
@@ -162,7 +163,7 @@ class Derivation:
                 stored = self._stored(i, phase)
                 if stored is not None:
                     self.steps[(i, phase)] = stored
-            left = tuple(p for p in PHASES if p in phases and (i, p) not in self.steps)
+            left = tuple(p for p in self.phases if p in phases and (i, p) not in self.steps)
             if left:
                 search = self.max_batch and "decode" in left and not self._decode_derived(i)
                 out.append((compile_point, (self.points[i], left, search), i))
@@ -182,8 +183,9 @@ class Derivation:
                 self._store(i, phase, step)
             if result.get("max_batch") is not None:
                 self.found[i] = tuple(result["max_batch"])
-        compiled = all((i, p) in self.steps for p in PHASES) and (not self.max_batch or i in self.found)
-        return list(self._results([i])) if i in self.handled and (i in self.errors or compiled) else []
+        compiled = all((i, p) in self.steps for p in self.phases) and (not self.max_batch or i in self.found)
+        whole = self.phases == PHASES  # trace points (a serving sweep's take their steps: step())
+        return list(self._results([i])) if whole and i in self.handled and (i in self.errors or compiled) else []
 
     def check(self) -> list[tuple]:
         """Fit each deriving group from its corners and compare its held-out point; a group that fails compiles
@@ -243,6 +245,14 @@ class Derivation:
                 yield i, {"error": str(err)}
             except Exception as err:
                 yield i, {"error": one_line(err)}
+
+    def step(self, i: int, phase: str):
+        """The point's step: compiled, or derived in its group; KeyError where neither (its compile failed)."""
+        if (i, phase) in self.steps:
+            return self.steps[(i, phase)]
+        g = next(g for g in self.groups if g.phase == phase and i in g.members.values() and g.derives)
+        point, corner = self.points[i], self.steps[(g.members[g.corners[0]], phase)]
+        return g.model.at(point.batch, point.context, corner.compiler, g.checked)
 
     def summary(self) -> str:
         derived = sum(1 for g in self.groups if g.derives for i in g.members.values() if (i, g.phase) not in self.steps)

@@ -40,7 +40,9 @@ class Results:
     A folder holding another sweep's results (other points) is refused unless `overwrite`; the same sweep run again
     replaces its own."""
 
-    def __init__(self, out_dir: str, points: list, overwrite: bool = False):  # points: tracer.sweep.SweepPoint
+    def __init__(self, out_dir: str, points: list, overwrite: bool = False, serving: bool = False):
+        """points: tracer.sweep.SweepPoint, or tracer.serving_sweep.ServingPoint (serving: their CSV columns)."""
+        self.serving = serving
         self.folder = Path(out_dir)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,8 @@ class Results:
 
     def close(self, records: list[dict]) -> tuple[Path, Path]:
         self.file.close()
-        return write([r for r in records if r is not None], str(self.folder))
+        done = [r for r in records if r is not None]
+        return write(done, str(self.folder), *((SERVING_COLUMNS, serving_row) if self.serving else ()))
 
 
 def _points_in(jsonl: Path) -> set[str] | None:
@@ -181,16 +184,37 @@ def row(record: dict) -> dict:
     return out
 
 
-def write(records: list[dict], out_dir: str) -> tuple[Path, Path]:
+SERVING_COLUMNS = ("model", "system", "strategy", "compiler", "isl", "osl", "batch", "weights", "kv_cache",
+                   "concurrency", "tpot_ms", "ttft_ms", "tokens_per_s_per_user", "output_tokens_per_s_per_chip",
+                   "usd_per_mtok_in", "usd_per_mtok_out", "usd_per_mtok_blended", "decode_steps", "cached", "error")
+
+
+def serving_row(record: dict) -> dict:
+    """One CSV row of a serving sweep: the point's inputs and its steady state's headline figures."""
+    inputs = record["inputs"]
+    out = {k: inputs.get(k) for k in SERVING_COLUMNS[:9]}
+    out["cached"] = record["cached"]
+    if "error" in record:
+        return {**out, "error": record["error"]}
+    r = record["result"]
+    out.update(concurrency=r["concurrency"], tpot_ms=r["tpot_s"] * 1e3, ttft_ms=r["ttft_s"] * 1e3,
+               tokens_per_s_per_user=1 / r["tpot_s"], output_tokens_per_s_per_chip=r["output_tokens_per_s_per_chip"],
+               usd_per_mtok_in=r["usd_per_mtok_input"], usd_per_mtok_out=r["usd_per_mtok_output"],
+               usd_per_mtok_blended=r["usd_per_mtok_blended"], decode_steps=r["compiled"][0].split(": ", 1)[-1],
+               error="")
+    return out
+
+
+def write(records: list[dict], out_dir: str, columns=CSV_COLUMNS, make_row=row) -> tuple[Path, Path]:
     """sweep.csv (one row per point) and sweep.jsonl (one object per point: inputs, and the trace or the error)."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, jsonl_path = folder / "sweep.csv", folder / "sweep.jsonl"
     with (folder / "sweep.csv.tmp").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for record in records:
-            writer.writerow(row(record))
+            writer.writerow(make_row(record))
     with (folder / "sweep.jsonl.tmp").open("w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")

@@ -1,0 +1,201 @@
+"""Serving sweeps (`tracer sweep --isls ... --osls ...`): every combination of models, systems, strategies, ISL, OSL
+and concurrencies, each point a workload's steady state (tracer.serving), many from few compiles.
+
+A point of N sequences needs the decode steps at (N, ISL) and (N, ISL + OSL) and one prefill of a prompt per
+replica. Those decode steps are trace points' decode steps, so they go through the trace sweep's derivation
+(tracer.sweep_derive, decode alone): grouped by program structure, compiled at the corners of each group's
+(concurrency, context) rectangle and one held-out point, derived inside, or every one compiled where a group does
+not line up. The prefill is compiled once per (model, system, strategy, ISL). Then each workload's Pareto front
+(tokens/s per user against USD per million output tokens, over systems, strategies and concurrencies) is compiled
+where it was derived, so every figure on a front is a compiled one. A concurrency of `max` runs tracer.serving
+as it is (its own compiles).
+"""
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+
+from base.inputs import ConfigError
+from tracer.errors import one_line
+from tracer.sweep import SweepPoint, check_axes
+from tracer.sweep_derive import Derivation, compile_point
+
+AXES = ("model", "system", "strategy", "isl", "osl", "batch", "compiler", "weights", "kv_cache")
+FIGURES = ("concurrency", "tpot_s", "ttft_s", "output_tokens_per_s", "usd_per_mtok_input", "usd_per_mtok_output")
+
+
+@dataclass(frozen=True)
+class ServingPoint:
+    model: str
+    system: str
+    strategy: str
+    isl: int
+    osl: int
+    batch: int | str  # sequences running at once, or "max"
+    compiler: str = "cpu"
+    weights: str | None = None
+    kv_cache: str | None = None
+
+
+def serving_grid(**axes) -> list[ServingPoint]:
+    """Every combination of the given values (lists); isl, osl and batch are required with the names."""
+    unknown = set(axes) - set(AXES)
+    if unknown:
+        raise ConfigError(f"a serving sweep has no axis {', '.join(sorted(unknown))} (its axes: {', '.join(AXES)}; "
+                          "contexts and prompts come from --isls and --osls)")
+    for name in ("model", "system", "strategy", "isl", "osl", "batch"):
+        if not axes.get(name):
+            raise ConfigError(f"a serving sweep needs at least one {name} (--{name}s or `{name}s = [...]`)")
+    check_axes({a: v for a, v in axes.items() if v and a in ("model", "system", "strategy", "batch", "compiler")})
+    for name in ("isl", "osl"):
+        check_axes({"context": axes[name]}, f"serving sweep ({name}s)")
+    names = [a for a in AXES if axes.get(a)]
+    return [ServingPoint(**dict(zip(names, values, strict=True)))
+            for values in itertools.product(*(axes[a] for a in names))]
+
+
+def valid(result) -> bool:
+    return isinstance(result, dict) and all(isinstance(result.get(k), int | float) for k in FIGURES)
+
+
+def serve_point(point: ServingPoint) -> dict:
+    """In a worker: tracer.serving at the point as it is (a concurrency of max)."""
+    from tracer.serving import serving
+
+    try:
+        return serving(point.model, point.system, point.strategy, point.isl, point.osl, point.batch,
+                       weights=point.weights, kv_cache=point.kv_cache, compiler=point.compiler).to_dict()
+    except ConfigError as err:
+        return {"error": str(err)}
+    except Exception as err:  # recorded in one line, as a trace point's failure is
+        return {"error": one_line(err)}
+
+
+def _steps_point(p: ServingPoint, n: int, context: int) -> SweepPoint:
+    return SweepPoint(p.model, p.system, p.strategy, n, context, p.isl, p.compiler, p.weights, p.kv_cache)
+
+
+def _replicas(p: ServingPoint) -> int:
+    from meshes.strategies import get_strategy
+    from meshes.systems import get_system
+
+    strategy = get_strategy(p.strategy)
+    return strategy.ways("batch", strategy.mesh_shape(get_system(p.system)))
+
+
+def compute(points, todo, max_batch, env, folder, derive, finish, progress, dispatch):
+    """tracer.sweep.run's computation for serving points (its signature: tracer.sweep._compute)."""
+    from tracer import sweep
+
+    def keep(i: int, result: dict):
+        if folder is not None and "error" not in result:
+            sweep.store(points[i], env, False, folder, result)
+        finish(i, result, False)
+
+    plain = [i for i in todo if not derive or not isinstance(points[i].batch, int)]
+    mine = [i for i in todo if i not in plain]
+    steps, errors = {}, {}
+    vpoints, where = [], {}  # the decode steps each point needs, as trace points
+    for i in mine:
+        p = points[i]
+        where[i] = (len(vpoints), len(vpoints) + 1)
+        vpoints += [_steps_point(p, p.batch, p.isl), _steps_point(p, p.batch, p.isl + p.osl)]
+    prefills = {}
+    for i in mine:
+        p = points[i]
+        try:
+            prefills.setdefault(_steps_point(p, _replicas(p), p.isl), []).append(i)
+        except ConfigError as err:
+            errors[i] = str(err)
+    deriving = Derivation(vpoints, False, env, folder, phases=("decode",)).plan(list(range(len(vpoints))))
+    tasks = [(serve_point, (points[i],), ("point", i)) for i in plain]
+    tasks += [(fn, args, ("decode", v)) for fn, args, v in deriving.tasks()]
+    tasks += [(compile_point, (vpoints[v], ("decode",), False), ("decode", v)) for v in range(len(vpoints))
+              if v not in deriving.handled]
+    tasks += [(compile_point, (pre, ("prefill",), False), ("prefill", pre)) for pre in prefills]
+
+    def done(k: int, result: dict, tasks=tasks):
+        kind, key = tasks[k][2]
+        if kind == "point":
+            keep(key, result)
+        elif kind == "prefill" or key not in deriving.handled:
+            steps[(kind, key)] = result.get("steps", {}).get(kind) or result.get("error", "did not compile")
+        else:
+            deriving.done(key, result)
+
+    dispatch([t[:2] for t in tasks], done)
+    more = [(fn, args, ("decode", v)) for fn, args, v in deriving.check()]
+    dispatch([t[:2] for t in more], lambda k, r: done(k, r, more))
+    results = {i: _assemble(points[i], where[i], deriving, steps, errors.get(i)) for i in mine}
+    confirm = _fronts_to_confirm(points, results)
+    again = [(compile_point, (vpoints[v], ("decode",), False), ("decode", v)) for i in confirm for v in where[i]]
+    for v in {t[2][1] for t in again}:
+        deriving.handled.discard(v)  # compiled now, kept apart from its group's derivation
+    dispatch([t[:2] for t in again], lambda k, r: done(k, r, again))
+    for i in confirm:
+        results[i] = _assemble(points[i], where[i], deriving, steps, None, "on its workload's Pareto front")
+    for i in mine:
+        keep(i, results[i])
+    if progress is not None:
+        derived = sum(1 for r in results.values() if "error" not in r and "derived" in r["compiled"][0])
+        progress.write(f"\n{derived} of {len(results)} points priced from derived decode steps (the {len(confirm)} "
+                       "derived ones on Pareto fronts compiled since); " + deriving.summary().splitlines()[0])
+
+
+def _decode_step(deriving: Derivation, steps: dict, v: int):
+    if ("decode", v) in steps:
+        return steps[("decode", v)], "compiled"
+    step = deriving.step(v, "decode")
+    how = "compiled" if step.provenance is None else (f"derived from {list(step.provenance.anchors)}, held out "
+                                                      f"{step.provenance.held_out[:2]} within "
+                                                      f"{step.provenance.held_out[2]:.3%}")
+    return step, how
+
+
+def _assemble(p: ServingPoint, where: tuple[int, int], deriving: Derivation, steps: dict, error: str | None,
+              why: str = "") -> dict:
+    from tracer.serving import from_steps
+
+    if error is not None:
+        return {"error": error}
+    try:
+        pre = steps[("prefill", _steps_point(p, _replicas(p), p.isl))]
+        (lo, how_lo), (hi, how_hi) = (_decode_step(deriving, steps, v) for v in where)
+        for step in (pre, lo, hi):
+            if isinstance(step, str):
+                return {"error": step}
+        how = how_lo if how_lo == how_hi else f"{how_lo}; {how_hi}"
+        provenance = (f"decode at batch {p.batch}, contexts {p.isl} and {p.isl + p.osl}: {how}" +
+                      (f" ({why})" if why else ""), f"prefill of one {p.isl}-token prompt per replica (compiled)")
+        return from_steps(p.model, p.system, p.strategy, p.isl, p.osl, p.batch, {(p.batch, p.isl): lo,
+                          (p.batch, p.isl + p.osl): hi}, pre, provenance, weights=p.weights, kv_cache=p.kv_cache,
+                          compiler=p.compiler).to_dict()
+    except KeyError:
+        return {"error": deriving.errors.get(where[0]) or deriving.errors.get(where[1]) or "a step did not compile"}
+    except ConfigError as err:
+        return {"error": str(err)}
+    except Exception as err:
+        return {"error": one_line(err)}
+
+
+def _fronts_to_confirm(points, results: dict) -> list[int]:
+    """The points priced from derived decode steps that lie on their workload's Pareto front."""
+    ok = [i for i, r in results.items() if "error" not in r]
+    front = on_fronts([(dataclasses.asdict(points[i]), results[i]) for i in ok])
+    return [ok[k] for k in front if "derived" in results[ok[k]]["compiled"][0]]
+
+
+WORKLOAD = ("model", "isl", "osl", "weights", "kv_cache", "compiler")
+
+
+def on_fronts(items: list[tuple[dict, dict]]) -> list[int]:
+    """Which (inputs, result) pairs lie on their workload's Pareto front: none of the same workload (model, ISL,
+    OSL, dtypes, compiler; any system, strategy or concurrency) at least as fast per user (1 / TPOT) and as cheap per
+    output token, and better in one."""
+    def beats(a: dict, b: dict) -> bool:
+        fast, cheap = 1 / a["tpot_s"] >= 1 / b["tpot_s"], a["usd_per_mtok_output"] <= b["usd_per_mtok_output"]
+        return fast and cheap and (a["tpot_s"] < b["tpot_s"] or a["usd_per_mtok_output"] < b["usd_per_mtok_output"])
+
+    key = [tuple(inputs[k] for k in WORKLOAD) for inputs, _ in items]
+    return [i for i, (_, r) in enumerate(items)
+            if not any(key[j] == key[i] and beats(o, r) for j, (_, o) in enumerate(items) if j != i)]
