@@ -8,6 +8,8 @@
 2. A point from the sweep cache, in process, against the reference of 0.05 s.
 3. The README's 96-point sweep, cold (about 2.5 min with --jobs 2), then again from its cache as a whole process,
    against the reference of 2 s; and cold again compiling every point (--no-derive), against the derived sweep.
+4. With --serving, instead of the last: the 1,056-point serving sweep of benchmarks/serving_sweep.toml, cold, with
+   --jobs 2, against 15 minutes.
 
 Each process runs alone (the machine's other work shows up in both timings of a ratio alike).
 """
@@ -51,6 +53,15 @@ def timed(args: list[str], env: dict | None = None) -> tuple[float, str]:
     return time.perf_counter() - start, done.stdout
 
 
+def serving_sweep(env: dict, folder: str):
+    """4. A 1,056-point serving sweep (benchmarks/serving_sweep.toml), cold, --jobs 2: against 15 minutes."""
+    args = [sys.executable, "-m", "tracer.cli", "sweep", "benchmarks/serving_sweep.toml", "--jobs", "2", "--out",
+            f"{folder}/serving"]
+    seconds, out = timed(args, env)
+    print(f"a {out.split()[0]}-point serving sweep, cold: {seconds / 60:.1f} min (reference: under 15 min; ratio "
+          f"{seconds / 900:.2f})")
+
+
 def main():
     import os
 
@@ -69,6 +80,9 @@ def main():
         warm, _ = timed(sweep, env)
         print(f"the README's 96-point sweep: cold {cold:.0f} s; from the cache, a whole process: {warm:.2f} s "
               f"(reference: under 2 s; ratio {warm / 2:.2f})")
+        if "--serving" in sys.argv:
+            serving_sweep(env, cache)
+            return
         every, _ = timed([*sweep, "--no-derive", "--no-cache"], env)
         print(f"the same sweep cold, compiling every point (--no-derive): {every:.0f} s; deriving inside each "
               f"program structure takes {cold / every:.2f}x that")

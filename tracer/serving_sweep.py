@@ -128,12 +128,13 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
     dispatch([t[:2] for t in more], lambda k, r: done(k, r, more))
     results = {i: _assemble(points[i], where[i], deriving, steps, errors.get(i)) for i in mine}
     confirm = _fronts_to_confirm(points, results)
-    again = [(compile_point, (vpoints[v], ("decode",), False), ("decode", v)) for i in confirm for v in where[i]]
-    for v in {t[2][1] for t in again}:
-        deriving.handled.discard(v)  # compiled now, kept apart from its group's derivation
+    at_mean = {i: len(vpoints) + k for k, i in enumerate(confirm)}  # compiled where the figures are read
+    vpoints += [_steps_point(points[i], points[i].batch, points[i].isl + points[i].osl // 2) for i in confirm]
+    again = [(compile_point, (vpoints[v], ("decode",), False), ("decode", v)) for v in at_mean.values()]
     dispatch([t[:2] for t in again], lambda k, r: done(k, r, again))
-    for i in confirm:
-        results[i] = _assemble(points[i], where[i], deriving, steps, None, "on its workload's Pareto front")
+    for i in confirm:  # where the mean context cannot be compiled (it does not divide), the derivation stands
+        again_i = _assemble(points[i], (at_mean[i],), deriving, steps, None, "on its workload's Pareto front")
+        results[i] = again_i if "error" not in again_i else results[i]
     for i in mine:
         keep(i, results[i])
     if progress is not None:
@@ -152,7 +153,7 @@ def _decode_step(deriving: Derivation, steps: dict, v: int):
     return step, how
 
 
-def _assemble(p: ServingPoint, where: tuple[int, int], deriving: Derivation, steps: dict, error: str | None,
+def _assemble(p: ServingPoint, where: tuple[int, ...], deriving: Derivation, steps: dict, error: str | None,
               why: str = "") -> dict:
     from tracer.serving import from_steps
 
@@ -160,18 +161,20 @@ def _assemble(p: ServingPoint, where: tuple[int, int], deriving: Derivation, ste
         return {"error": error}
     try:
         pre = steps[("prefill", _steps_point(p, _replicas(p), p.isl))]
-        (lo, how_lo), (hi, how_hi) = (_decode_step(deriving, steps, v) for v in where)
-        for step in (pre, lo, hi):
+        found = [_decode_step(deriving, steps, v) for v in where]
+        for step in (pre, *(s for s, _ in found)):
             if isinstance(step, str):
                 return {"error": step}
-        how = how_lo if how_lo == how_hi else f"{how_lo}; {how_hi}"
-        provenance = (f"decode at batch {p.batch}, contexts {p.isl} and {p.isl + p.osl}: {how}" +
-                      (f" ({why})" if why else ""), f"prefill of one {p.isl}-token prompt per replica (compiled)")
-        return from_steps(p.model, p.system, p.strategy, p.isl, p.osl, p.batch, {(p.batch, p.isl): lo,
-                          (p.batch, p.isl + p.osl): hi}, pre, provenance, weights=p.weights, kv_cache=p.kv_cache,
-                          compiler=p.compiler).to_dict()
+        contexts = (p.isl, p.isl + p.osl) if len(where) == 2 else (p.isl + p.osl // 2,)
+        hows = sorted({how for _, how in found})
+        provenance = (f"decode at batch {p.batch}, context{'s' if len(contexts) > 1 else ''} "
+                      f"{' and '.join(map(str, contexts))}: {'; '.join(hows)}" + (f" ({why})" if why else ""),
+                      f"prefill of one {p.isl}-token prompt per replica (compiled)")
+        decode = {(p.batch, c): step for c, (step, _) in zip(contexts, found, strict=True)}
+        return from_steps(p.model, p.system, p.strategy, p.isl, p.osl, p.batch, decode, pre, provenance,
+                          weights=p.weights, kv_cache=p.kv_cache, compiler=p.compiler).to_dict()
     except KeyError:
-        return {"error": deriving.errors.get(where[0]) or deriving.errors.get(where[1]) or "a step did not compile"}
+        return {"error": next((deriving.errors[v] for v in where if v in deriving.errors), "a step did not compile")}
     except ConfigError as err:
         return {"error": str(err)}
     except Exception as err:
