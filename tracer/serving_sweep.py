@@ -95,11 +95,7 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
     plain = [i for i in todo if not derive or not isinstance(points[i].batch, int)]
     mine = [i for i in todo if i not in plain]
     steps, errors = {}, {}
-    vpoints, where = [], {}  # the decode steps each point needs, as trace points
-    for i in mine:
-        p = points[i]
-        where[i] = (len(vpoints), len(vpoints) + 1)
-        vpoints += [_steps_point(p, p.batch, p.isl), _steps_point(p, p.batch, p.isl + p.osl)]
+    vpoints, where = _decode_points(points, mine)
     prefills = {}
     for i in mine:
         p = points[i]
@@ -141,6 +137,21 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
         derived = sum(1 for r in results.values() if "error" not in r and "derived" in r["compiled"][0])
         progress.write(f"\n{derived} of {len(results)} points priced from derived decode steps (the {len(confirm)} "
                        "derived ones on Pareto fronts compiled since); " + deriving.summary().splitlines()[0])
+
+
+def _decode_points(points, mine: list[int]) -> tuple[list[SweepPoint], dict]:
+    """The decode steps the points need, as trace points, each once (points of one ISL share (N, ISL)); and each
+    point's two among them."""
+    vpoints, where, index = [], {}, {}
+    for i in mine:
+        p = points[i]
+        pair = (_steps_point(p, p.batch, p.isl), _steps_point(p, p.batch, p.isl + p.osl))
+        for v in pair:
+            if v not in index:
+                index[v] = len(vpoints)
+                vpoints.append(v)
+        where[i] = tuple(index[v] for v in pair)
+    return vpoints, where
 
 
 def _decode_step(deriving: Derivation, steps: dict, v: int):
