@@ -96,40 +96,44 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
     mine = [i for i in todo if i not in plain]
     steps, errors = {}, {}
     vpoints, where = _decode_points(points, mine)
-    prefills = {}
+    prefills, pre_of = {}, {}  # one prefill per (model, system, strategy, ISL, ...); each point's
     for i in mine:
         p = points[i]
         try:
-            prefills.setdefault(_steps_point(p, _replicas(p), p.isl), []).append(i)
+            pre_of[i] = prefills.setdefault(_steps_point(p, _replicas(p), p.isl), len(prefills))
         except ConfigError as err:
             errors[i] = str(err)
     deriving = Derivation(vpoints, False, env, folder, phases=("decode",)).plan(list(range(len(vpoints))))
+    pre_cache = Derivation(list(prefills), False, env, folder)  # its step cache, for the prefills
     tasks = [(serve_point, (points[i],), ("point", i)) for i in plain]
     tasks += [(fn, args, ("decode", v)) for fn, args, v in deriving.tasks()]
-    tasks += [(compile_point, (vpoints[v], ("decode",), False), ("decode", v)) for v in range(len(vpoints))
-              if v not in deriving.handled]
-    tasks += [(compile_point, (pre, ("prefill",), False), ("prefill", pre)) for pre in prefills]
+    tasks += _uncached(deriving, [v for v in range(len(vpoints)) if v not in deriving.handled], "decode", steps)
+    tasks += _uncached(pre_cache, range(len(prefills)), "prefill", steps)
 
     def done(k: int, result: dict, tasks=tasks):
         kind, key = tasks[k][2]
         if kind == "point":
             keep(key, result)
         elif kind == "prefill" or key not in deriving.handled:
-            steps[(kind, key)] = result.get("steps", {}).get(kind) or result.get("error", "did not compile")
+            step = result.get("steps", {}).get(kind)
+            steps[(kind, key)] = step or result.get("error", "did not compile")
+            if step is not None:  # kept, as the derivation keeps its own
+                (pre_cache if kind == "prefill" else deriving)._store(key, kind, step)
         else:
             deriving.done(key, result)
 
     dispatch([t[:2] for t in tasks], done)
     more = [(fn, args, ("decode", v)) for fn, args, v in deriving.check()]
     dispatch([t[:2] for t in more], lambda k, r: done(k, r, more))
-    results = {i: _assemble(points[i], where[i], deriving, steps, errors.get(i)) for i in mine}
+    results = {i: _assemble(points[i], where[i], pre_of.get(i), deriving, steps, errors.get(i)) for i in mine}
     confirm = _fronts_to_confirm(points, results)
     at_mean = {i: len(vpoints) + k for k, i in enumerate(confirm)}  # compiled where the figures are read
     vpoints += [_steps_point(points[i], points[i].batch, points[i].isl + points[i].osl // 2) for i in confirm]
-    again = [(compile_point, (vpoints[v], ("decode",), False), ("decode", v)) for v in at_mean.values()]
+    again = _uncached(deriving, list(at_mean.values()), "decode", steps)
     dispatch([t[:2] for t in again], lambda k, r: done(k, r, again))
     for i in confirm:  # where the mean context cannot be compiled (it does not divide), the derivation stands
-        again_i = _assemble(points[i], (at_mean[i],), deriving, steps, None, "on its workload's Pareto front")
+        again_i = _assemble(points[i], (at_mean[i],), pre_of[i], deriving, steps, None,
+                            "on its workload's Pareto front")
         results[i] = again_i if "error" not in again_i else results[i]
     for i in mine:
         keep(i, results[i])
@@ -137,6 +141,19 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
         derived = sum(1 for r in results.values() if "error" not in r and "derived" in r["compiled"][0])
         progress.write(f"\n{derived} of {len(results)} points priced from derived decode steps (the {len(confirm)} "
                        "derived ones on Pareto fronts compiled since); " + deriving.summary().splitlines()[0])
+
+
+def _uncached(cache: Derivation, indices, phase: str, steps: dict) -> list[tuple]:
+    """The compiles of these points' `phase` steps that `cache` (a Derivation's step cache) does not hold; those it
+    holds go into `steps`."""
+    out = []
+    for i in indices:
+        stored = cache._stored(i, phase)
+        if stored is not None:
+            steps[(phase, i)] = stored
+        else:
+            out.append((compile_point, (cache.points[i], (phase,), False), (phase, i)))
+    return out
 
 
 def _decode_points(points, mine: list[int]) -> tuple[list[SweepPoint], dict]:
@@ -164,14 +181,14 @@ def _decode_step(deriving: Derivation, steps: dict, v: int):
     return step, how
 
 
-def _assemble(p: ServingPoint, where: tuple[int, ...], deriving: Derivation, steps: dict, error: str | None,
-              why: str = "") -> dict:
+def _assemble(p: ServingPoint, where: tuple[int, ...], pre_key: int | None, deriving: Derivation, steps: dict,
+              error: str | None, why: str = "") -> dict:
     from tracer.serving import from_steps
 
     if error is not None:
         return {"error": error}
     try:
-        pre = steps[("prefill", _steps_point(p, _replicas(p), p.isl))]
+        pre = steps[("prefill", pre_key)]
         found = [_decode_step(deriving, steps, v) for v in where]
         for step in (pre, *(s for s, _ in found)):
             if isinstance(step, str):
