@@ -166,3 +166,32 @@ def test_serving_sweep_cli(tmp_path, monkeypatch, capsys):
                         (["--screen", "0.1"], "--screen screens trace sweeps")):
         assert main([*flags, *extra, "--overwrite"]) == 2
         assert says in capsys.readouterr().err
+
+
+def test_serving_sweep_adding_a_concurrency_compiles_only_its_front(tmp_path, monkeypatch):
+    """A second serving sweep with one more concurrency inside the first's range: its decode steps come from the
+    first sweep's cached corners; the one compile is the new point's own (on its workload's front, at its mean
+    context 32 + 32 / 2 = 48)."""
+    import tracer.compile
+    from tracer import sweep
+    from tracer.serving_sweep import compute, serving_grid, valid
+
+    monkeypatch.setenv("TRACER_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "serving-small.toml"
+    model.write_text(SMALL)
+    calls = []
+    real = tracer.compile.compile_steps
+
+    def counting(cfg, system, strategy, work, phases=("prefill", "decode"), compiler="cpu"):
+        calls.append((work.batch, work.context, phases))
+        return real(cfg, system, strategy, work, phases=phases, compiler=compiler)
+
+    monkeypatch.setattr(tracer.compile, "compile_steps", counting)
+
+    def grid(batches):
+        return serving_grid(model=[str(model)], system=["h100x1"], strategy=["tp"], isl=[32], osl=[32], batch=batches)
+
+    sweep.run(grid([16, 24, 32, 48, 64]), max_batch=False, progress=None, compute=compute, valid=valid)
+    calls.clear()
+    sweep.run(grid([16, 24, 32, 40, 48, 64]), max_batch=False, progress=None, compute=compute, valid=valid)
+    assert calls == [(40, 48, ("decode",))]

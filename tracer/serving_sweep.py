@@ -95,19 +95,17 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
     plain = [i for i in todo if not derive or not isinstance(points[i].batch, int)]
     mine = [i for i in todo if i not in plain]
     steps, errors = {}, {}
-    vpoints, where = _decode_points(points, mine)
-    prefills, pre_of = {}, {}  # one prefill per (model, system, strategy, ISL, ...); each point's
-    for i in mine:
-        p = points[i]
-        try:
-            pre_of[i] = prefills.setdefault(_steps_point(p, _replicas(p), p.isl), len(prefills))
-        except ConfigError as err:
-            errors[i] = str(err)
-    deriving = Derivation(vpoints, False, env, folder, phases=("decode",)).plan(list(range(len(vpoints))))
+    # every point's decode steps are grouped (those done before too, whose compiled steps the cache holds), so a
+    # point added inside an earlier sweep's rectangle is derived from its corners; only this run's are computed
+    vpoints, where = _decode_points(points, [i for i in range(len(points)) if i in mine or
+                                             (derive and isinstance(points[i].batch, int))])
+    needed = sorted({v for i in mine for v in where[i]})
+    prefills, pre_of = _prefills(points, mine, errors)
+    deriving = Derivation(vpoints, False, env, folder, phases=("decode",)).plan(needed)
     pre_cache = Derivation(list(prefills), False, env, folder)  # its step cache, for the prefills
     tasks = [(serve_point, (points[i],), ("point", i)) for i in plain]
     tasks += [(fn, args, ("decode", v)) for fn, args, v in deriving.tasks()]
-    tasks += _uncached(deriving, [v for v in range(len(vpoints)) if v not in deriving.handled], "decode", steps)
+    tasks += _uncached(deriving, [v for v in needed if v not in deriving.handled], "decode", steps)
     tasks += _uncached(pre_cache, range(len(prefills)), "prefill", steps)
 
     def done(k: int, result: dict, tasks=tasks):
@@ -141,6 +139,19 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
         derived = sum(1 for r in results.values() if "error" not in r and "derived" in r["compiled"][0])
         progress.write(f"\n{derived} of {len(results)} points priced from derived decode steps (the {len(confirm)} "
                        "derived ones on Pareto fronts compiled since); " + deriving.summary().splitlines()[0])
+
+
+def _prefills(points, mine: list[int], errors: dict) -> tuple[dict, dict]:
+    """(one prefill per (model, system, strategy, ISL, ...) -> its number, each point's number); a point whose
+    system or strategy is unknown gets its error."""
+    prefills, pre_of = {}, {}
+    for i in mine:
+        p = points[i]
+        try:
+            pre_of[i] = prefills.setdefault(_steps_point(p, _replicas(p), p.isl), len(prefills))
+        except ConfigError as err:
+            errors[i] = str(err)
+    return prefills, pre_of
 
 
 def _uncached(cache: Derivation, indices, phase: str, steps: dict) -> list[tuple]:
