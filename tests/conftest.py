@@ -20,3 +20,39 @@ MLA = dataclasses.replace(MOE, name="tiny-mla", n_kv_heads=8, head_dim=48, q_lor
                           qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32, router="sigmoid")
 WINDOWED = dataclasses.replace(MOE, name="tiny-windowed", n_layers=4, n_kv_heads=4, first_dense=0, n_shared=0,
                                window_pattern=(4, 0), attn_sinks=True, qkv_bias=True, expert_bias=True)
+
+
+SMALL_TOML = """name = "sweep-small"
+vocab_size = 1024
+hidden = 512
+n_layers = 2
+n_heads = 8
+n_kv_heads = 8
+head_dim = 64
+ffn = 2048
+"""
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """The `small` model as a model file (sweep points name their models)."""
+    path = tmp_path / "sweep-small.toml"
+    path.write_text(SMALL_TOML)
+    return str(path)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The (batch, context, phase) of every step compiled while a test runs."""
+    import tracer.api
+
+    calls = []
+    real = tracer.compile.compile_steps
+
+    def counting(cfg, system, strategy, work, phases=("prefill", "decode"), compiler="cpu"):
+        calls.extend((work.batch, work.context, p) for p in phases)
+        return real(cfg, system, strategy, work, phases=phases, compiler=compiler)
+
+    monkeypatch.setattr(tracer.compile, "compile_steps", counting)
+    monkeypatch.setattr(tracer.api, "compile_steps", counting)
+    return calls

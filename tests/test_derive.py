@@ -100,39 +100,6 @@ def test_steps_round_trip_through_json(small):
 
 
 # --- sweeps ---
-MODEL_FILE = """name = "sweep-small"
-vocab_size = 1024
-hidden = 512
-n_layers = 2
-n_heads = 8
-n_kv_heads = 8
-head_dim = 64
-ffn = 2048
-"""
-
-
-@pytest.fixture
-def model_file(tmp_path):
-    path = tmp_path / "sweep-small.toml"
-    path.write_text(MODEL_FILE)
-    return str(path)
-
-
-@pytest.fixture
-def counted(monkeypatch):
-    """How many steps each sweep compiles."""
-    calls = []
-    real = tracer.compile.compile_steps
-
-    def counting(cfg, system, strategy, work, phases=("prefill", "decode"), compiler="cpu"):
-        calls.extend((work.batch, work.context, p) for p in phases)
-        return real(cfg, system, strategy, work, phases=phases, compiler=compiler)
-
-    monkeypatch.setattr(tracer.compile, "compile_steps", counting)
-    monkeypatch.setattr(tracer.api, "compile_steps", counting)
-    return calls
-
-
 def grid(model, batches=(16, 24, 32, 48), contexts=(64, 128, 256)):
     return sweep.grid(model=[model], system=["h100x8"], strategy=["tp"], batch=list(batches), context=list(contexts),
                       prompt=[PROMPT])

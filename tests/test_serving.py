@@ -116,18 +116,7 @@ def test_systems_of_any_size_in_one_domain():
     assert serving("tiny", "h100x2", "tp", ISL, OSL, batch=N).chips == 2
 
 
-SMALL = """name = "serving-small"
-vocab_size = 1024
-hidden = 512
-n_layers = 2
-n_heads = 8
-n_kv_heads = 8
-head_dim = 64
-ffn = 2048
-"""
-
-
-def test_serving_sweep_derives_and_compiles_its_fronts(tmp_path, monkeypatch):
+def test_serving_sweep_derives_and_compiles_its_fronts(model_file, monkeypatch):
     """tracer sweep --isls --osls: 2 systems x 5 concurrencies of one workload. The decode steps come from the trace
     sweep's derivation (corners 16 and 64 sequences at contexts 32 and 64, one held out); every point on the
     workload's Pareto front of tokens/s per user against USD per million output tokens is compiled; a derived point
@@ -136,9 +125,7 @@ def test_serving_sweep_derives_and_compiles_its_fronts(tmp_path, monkeypatch):
     from tracer.serving_sweep import compute, on_fronts, serving_grid, valid
 
     monkeypatch.setenv("TRACER_CACHE", "")
-    model = tmp_path / "serving-small.toml"
-    model.write_text(SMALL)
-    points = serving_grid(model=[str(model)], system=["h100x1", "h200x1"], strategy=["tp"], isl=[32], osl=[32],
+    points = serving_grid(model=[model_file], system=["h100x1", "h200x1"], strategy=["tp"], isl=[32], osl=[32],
                           batch=[16, 24, 32, 48, 64])
     records = sweep.run(points, max_batch=False, progress=None, compute=compute, valid=valid)
     assert all("result" in r for r in records) and len(records) == 10
@@ -147,7 +134,7 @@ def test_serving_sweep_derives_and_compiles_its_fronts(tmp_path, monkeypatch):
     front = [records[k] for k in on_fronts([(r["inputs"], r["result"]) for r in records])]
     assert front and all("derived" not in r["result"]["compiled"][0] for r in front)
     derived = next(r for r in records if "derived from" in r["result"]["compiled"][0])
-    alone = serving(str(model), derived["inputs"]["system"], "tp", 32, 32, batch=derived["inputs"]["batch"])
+    alone = serving(model_file, derived["inputs"]["system"], "tp", 32, 32, batch=derived["inputs"]["batch"])
     for key in ("tpot_s", "usd_per_mtok_output", "usd_per_mtok_input", "output_tokens_per_s"):
         assert derived["result"][key] == pytest.approx(getattr(alone, key), rel=0.005)
 
@@ -168,30 +155,19 @@ def test_serving_sweep_cli(tmp_path, monkeypatch, capsys):
         assert says in capsys.readouterr().err
 
 
-def test_serving_sweep_adding_a_concurrency_compiles_only_its_front(tmp_path, monkeypatch):
+def test_serving_sweep_adding_a_concurrency_compiles_only_its_front(model_file, counted, tmp_path, monkeypatch):
     """A second serving sweep with one more concurrency inside the first's range: its decode steps come from the
     first sweep's cached corners; the one compile is the new point's own (on its workload's front, at its mean
     context 32 + 32 / 2 = 48)."""
-    import tracer.compile
     from tracer import sweep
     from tracer.serving_sweep import compute, serving_grid, valid
 
     monkeypatch.setenv("TRACER_CACHE", str(tmp_path / "cache"))
-    model = tmp_path / "serving-small.toml"
-    model.write_text(SMALL)
-    calls = []
-    real = tracer.compile.compile_steps
-
-    def counting(cfg, system, strategy, work, phases=("prefill", "decode"), compiler="cpu"):
-        calls.append((work.batch, work.context, phases))
-        return real(cfg, system, strategy, work, phases=phases, compiler=compiler)
-
-    monkeypatch.setattr(tracer.compile, "compile_steps", counting)
 
     def grid(batches):
-        return serving_grid(model=[str(model)], system=["h100x1"], strategy=["tp"], isl=[32], osl=[32], batch=batches)
+        return serving_grid(model=[model_file], system=["h100x1"], strategy=["tp"], isl=[32], osl=[32], batch=batches)
 
     sweep.run(grid([16, 24, 32, 48, 64]), max_batch=False, progress=None, compute=compute, valid=valid)
-    calls.clear()
+    counted.clear()
     sweep.run(grid([16, 24, 32, 40, 48, 64]), max_batch=False, progress=None, compute=compute, valid=valid)
-    assert calls == [(40, 48, ("decode",))]
+    assert counted == [(40, 48, "decode")]
