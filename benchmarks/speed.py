@@ -10,6 +10,7 @@
    against the reference of 2 s; and cold again compiling every point (--no-derive), against the derived sweep.
 4. With --serving, instead of the last: the 1,056-point serving sweep of benchmarks/serving_sweep.toml, cold, with
    --jobs 2, against 15 minutes.
+5. With --claims, instead of the last: the claims sweep (`tracer report claims`), cold, --jobs 2, against 5 minutes.
 
 Each process runs alone (the machine's other work shows up in both timings of a ratio alike).
 """
@@ -62,6 +63,14 @@ def serving_sweep(env: dict, folder: str):
           f"{seconds / 900:.2f})")
 
 
+def claims_sweep(env: dict, folder: str):
+    """5. The claims sweep (`tracer report claims`), cold, --jobs 2: against 5 minutes."""
+    seconds, _ = timed([sys.executable, "-m", "tracer.cli", "report", "claims", "--jobs", "2", "--out",
+                        f"{folder}/claims"], env)
+    print(f"the claims sweep, cold, --jobs 2: {seconds / 60:.1f} min (reference: under 5 min; ratio "
+          f"{seconds / 300:.2f})")
+
+
 def main():
     import os
 
@@ -80,8 +89,10 @@ def main():
         warm, _ = timed(sweep, env)
         print(f"the README's 96-point sweep: cold {cold:.0f} s; from the cache, a whole process: {warm:.2f} s "
               f"(reference: under 2 s; ratio {warm / 2:.2f})")
-        if "--serving" in sys.argv:
-            serving_sweep(env, cache)
+        if "--serving" in sys.argv or "--claims" in sys.argv:
+            for flag, run in (("--serving", serving_sweep), ("--claims", claims_sweep)):
+                if flag in sys.argv:
+                    run(env, cache)
             return
         every, _ = timed([*sweep, "--no-derive", "--no-cache"], env)
         print(f"the same sweep cold, compiling every point (--no-derive): {every:.0f} s; deriving inside each "

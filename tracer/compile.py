@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import jax
@@ -220,6 +221,19 @@ def check_splits(strategy: Strategy, mesh: dict, work: Workload):
                           f"nearest batches that work: {nearest_multiples(work.batch, replicas)}")
 
 
+def _run_both(jobs: dict, concurrently: bool) -> dict:
+    """Each job's result, by name; two at once where `concurrently` (XLA compiles outside the GIL): the first in a
+    thread, the other here. Compilers that log to stderr run one at a time (quieting them swaps the process's fd 2,
+    which two threads would interleave)."""
+    if not concurrently or len(jobs) < 2:
+        return {name: job() for name, job in jobs.items()}
+    (first, a), (second, b) = jobs.items()
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(a)
+        other = b()
+        return {first: pending.result(), second: other}
+
+
 def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Workload,
                   phases=("prefill", "decode"), compiler: str = "cpu") -> dict[str, CompiledStep]:
     """compiler: cpu, gpu or tpu (see choose_compiler)."""
@@ -240,19 +254,20 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
                            for name, (shape, axes) in stack.items()} for stack in shapes))
     cache_shardings = jax.tree.map(lambda x: x.sharding, cache)
     logits_sharding = sharding(mesh, strategy, ("batch", "vocab"), (work.batch, cfg.vocab_size), "logits")
-    steps = {}
+    jobs = {}
     if "prefill" in phases:
         tokens = arg((work.batch, work.prompt), jnp.int32, ("batch", "seq"), "tokens")
-        fn = partial(prefill, graphdef=graphdef, capacity=work.context)
-        cost, mem, secs = _compile(fn, (weights, tokens), mesh, strategy, quirks, cfg.dtype,
-                                   what=f"the prefill step of {cfg.name} (batch {work.batch}, prompt {work.prompt})",
-                                   out_shardings=(logits_sharding, cache_shardings))
-        steps["prefill"] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), expert_bytes, mem, compiler, secs)
+        jobs["prefill"] = partial(
+            _compile, partial(prefill, graphdef=graphdef, capacity=work.context), (weights, tokens), mesh, strategy,
+            quirks, cfg.dtype, what=f"the prefill step of {cfg.name} (batch {work.batch}, prompt {work.prompt})",
+            out_shardings=(logits_sharding, cache_shardings))
     if "decode" in phases:
         tokens = arg((work.batch,), jnp.int32, ("batch",), "tokens")
-        fn = partial(decode, graphdef=graphdef)
-        cost, mem, secs = _compile(fn, (weights, cache, tokens, tokens), mesh, strategy, quirks, cfg.dtype,
-                                   what=f"the decode step of {cfg.name} (batch {work.batch}, context {work.context})",
-                                   donate_argnums=(1,), out_shardings=(logits_sharding, cache_shardings))
-        steps["decode"] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), expert_bytes, mem, compiler, secs)
+        jobs["decode"] = partial(
+            _compile, partial(decode, graphdef=graphdef), (weights, cache, tokens, tokens), mesh, strategy, quirks,
+            cfg.dtype, what=f"the decode step of {cfg.name} (batch {work.batch}, context {work.context})",
+            donate_argnums=(1,), out_shardings=(logits_sharding, cache_shardings))
+    steps = {}
+    for name, (cost, mem, secs) in _run_both(jobs, concurrently=not quirks.logs).items():
+        steps[name] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), expert_bytes, mem, compiler, secs)
     return steps
