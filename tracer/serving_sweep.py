@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from base.inputs import ConfigError
 from tracer.errors import one_line
 from tracer.sweep import SweepPoint, check_axes
-from tracer.sweep_derive import Derivation, compile_point
+from tracer.sweep_derive import Derivation, compile_point, store_step, stored_step
 
 AXES = ("model", "system", "strategy", "isl", "osl", "batch", "compiler", "weights", "kv_cache")
 FIGURES = ("concurrency", "tpot_s", "ttft_s", "output_tokens_per_s", "usd_per_mtok_input", "usd_per_mtok_output")
@@ -102,11 +102,10 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
     needed = sorted({v for i in mine for v in where[i]})
     prefills, pre_of = _prefills(points, mine, errors)
     deriving = Derivation(vpoints, False, env, folder, phases=("decode",)).plan(needed)
-    pre_cache = Derivation(list(prefills), False, env, folder)  # its step cache, for the prefills
     tasks = [(serve_point, (points[i],), ("point", i)) for i in plain]
     tasks += [(fn, args, ("decode", v)) for fn, args, v in deriving.tasks()]
-    tasks += _uncached(deriving, [v for v in needed if v not in deriving.handled], "decode", steps)
-    tasks += _uncached(pre_cache, range(len(prefills)), "prefill", steps)
+    tasks += _uncached(vpoints, [v for v in needed if v not in deriving.handled], "decode", steps, env, folder)
+    tasks += _uncached(list(prefills), range(len(prefills)), "prefill", steps, env, folder)
 
     def done(k: int, result: dict, tasks=tasks):
         kind, key = tasks[k][2]
@@ -116,7 +115,7 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
             step = result.get("steps", {}).get(kind)
             steps[(kind, key)] = step or result.get("error", "did not compile")
             if step is not None:  # kept, as the derivation keeps its own
-                (pre_cache if kind == "prefill" else deriving)._store(key, kind, step)
+                store_step((list(prefills) if kind == "prefill" else vpoints)[key], kind, env, folder, step)
         else:
             deriving.done(key, result)
 
@@ -127,7 +126,7 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
     confirm = _fronts_to_confirm(points, results)
     at_mean = {i: len(vpoints) + k for k, i in enumerate(confirm)}  # compiled where the figures are read
     vpoints += [_steps_point(points[i], points[i].batch, points[i].isl + points[i].osl // 2) for i in confirm]
-    again = _uncached(deriving, list(at_mean.values()), "decode", steps)
+    again = _uncached(vpoints, list(at_mean.values()), "decode", steps, env, folder)
     dispatch([t[:2] for t in again], lambda k, r: done(k, r, again))
     for i in confirm:  # where the mean context cannot be compiled (it does not divide), the derivation stands
         again_i = _assemble(points[i], (at_mean[i],), pre_of[i], deriving, steps, None,
@@ -154,16 +153,16 @@ def _prefills(points, mine: list[int], errors: dict) -> tuple[dict, dict]:
     return prefills, pre_of
 
 
-def _uncached(cache: Derivation, indices, phase: str, steps: dict) -> list[tuple]:
-    """The compiles of these points' `phase` steps that `cache` (a Derivation's step cache) does not hold; those it
-    holds go into `steps`."""
+def _uncached(steps_points: list, indices, phase: str, steps: dict, env: dict, folder) -> list[tuple]:
+    """The compiles of these points' `phase` steps that the cache of compiled steps does not hold; those it holds
+    go into `steps`."""
     out = []
     for i in indices:
-        stored = cache._stored(i, phase)
+        stored = stored_step(steps_points[i], phase, env, folder)
         if stored is not None:
             steps[(phase, i)] = stored
         else:
-            out.append((compile_point, (cache.points[i], (phase,), False), (phase, i)))
+            out.append((compile_point, (steps_points[i], (phase,), False), (phase, i)))
     return out
 
 

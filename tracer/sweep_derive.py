@@ -262,34 +262,43 @@ class Derivation:
                   for g in self.groups if g.outcome]
         return "\n".join(lines)
 
-    # --- the cache of compiled steps ---
-    def _path(self, i: int, phase: str) -> Path | None:
-        if self.folder is None:
-            return None
-        inputs = {"point": dataclasses.asdict(self.points[i]), "phase": phase, "env": self.env}
-        return self.folder / f"{hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()}.step.json"
-
     def _stored(self, i: int, phase: str):
-        path = self._path(i, phase)
-        if path is None:
-            return None
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            if hashlib.sha256(entry["step"].encode()).hexdigest() != entry["checksum"]:
-                return None
-            return step_from_json(entry["step"])
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            return None
+        return stored_step(self.points[i], phase, self.env, self.folder)
 
     def _store(self, i: int, phase: str, step):
-        path = self._path(i, phase)
-        if path is None:
-            return
-        text = step_to_json(step)
-        tmp = path.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps({"checksum": hashlib.sha256(text.encode()).hexdigest(), "step": text}),
-                           encoding="utf-8")
-            tmp.replace(path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
+        store_step(self.points[i], phase, self.env, self.folder, step)
+
+
+# --- the cache of compiled steps: per point and phase, beside the sweep's cache of results ---
+def _step_path(point, phase: str, env: dict, folder: Path) -> Path:
+    inputs = {"point": dataclasses.asdict(point), "phase": phase, "env": env}
+    return folder / f"{hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()}.step.json"
+
+
+def stored_step(point, phase: str, env: dict, folder: Path | None):
+    """The point's compiled `phase` step from the cache, or None (no cache, no entry, or one that cannot be
+    trusted)."""
+    if folder is None:
+        return None
+    try:
+        entry = json.loads(_step_path(point, phase, env, folder).read_text(encoding="utf-8"))
+        if hashlib.sha256(entry["step"].encode()).hexdigest() != entry["checksum"]:
+            return None
+        return step_from_json(entry["step"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def store_step(point, phase: str, env: dict, folder: Path | None, step):
+    """Keep a compiled step, whole or not at all."""
+    if folder is None:
+        return
+    path = _step_path(point, phase, env, folder)
+    text = step_to_json(step)
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps({"checksum": hashlib.sha256(text.encode()).hexdigest(), "step": text}),
+                       encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
