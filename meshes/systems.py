@@ -25,6 +25,7 @@ class Chip:
     scale_up_latency: float = 1e-6
     scale_out_latency: float = 5e-6
     compiler: str = "gpu"  # the real compiler for this chip: "gpu" (XLA GPU, CUDA) or "tpu" (libtpu)
+    rates: str = ""  # its achieved-rate file, meshes/rates/<rates>.toml (tracer.rates); "" where none is published
 
     def flops_for(self, dtype: str) -> float:
         if dtype not in self.peak_flops:
@@ -57,19 +58,19 @@ TB, GB = 1e12, 1e9
 # H100 SXM: 989 TFLOP/s bf16 dense, 1979 fp8 and int8 dense; 80 GB HBM3 at 3.35 TB/s; NVLink4 18 links x 25 GB/s =
 # 450 GB/s per direction; ConnectX-7 NDR 400 Gb/s = 50 GB/s per GPU (NVIDIA H100 datasheet; scaling-book gpus.md).
 H100 = Chip("H100 SXM", {"bfloat16": 989e12, "float8": 1979e12, "int8": 1979e12, "float32": 989e12 / 2},
-            hbm_bytes=80 * GB, hbm_bw=3.35 * TB, scale_up_bw=450 * GB, scale_out_bw=50 * GB)
+            hbm_bytes=80 * GB, hbm_bw=3.35 * TB, scale_up_bw=450 * GB, scale_out_bw=50 * GB, rates="h100")
 # H200 SXM: H100 compute; 141 GB HBM3e at 4.8 TB/s (NVIDIA H200 datasheet).
-H200 = dataclasses.replace(H100, name="H200 SXM", hbm_bytes=141 * GB, hbm_bw=4.8 * TB)
+H200 = dataclasses.replace(H100, name="H200 SXM", hbm_bytes=141 * GB, hbm_bw=4.8 * TB, rates="h200")
 # B200 (HGX): 2.25 PFLOP/s bf16 dense, 4.5 fp8 and int8, 9 fp4; 180 GB usable HBM3e at 8 TB/s; NVLink5 18 x 50 =
 # 900 GB/s per direction (NVIDIA DGX B200 datasheet; glennklockwood.com B200 page).
 B200 = Chip("B200", {"bfloat16": 2250e12, "float8": 4500e12, "int8": 4500e12, "float4": 9000e12,
                      "float32": 2250e12 / 2},
-            hbm_bytes=180 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB, scale_out_bw=50 * GB)
+            hbm_bytes=180 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB, scale_out_bw=50 * GB, rates="b200")
 # B200 inside GB200 NVL72: 2.5 PFLOP/s bf16 dense, 5 fp8, 10 fp4; ~186 GB HBM3e (13.4 TB / 72) at 8 TB/s;
 # NVLink5 900 GB/s per direction across all 72 GPUs (NVIDIA GB200 NVL72 page; aiwiki GB200 NVL72).
 GB200 = Chip("B200 (GB200)", {"bfloat16": 2500e12, "float8": 5000e12, "int8": 5000e12, "float4": 10000e12,
                              "float32": 2500e12 / 2},
-             hbm_bytes=186 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB, scale_out_bw=50 * GB)
+             hbm_bytes=186 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB, scale_out_bw=50 * GB, rates="gb200")
 
 # TPUs (../shared/reference/hardware.md; Google Cloud TPU docs; scaling-book tpus.md). A slice is one ICI domain: a
 # collective along a torus axis with wraparound uses the links both ways, so a chip's ring bandwidth is twice its

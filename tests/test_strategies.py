@@ -10,7 +10,8 @@ from tracer.compare import compare
 from tracer.compile import Workload, compile_steps
 from tracer.errors import ConfigError
 from tracer.read import Collective
-from tracer.roofline import analytic, collective_time, link, splits
+from tracer.roofline import analytic, splits
+from tracer.timing import collective_time, link
 
 WORK = Workload(batch=8, prompt=32, context=64)
 

@@ -19,23 +19,21 @@ from tracer.defaults import DEFAULTS, FUSIONS, ROUTINGS
 from tracer.derive import StepModel, StructureChanged, structure_key
 from tracer.errors import DoesNotFit
 from tracer.notes import notes
+from tracer.rates import Rates, rates_for
 from tracer.results import CollectiveTime, MoePlan, PartCost, Phase, TraceResult
 from tracer.roofline import (
     Memory,
-    StepTime,
     analytic,
     charge_routed_experts,
-    collective_time,
     fused_kernels,
-    link,
     memory,
     splits,
-    step_time,
     tokens_per_expert_copy,
     usd_per_mtok,
 )
 from tracer.search import BatchChoice, choose_batch, largest_fitting
 from tracer.step import CompiledStep, Workload
+from tracer.timing import StepTime, collective_time, link, step_time
 
 
 def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, phase: str) -> MoePlan | None:
@@ -53,7 +51,7 @@ def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, 
                    plan.expected_drop_fraction())
 
 
-def _phase(name, step, cfg, system, work, mesh, strategy, routing, fusion) -> Phase:
+def _phase(name, step, cfg, system, work, mesh, strategy, routing, fusion, rates: Rates | None = None) -> Phase:
     n_chips = math.prod(mesh.values())
     split = splits(strategy, mesh)
     compiled_hbm = step.cost.hbm_bytes
@@ -62,29 +60,31 @@ def _phase(name, step, cfg, system, work, mesh, strategy, routing, fusion) -> Ph
     if cfg.is_moe and routing == "uniform":
         step = charge_routed_experts(step, reached_fraction(cfg.n_experts, cfg.n_active,
                                                             tokens_per_expert_copy(work, name, split)))
-    time = step_time(step, system)
+    time = step_time(step, system, rates, name)
     tokens = work.batch * (work.prompt if name == "prefill" else 1)
     per_chip = tokens / time.step_s / n_chips
-    collectives = tuple(CollectiveTime(c, link(system, c), collective_time(system, c)) for c in step.cost.collectives)
+    collectives = tuple(CollectiveTime(c, link(system, c), collective_time(system, c, rates))
+                        for c in step.cost.collectives)
     return Phase(name, step, time, memory(step, system, name), tokens, per_chip, usd_per_mtok(system, per_chip),
                  analytic(cfg, work, name, split, routing), collectives,
-                 _moe_plan(cfg, strategy, mesh, work, name), _breakdown(step, system, time), compiled_hbm)
+                 _moe_plan(cfg, strategy, mesh, work, name), _breakdown(step, system, time, rates), compiled_hbm)
 
 
-def _breakdown(step: CompiledStep, system, time: StepTime) -> tuple[PartCost, ...]:
+def _breakdown(step: CompiledStep, system, time: StepTime, rates: Rates | None) -> tuple[PartCost, ...]:
     """Per part of the model (the named scopes in the program's op metadata): its FLOPs, HBM bytes and wire bytes,
     and their compute, memory and communication times on this system (compute at the step's own seconds per
-    FLOP, its mix of precisions)."""
+    FLOP, its mix of precisions; memory at the step's own seconds per byte)."""
     parts = {scope: {"flops": v.flops, "hbm_bytes": v.hbm_bytes, "wire_bytes": 0.0, "comms_s": 0.0}
              for scope, v in step.cost.by_scope().items()}
     for c in step.cost.collectives:
-        seconds = collective_time(system, c)
+        seconds = collective_time(system, c, rates)
         for scope, wire in c.scopes:
             part = parts.setdefault(scope, {"flops": 0.0, "hbm_bytes": 0.0, "wire_bytes": 0.0, "comms_s": 0.0})
             part["wire_bytes"] += wire
             part["comms_s"] += seconds * wire / c.wire_bytes_per_device if c.wire_bytes_per_device else 0.0
     per_flop = time.compute_s / step.cost.flops if step.cost.flops else 0.0
-    return tuple(PartCost(scope, **p, compute_s=p["flops"] * per_flop, memory_s=p["hbm_bytes"] / system.chip.hbm_bw)
+    per_byte = time.memory_s / step.cost.hbm_bytes if step.cost.hbm_bytes else 0.0
+    return tuple(PartCost(scope, **p, compute_s=p["flops"] * per_flop, memory_s=p["hbm_bytes"] * per_byte)
                  for scope, p in parts.items())
 
 
@@ -125,13 +125,16 @@ class Setup:
     compiler_note: str
     routing: str
     fusion: str
+    rates: Rates | None = None  # the achieved rates steps are priced at; None: the ideal roofline
+    time_model: str = "ideal roofline"  # which, in words
 
 
 def setup(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["system"],
           strategy: str = DEFAULTS["strategy"], batch: int = DEFAULTS["batch"], prompt: int | None = None,
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
           weights: str | None = None, kv_cache: str | None = None, capacity_factor: float | None = None,
-          compiler: str = "cpu", routing: str = "uniform", fusion: str = "kernels") -> Setup:
+          compiler: str = "cpu", routing: str = "uniform", fusion: str = "kernels", ideal: bool = False,
+          calibration: str | None = None) -> Setup:
     """Check a point's inputs (`trace` says what each means): every error a point can meet before its programs
     are traced, in one line."""
     if routing not in ROUTINGS:
@@ -164,7 +167,8 @@ def setup(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     compiler, why = choose_compiler(compiler, sys_)
     check_devices(sys_, compiler)
     check_splits(strat, mesh, work)
-    return Setup(cfg, sys_, strat, mesh, work, compiler, why, routing, fusion)
+    rates, time_model = rates_for(sys_.chip, calibration, ideal)
+    return Setup(cfg, sys_, strat, mesh, work, compiler, why, routing, fusion, rates, time_model)
 
 
 def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["system"],
@@ -172,7 +176,8 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
           find_max_batch: bool = True, weights: str | None = None, kv_cache: str | None = None,
           capacity_factor: float | None = None, compiler: str = "cpu", routing: str = "uniform",
-          fusion: str = "kernels", confirm: bool = False, decode_only: bool = False) -> TraceResult:
+          fusion: str = "kernels", confirm: bool = False, decode_only: bool = False, ideal: bool = False,
+          calibration: str | None = None) -> TraceResult:
     """prompt: prefill tokens per sequence; None fills the whole context. model: a preset name, a model file
     (.toml or a Hugging Face config.json) or a ModelConfig. dtype, weights, kv_cache: override the model's
     activation, weight and KV-cache dtypes. capacity_factor: MoE expert slots per expert, as a multiple of the
@@ -182,9 +187,11 @@ def trace(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     or worst (every assignment to an expert of its own, as the program computes them).
     fusion: kernels (HBM bytes as serving engines' fused kernels move them, tracer.read.fusion) or compiled (as the
     compiled program moves them). confirm: compile the decode step at the largest batch estimated to fit.
-    decode_only: compile the decode step alone (a batch search's probe: its result has no prefill phase)."""
+    decode_only: compile the decode step alone (a batch search's probe: its result has no prefill phase).
+    ideal: price every kernel at the chip's peaks (the pure roofline) instead of the achieved rates of the chip's
+    rates file (tracer.rates); calibration: a rates file of your own (tracer calibrate writes one)."""
     s = setup(model, system, strategy, batch, prompt, context, dtype, usd_per_chip_hour, weights, kv_cache,
-              capacity_factor, compiler, routing, fusion)
+              capacity_factor, compiler, routing, fusion, ideal, calibration)
     steps = compile_steps(s.cfg, s.system, s.strategy, s.work, compiler=s.compiler,
                           phases=("decode",) if decode_only else ("prefill", "decode"))
     return price(s, steps, find_max_batch, confirm)
@@ -197,7 +204,7 @@ def price(s: Setup, steps: dict[str, CompiledStep], find_max_batch: bool = True,
     searched from its decode step. decode_at(batch): the decode step at another batch without compiling it (a
     derived point's model); else the search compiles where it must. found: (the largest batch, how) already
     searched (a sweep's worker did, beside the compile)."""
-    phases = {name: _phase(name, step, s.cfg, s.system, s.work, s.mesh, s.strategy, s.routing, s.fusion)
+    phases = {name: _phase(name, step, s.cfg, s.system, s.work, s.mesh, s.strategy, s.routing, s.fusion, s.rates)
               for name, step in steps.items()}
     replicas = s.strategy.ways("batch", s.mesh)
     if found is not None:
@@ -215,7 +222,7 @@ def price(s: Setup, steps: dict[str, CompiledStep], find_max_batch: bool = True,
     return TraceResult(s.cfg, s.system.name, s.strategy.name, s.mesh, s.work, s.system.usd_per_chip_hour,
                        s.system.price_note, phases, max_batch, note,
                        notes(s.cfg, s.compiler, s.strategy.ways("cache_seq", s.mesh), s.routing, s.fusion),
-                       s.compiler_note, s.routing, s.fusion)
+                       s.compiler_note, s.routing, s.fusion, s.time_model)
 
 
 def trace_choosing_batch(model, system: str, strategy: str, batch: int | str, tpot_ms: float | None,
@@ -253,4 +260,5 @@ def trace_choosing_batch(model, system: str, strategy: str, batch: int | str, tp
     return choose_batch(trace_at, batch, tpot_ms, strat.ways("batch", strat.mesh_shape(get_system(system))), derive)
 
 
-SETUP_ARGS = ("dtype", "usd_per_chip_hour", "weights", "kv_cache", "capacity_factor", "compiler", "routing", "fusion")
+SETUP_ARGS = ("dtype", "usd_per_chip_hour", "weights", "kv_cache", "capacity_factor", "compiler", "routing", "fusion",
+              "ideal", "calibration")

@@ -17,9 +17,9 @@ def _method(cfg: ModelConfig, fusion: str) -> list[str]:
             f"(embedding lookup excluded); weights {cfg.weights}{experts}, KV cache {cfg.kv}, activations {cfg.dtype}",
             "loop bodies (lax.scan over layers) are weighted by their trip counts; cost_analysis counts them once",
             "collective wire bytes use ring formulas: all-reduce 2(n-1)/n x V, all-gather, reduce-scatter and "
-            "all-to-all (n-1)/n x V; priced at NVLink bandwidth inside a scale-up domain and at the per-GPU network "
-            "NIC across domains, plus an assumed latency per algorithm step (1 us NVLink, 5 us network); "
-            "communication is not overlapped with compute",
+            "all-to-all (n-1)/n x V; inside a scale-up domain each call takes what a measured 8-GPU all-reduce "
+            "sending as many bytes takes (with --ideal: NVLink bandwidth plus 1 us an algorithm step), across "
+            "domains the per-GPU network NIC's rate plus 5 us a call; communication is not overlapped with compute",
             "attention core counted as a fused flash kernel: scores stay on chip",
             "HBM bytes as serving engines' fused kernels move them (tracer/read/fusion.py: merged QKV and gate/up "
             "projections, rope, activations and router weights in matmul epilogues, the MoE gather and scatter-add "

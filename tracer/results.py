@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from models.config import ModelConfig
 from tracer.read import Collective
-from tracer.roofline import Analytic, Memory, StepTime
+from tracer.roofline import Analytic, Memory
 from tracer.step import COMPILED, CompiledStep, Workload
+from tracer.timing import StepTime
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,9 @@ class Phase:
                                   "fits": self.memory.fits},
             "xla_memory_analysis": self.step.xla_memory.to_dict(),
             "time_s": {"compute": self.time.compute_s, "memory": self.time.memory_s, "comms": self.time.comms_s,
-                       "step": self.time.step_s},
+                       **({} if self.time.kernels_s is None else {"kernels": self.time.kernels_s,
+                                                                   "overhead": self.time.overhead_s}),
+                       "step": self.time.step_s, "model": self.time.model},
             "bound": self.time.bound,
             "tokens_per_step": self.tokens_per_step,
             "tokens_per_s_per_chip": self.tokens_per_s_per_chip,
@@ -134,6 +137,7 @@ class TraceResult:
     compiler_note: str = "chosen"  # why this compiler produced the figures (auto's choice and its reason)
     routing: str = "uniform"  # how the routed experts a step reaches are counted (models.moe.reached_fraction)
     fusion: str = "kernels"  # whose kernels move the HBM bytes: serving engines' (tracer.read.fusion) or the program's
+    time_model: str = "ideal roofline"  # what priced the step times (tracer.rates.rates_for says it in words)
 
     @property
     def compiler(self) -> str:
@@ -160,7 +164,7 @@ class TraceResult:
             "vocab_dtype": self.model.vocab, "kv_cache_dtype": self.model.kv, "total_params": self.model.total_params,
             "active_params": self.model.active_params, "routing": self.routing, "fusion": self.fusion,
             "usd_per_chip_hour": self.usd_per_chip_hour,
-            "price_note": self.price_note,
+            "price_note": self.price_note, "time_model": self.time_model,
             **{name: phase.to_dict() for name, phase in self.phases.items()},
             "max_batch": self.max_batch, "max_batch_note": self.max_batch_note,
         }

@@ -14,58 +14,7 @@ from models.scopes import SCOPES
 from tracer.quirks import QUIRKS
 from tracer.read import Collective, Kernel, wire_bytes
 from tracer.step import CompiledStep, Workload
-
-
-@dataclass(frozen=True)
-class StepTime:
-    compute_s: float  # FLOPs / dense peak for the model's dtype
-    memory_s: float  # HBM bytes / HBM bandwidth
-    comms_s: float  # wire bytes / the bandwidth of the links each collective's group spans
-    # No overlap is assumed between communication and the rest (the collectives of tensor parallelism sit on the
-    # critical path between matmuls); compute and memory traffic overlap, as in any roofline.
-
-    @property
-    def step_s(self) -> float:
-        return max(self.compute_s, self.memory_s) + self.comms_s
-
-    @property
-    def bound(self) -> str:
-        terms = {"compute": self.compute_s, "memory": self.memory_s, "comms": self.comms_s}
-        return max(terms, key=terms.get)
-
-
-HOPS = {"all-reduce": lambda n: 2 * (n - 1), "all-gather": lambda n: n - 1, "reduce-scatter": lambda n: n - 1,
-        "all-to-all": lambda n: 1, "collective-permute": lambda n: 1}  # latency steps: rings, or direct sends
-
-
-def link(system: System, collective: Collective) -> str:
-    """scale-up when every group stays inside one domain (NVLink), else scale-out (the per-GPU network NIC)."""
-    inside = all(len({system.node_of(d) for d in group}) == 1 for group in collective.groups)
-    return "scale-up" if inside else "scale-out"
-
-
-def collective_time(system: System, c: Collective) -> float:
-    """Seconds per step: wire bytes over the links the groups span, plus a latency per step of the algorithm.
-    Rings across domains run at the NIC's bandwidth; an all-to-all across domains sends the share of its bytes
-    bound for other domains over the NICs while the rest moves over NVLink."""
-    chip = system.chip
-    latency = c.count * HOPS[c.op](c.group_size)
-    if link(system, c) == "scale-up":
-        return latency * chip.scale_up_latency + c.wire_bytes_per_device / chip.scale_up_bw
-    if c.op == "all-to-all":
-        group = c.groups[0]
-        same = sum(1 for d in group if system.node_of(d) == system.node_of(group[0])) - 1  # peers in my domain
-        inside = c.wire_bytes_per_device * same / (c.group_size - 1)
-        bandwidth = max(inside / chip.scale_up_bw, (c.wire_bytes_per_device - inside) / chip.scale_out_bw)
-        return latency * chip.scale_out_latency + bandwidth
-    return latency * chip.scale_out_latency + c.wire_bytes_per_device / chip.scale_out_bw
-
-
-def step_time(step: CompiledStep, system: System) -> StepTime:
-    """Compute: each precision's FLOPs at the chip's dense peak for it (fp8 matmuls at the fp8 peak)."""
-    comms = sum(collective_time(system, c) for c in step.cost.collectives)
-    compute = sum(flops / system.chip.flops_for(dtype) for dtype, flops in step.cost.flops_by_dtype.items())
-    return StepTime(compute, step.cost.hbm_bytes / system.chip.hbm_bw, comms)
+from tracer.timing import collective_time
 
 
 def usd_per_mtok(system: System, tokens_per_s_per_chip: float) -> float:

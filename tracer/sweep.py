@@ -27,7 +27,7 @@ from tracer.sweep_derive import Derivation
 from tracer.sweep_records import valid_result
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("models", "meshes", "tracer")  # their .py files make the tool's digest
+SOURCES = ("models", "meshes", "tracer")  # their .py and .toml files (presets, rates) make the tool's digest
 PACKAGES = ("jax", "jaxlib", "flax", "jax-cuda12-plugin", "jax-cuda12-pjrt", "libtpu")
 AXES = ("model", "system", "strategy", "batch", "context", "prompt", "compiler", "weights", "kv_cache")
 
@@ -113,7 +113,7 @@ def versions() -> dict:
             out[name] = None
     digest = hashlib.sha256()
     for folder in SOURCES:
-        for path in sorted((ROOT / folder).rglob("*.py")):
+        for path in sorted([*(ROOT / folder).rglob("*.py"), *(ROOT / folder).rglob("*.toml")]):
             digest.update(path.relative_to(ROOT).as_posix().encode())
             digest.update(path.read_bytes())
     out["tracer_source"] = digest.hexdigest()

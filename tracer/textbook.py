@@ -23,8 +23,8 @@ from models.presets import LLAMA3_70B
 from models.scopes import CORE
 from tracer.compile import compile_steps
 from tracer.read import Cost
-from tracer.roofline import step_time
 from tracer.step import CompiledStep, Workload
+from tracer.timing import step_time
 
 BOOK_FLOPS, BOOK_HBM = 1.97e14, 16e9
 # chip: (the book's FLOP/s, its $/h on GCP in Feb 2025, its printed FLOPs per dollar, our bf16 peak)

@@ -2,7 +2,7 @@
 
 from tracer.compare import ComparedLayout
 from tracer.reports.text import table
-from tracer.roofline import StepTime
+from tracer.timing import StepTime
 
 
 def rows(points: list[ComparedLayout]) -> list[dict]:

@@ -34,7 +34,7 @@ def trace_text(r: TraceResult, breakdown: bool = False) -> str:
         [[p.name, p.tokens_per_step, _ms(p.time.step_s), p.time.bound, f"{p.tokens_per_s_per_chip:.4g}",
           f"${p.usd_per_mtok:.4g}", "yes" if p.memory.fits else "NO"] for p in phases],
         headers=["phase", "tokens/step", "step time", "bound", "tokens/s/chip", "USD/Mtok", "fits"])
-    parts = [head, "", summary, ""]
+    parts = [head, f"Step times: {r.time_model}.", "", summary, ""]
     if r.output_to_input_cost is not None:
         parts.append(f"Output tokens cost {r.output_to_input_cost:.3g}x input tokens.")
     parts.append(f"Largest decode batch that fits at context {w.context}: {r.max_batch} ({r.max_batch_note}).")
@@ -56,6 +56,8 @@ def _phase_text(p: Phase, breakdown: bool) -> list[str]:
           if p.compiled_hbm_bytes and p.compiled_hbm_bytes != cost.hbm_bytes else []),
         ["wire bytes", _si(cost.comm_bytes, "B"), "", ""],
         ["time compute / memory / comms", f"{_ms(t.compute_s)} / {_ms(t.memory_s)} / {_ms(t.comms_s)}", "", ""],
+        *([["step = kernels + comms + overhead", f"{_ms(t.kernels_s)} + {_ms(t.comms_s)} + {_ms(t.overhead_s)}",
+            "", ""]] if t.kernels_s is not None else []),
         ["memory weights / KV / out / temp", " / ".join(_si(v, "B") for v in (m.weights, m.kv_cache, m.outputs,
                                                                             m.temp)), "", ""],
         ["memory total / capacity", f"{_si(m.total, 'B')} / {_si(m.capacity, 'B')}", "", ""],

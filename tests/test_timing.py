@@ -1,0 +1,136 @@
+"""The achieved-rate time model (tracer.timing, tracer.rates) against arithmetic done here by hand, the rates files
+that ship, and `tracer calibrate` on CPU (the file's shape; a GPU run measures)."""
+
+import json
+import math
+
+import pytest
+
+from base.inputs import ConfigError
+from meshes.systems import SYSTEMS, get_system
+from tracer.cli import main
+from tracer.rates import RATES_DIR, Rates, load_rates, rates_for
+from tracer.read import Collective, Cost, Kernel, ProgramCost
+from tracer.step import CompiledStep, XlaMemory
+from tracer.timing import collective_time, iteration_kernels_s, step_time
+
+H100 = get_system("h100x8")
+RATES = Rates("H100 SXM", "a test", "-", (1.0, 100.0), {"bfloat16": (0.1, 0.8)}, 0.9, 0.6, 0.8, 4e-6,
+              (1e3, 1e6), (10e-6, 40e-6), 0.9, 30e-6, 1e-3, {})
+
+
+def _step(*kernels, collectives=()) -> CompiledStep:
+    cost = ProgramCost(tuple(kernels), tuple(kernels), 0.0, 0.0, tuple(collectives), ())
+    return CompiledStep(cost, 0.0, 0.0, 0.0, XlaMemory(0, 0, 0, 0), "cpu", 0.0)
+
+
+def _gemm(m, n, k, count=1, weights=True) -> Kernel:
+    w = n * k * 2.0
+    moved = Cost.of({"bfloat16": 2.0 * m * n * k}, w + m * k * 2.0, m * n * 2.0, w if weights else 0.0)
+    return Kernel("dot", "matmul", "mlp", count, moved, (m, n, k), ("bfloat16",))
+
+
+def test_matmul_fraction_is_log_linear_in_m():
+    """0.1 at M = 1, 0.8 at M = 100: at M = 10 (half-way in log) 0.45; flat outside."""
+    assert RATES.matmul_fraction("bfloat16", 10) == pytest.approx(0.45)
+    assert RATES.matmul_fraction("bfloat16", 0.5) == 0.1 and RATES.matmul_fraction("bfloat16", 1e6) == 0.8
+    assert RATES.matmul_fraction("float8", 100) == 0.8  # no float8 row: bfloat16's
+
+
+def test_a_step_by_hand():
+    """Two kernels and an all-reduce on an H100 (989 TFLOP/s bf16, 3.35 TB/s, NVLink 450 GB/s):
+    - a GEMM 16 x 8192 x 8192 twice: 2.147 GFLOP at 0.1 + (0.7) log(16)/log(100) = 0.5213 of peak = 4.164 us; bytes
+      (8192^2 + 16 x 8192 x 2) x 2 = 134.7 MB at 0.9 x 3.35 TB/s = 44.68 us: memory-bound, 44.68 us each;
+    - an elementwise kernel of 1 kB: 0.33 ns of bytes, below the 4 us floor: 4 us;
+    - an all-reduce of 1 MB over 8 GPUs, once: sending 1.75 MB a device, as the table's 8-GPU all-reduce of a 1 MB
+      operand does: 40 us (the table: 10 us at 1 kB, 40 us at 1 MB; half-way in log, 100 kB: 20 us);
+    - the overhead, 1 ms. Ideal: max(4.34 us, 269.4 MB / 3.35 TB/s = 80.4 us) + 1.75 MB / 450 GB/s + 14 hops x 1 us."""
+    gemm = _gemm(16, 8192, 8192, count=2)
+    small = Kernel("add", "elementwise", "mlp", 1, Cost.of({}, 512, 512))
+    ar = Collective("all-reduce", 8, (tuple(range(8)),), 1, 1e6, 1.75e6)
+    step = _step(gemm, small, collectives=(ar,))
+    t = step_time(step, H100, RATES, "decode")
+    frac = 0.1 + 0.7 * math.log(16) / math.log(100)
+    flops, moved = 2 * 16 * 8192 * 8192, (8192 * 8192 + 2 * 16 * 8192) * 2
+    assert t.compute_s == pytest.approx(2 * flops / (989e12 * frac) + 0, rel=1e-9)
+    kernels = 2 * moved / (0.9 * 3.35e12) + 4e-6
+    assert t.kernels_s == pytest.approx(kernels, rel=1e-9)
+    assert t.comms_s == pytest.approx(40e-6, rel=1e-9)
+    assert RATES.all_reduce_s(math.sqrt(1e3 * 1e6)) == pytest.approx(20e-6) and RATES.all_reduce_s(1) == 10e-6
+    assert RATES.all_reduce_s(2e6) == pytest.approx(80e-6)  # past the last point: its bandwidth
+    assert t.step_s == pytest.approx(kernels + t.comms_s + 1e-3, rel=1e-9) and t.model == "achieved"
+    ideal = step_time(step, H100)
+    assert ideal.step_s == pytest.approx(max(2 * flops / 989e12, (2 * moved + 1024) / 3.35e12)
+                                         + 1.75e6 / 450e9 + 14 * 1e-6, rel=1e-9)
+    assert ideal.model == "ideal" and ideal.kernels_s is None
+    assert collective_time(H100, ar, RATES) == pytest.approx(t.comms_s)
+
+
+def test_a_mixed_iteration_by_hand():
+    """A decode GEMM of 16 rows and its prefill partner of 1024 rows (the same 8192 x 8192 weight), f = 0.25 of the
+    prefill: one GEMM of 16 + 256 = 272 rows (fraction 0.8, past the table), 2 x 272 x 8192^2 FLOPs; bytes: decode's
+    plus a quarter of the prefill's activations (its weight read dropped). The prefill's attention adds a quarter of
+    its time, no floor. Alone, the prefill share reads its weights once and a quarter of the rest."""
+    d, p = _gemm(16, 8192, 8192), _gemm(1024, 8192, 8192)
+    attn = Kernel("fa", "attention", "attention", 1, Cost.of({"bfloat16": 1e12}, 1e6, 1e6))
+    both = iteration_kernels_s(_step(d), _step(p, attn), 0.25, H100, RATES)
+    flops = 2 * 272 * 8192 * 8192
+    moved = d.cost.hbm_bytes + 0.25 * (p.cost.hbm_bytes - p.cost.argument_bytes)
+    gemm = max(flops / (989e12 * 0.8), moved / (0.9 * 3.35e12))
+    attn_s = 0.25 * max(1e12 / (989e12 * 0.6), 2e6 / (0.9 * 3.35e12))
+    assert both == pytest.approx(gemm + attn_s, rel=1e-9)
+    alone = iteration_kernels_s(None, _step(p, attn), 0.25, H100, RATES)
+    moved_alone = p.cost.argument_bytes + 0.25 * (p.cost.hbm_bytes - p.cost.argument_bytes)
+    assert alone == pytest.approx(max(0.25 * 2 * 1024 * 8192**2 / (989e12 * 0.8), moved_alone / (0.9 * 3.35e12))
+                                  + attn_s, rel=1e-9)
+    assert iteration_kernels_s(_step(d), None, 0.0, H100, RATES) == pytest.approx(step_time(_step(d), H100, RATES)
+                                                                                  .kernels_s)
+
+
+def test_every_gpu_chip_has_a_sourced_rates_file():
+    chips = {s.chip.name: s.chip for s in SYSTEMS.values() if s.chip.compiler == "gpu"}.values()
+    for chip in chips:
+        rates, words = rates_for(chip)
+        assert rates is not None and rates.chip == chip.name, chip.name
+        assert all(len(rates.sources[t]) > 20 for t in rates.sources), chip.name  # every table says where from
+        assert words.startswith("achieved rates")
+    tpu = SYSTEMS["v5e-8"].chip
+    assert rates_for(tpu)[0] is None and "ideal roofline" in rates_for(tpu)[1]
+    assert rates_for(H100.chip, ideal=True) == (None, "ideal roofline: every kernel at the chip's peaks (--ideal)")
+
+
+def test_bad_rates_files_say_what_to_fix(tmp_path):
+    good = (RATES_DIR / "h100.toml").read_text()
+    cases = {"no_table": good.replace("[memory]", "[memoryx]"),
+             "bad_fraction": good.replace("[memory]\nfraction = ", "[memory]\nfraction = 7 #"),
+             "not_toml": "chip = ", "short_row": good.replace("m = [", "m = [0.5, ")}
+    for name, text in cases.items():
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError):
+            load_rates(path)
+    with pytest.raises(ConfigError, match="holds rates of the H100 SXM, not the system's B200"):
+        load_rates(RATES_DIR / "h100.toml", "B200")
+    with pytest.raises(ConfigError, match="leave out --calibration"):
+        rates_for(H100.chip, str(RATES_DIR / "h100.toml"), ideal=True)
+
+
+def test_calibrate_on_cpu_writes_a_rates_file(tmp_path, capsys):
+    """--quick on CPU: every table measured or carried from the published file, and `--calibration` prices with it
+    (a CPU is far slower than an H100's datasheet, so the step takes far longer)."""
+    out = tmp_path / "cal.toml"
+    assert main(["calibrate", "--out", str(out), "--chip", "h100", "--quick"]) == 0
+    rates = load_rates(out, "H100 SXM")
+    assert rates.matmul_m == (1.0, 16.0, 64.0) and "bfloat16" in rates.matmul
+    assert "tracer calibrate on" in rates.origin and rates.sources["memory"].startswith("measured")
+    assert "not measurable here" in rates.sources["iteration"]
+    capsys.readouterr()
+    main(["trace", "--model", "tiny", "--system", "h100x1", "--batch", "8", "--context", "256", "--no-max-batch",
+          "--calibration", str(out), "--json"])
+    calibrated = json.loads(capsys.readouterr().out)
+    main(["trace", "--model", "tiny", "--system", "h100x1", "--batch", "8", "--context", "256", "--no-max-batch",
+          "--json"])
+    published = json.loads(capsys.readouterr().out)
+    assert calibrated["time_model"].startswith("achieved rates: H100 SXM, tracer calibrate on")
+    assert calibrated["decode"]["time_s"]["step"] > published["decode"]["time_s"]["step"]
+    assert main(["trace", "--model", "tiny", "--system", "b200x1", "--calibration", str(out)]) == 2

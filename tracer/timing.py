@@ -1,0 +1,171 @@
+"""Step times from a compiled step's kernel records: each kernel at the rates the chip achieves (tracer.rates), or
+every figure at the chip's peak (`--ideal`, the pure roofline). One place for both, so each output can say which.
+
+Achieved (issue 16, section 2). Kernels run one after another, as a serving engine's stream runs them:
+    kernel  = count x max(FLOPs / (peak x fraction), HBM bytes / (HBM bandwidth x fraction), floor)
+      matmul: the fraction of its precision's dense peak at its shape (the smaller of M and N; batch dims folded
+              into M, so a grouped expert GEMM counts its groups' rows together), bytes at the memory fraction;
+      attention: prefill at the attention prefill fraction of the dense peak; decode's bytes at the decode
+              attention fraction of HBM bandwidth (paged kernels' gather);
+      other (elementwise, norms, gathers): FLOPs at the large-GEMM fraction, bytes at the memory fraction;
+    collective = count x (latency per call + wire bytes / (link bandwidth x bus fraction)), every one on the
+              critical path (tensor-parallel all-reduces sit between matmuls; no overlap is assumed: the engines
+              measured here overlap none for the strategies built in);
+    step = the kernels + the collectives + the per-iteration overhead (host work not hidden).
+Ideal: step = max(FLOPs at peak, HBM bytes at peak bandwidth) + collectives at link bandwidth plus a hop latency
+(today's roofline; compute and memory overlap across the whole step).
+"""
+
+from dataclasses import dataclass
+
+from meshes.systems import System
+from tracer.rates import Rates
+from tracer.read import Collective, Kernel
+from tracer.step import CompiledStep
+
+
+@dataclass(frozen=True)
+class StepTime:
+    compute_s: float  # FLOPs at the rates (ideal: each precision's dense peak)
+    memory_s: float  # HBM bytes at the rates (ideal: the datasheet bandwidth)
+    comms_s: float  # collectives
+    kernels_s: float | None = None  # achieved: the kernels one after another, each at its own bound; ideal: None
+    overhead_s: float = 0.0  # achieved: the engine's host work per step
+    model: str = "ideal"  # "ideal" or "achieved"
+
+    @property
+    def step_s(self) -> float:
+        if self.kernels_s is None:
+            return max(self.compute_s, self.memory_s) + self.comms_s
+        return self.kernels_s + self.comms_s + self.overhead_s
+
+    @property
+    def bound(self) -> str:
+        terms = {"compute": self.compute_s, "memory": self.memory_s, "comms": self.comms_s}
+        return max(terms, key=terms.get)
+
+
+HOPS = {"all-reduce": lambda n: 2 * (n - 1), "all-gather": lambda n: n - 1, "reduce-scatter": lambda n: n - 1,
+        "all-to-all": lambda n: 1, "collective-permute": lambda n: 1}  # latency steps: rings, or direct sends
+
+
+def link(system: System, collective: Collective) -> str:
+    """scale-up when every group stays inside one domain (NVLink), else scale-out (the per-GPU network NIC)."""
+    inside = all(len({system.node_of(d) for d in group}) == 1 for group in collective.groups)
+    return "scale-up" if inside else "scale-out"
+
+
+def collective_time(system: System, c: Collective, rates: Rates | None = None) -> float:
+    """Seconds per step: wire bytes over the links the groups span, plus latency. Ideal: the link's bandwidth and a
+    latency per step of the algorithm. Achieved: inside a domain, each call takes what a measured 8-GPU all-reduce
+    takes that sends as many bytes a device (2 x 7/8 of its operand: a ring's); across domains, the NIC's rate at
+    its achieved fraction and a latency per call.
+    Rings across domains run at the NIC's bandwidth; an all-to-all across domains sends the share of its bytes
+    bound for other domains over the NICs while the rest moves over NVLink."""
+    chip = system.chip
+    up_bw, out_bw = chip.scale_up_bw, chip.scale_out_bw
+    inside = link(system, c) == "scale-up"
+    if rates is None:
+        hops = c.count * HOPS[c.op](c.group_size)
+        up_latency, out_latency = hops * chip.scale_up_latency, hops * chip.scale_out_latency
+    elif inside:  # each call as the measured 8-GPU all-reduce that sends as many bytes a device
+        return c.count * rates.all_reduce_s(c.wire_bytes_per_device / c.count / (2 * 7 / 8)) if c.count else 0.0
+    else:
+        out_bw = out_bw * rates.scale_out_fraction
+        out_latency = c.count * rates.scale_out_latency_s
+    if inside:
+        return up_latency + c.wire_bytes_per_device / up_bw
+    if c.op == "all-to-all":
+        group = c.groups[0]
+        same = sum(1 for d in group if system.node_of(d) == system.node_of(group[0])) - 1  # peers in my domain
+        inside = c.wire_bytes_per_device * same / (c.group_size - 1)
+        return out_latency + max(inside / up_bw, (c.wire_bytes_per_device - inside) / out_bw)
+    return out_latency + c.wire_bytes_per_device / out_bw
+
+
+def kernel_terms(k: Kernel, system: System, rates: Rates, phase: str) -> tuple[float, float]:
+    """(compute seconds, memory seconds) of one execution of a kernel at the achieved rates (module docstring)."""
+    chip = system.chip
+    cost = k.cost
+    if k.kind == "matmul" and k.shape:
+        side = min(k.shape[0], k.shape[1]) or 1
+        compute = sum(f / (chip.flops_for(d) * rates.matmul_fraction(d, side)) for d, f in cost.flops_by_dtype)
+    elif k.kind == "attention" and phase == "prefill":
+        compute = sum(f / (chip.flops_for(d) * rates.attention_prefill) for d, f in cost.flops_by_dtype)
+    else:
+        compute = sum(f / (chip.flops_for(d) * rates.matmul_fraction(d, 1e12)) for d, f in cost.flops_by_dtype)
+    fraction = rates.attention_decode if k.kind == "attention" and phase == "decode" else rates.memory
+    return compute, cost.hbm_bytes / (chip.hbm_bw * fraction)
+
+
+def kernel_time(k: Kernel, system: System, rates: Rates, phase: str) -> float:
+    """Seconds per step of a kernel at the achieved rates: each execution at its bound, and at least the floor."""
+    return k.count * max(*kernel_terms(k, system, rates, phase), rates.kernel_floor_s)
+
+
+def step_time(step: CompiledStep, system: System, rates: Rates | None = None, phase: str = "decode") -> StepTime:
+    """The step's seconds: at the achieved `rates`, or (None) the ideal roofline (module docstring)."""
+    comms = sum(collective_time(system, c, rates) for c in step.cost.collectives)
+    if rates is None:
+        compute = sum(flops / system.chip.flops_for(dtype) for dtype, flops in step.cost.flops_by_dtype.items())
+        return StepTime(compute, step.cost.hbm_bytes / system.chip.hbm_bw, comms)
+    compute = memory = kernels = 0.0
+    for k in step.cost.kernels:
+        if k.kind == "collective":  # its buffers move within the collective's own time
+            continue
+        c, m = kernel_terms(k, system, rates, phase)
+        compute, memory = compute + k.count * c, memory + k.count * m
+        kernels += k.count * max(c, m, rates.kernel_floor_s)
+    return StepTime(compute, memory, comms, kernels, rates.overhead_s, "achieved")
+
+
+def _key(k: Kernel) -> tuple:
+    return (k.scope, k.shape[1:] if k.shape else None, k.dtypes, k.count)
+
+
+def iteration_kernels_s(decode: CompiledStep | None, prefill: CompiledStep | None, f: float, system: System,
+                        rates: Rates) -> float:
+    """The kernels' seconds of one serving iteration that runs `decode`'s step and the share f of `prefill`'s (a
+    chunk of f of its prompts), at the achieved rates, as one forward pass over both kinds of tokens runs them:
+    - each matmul of the decode step and its partner in the prefill step (the same weight: part of the model, N, K,
+      precision and count) are one GEMM: the FLOPs of both, M = decode's rows + f of prefill's, the weights read
+      once (the prefill's argument reads dropped), so the chunk's tokens raise a memory-bound GEMM's efficiency;
+    - the prefill's other kernels (attention over the chunk, its elementwise work) add f of their time without a
+      floor of their own: engines run them in the same launches, over more tokens;
+    - a step alone (decode None, or prefill None) is its own kernels; a prefill share alone reads its weights once.
+    Collectives and the overhead are not in it (the caller adds them)."""
+    chip = system.chip
+    pending: dict[tuple, list[Kernel]] = {}
+    for k in (prefill.cost.kernels if prefill else ()):
+        if k.kind == "matmul" and k.shape:
+            pending.setdefault(_key(k), []).append(k)
+    total = 0.0
+    paired: set[int] = set()
+
+    def gemm(count, flops, bytes_, m, n) -> float:
+        side = min(m, n) or 1
+        compute = sum(v / (chip.flops_for(d) * rates.matmul_fraction(d, side)) for d, v in flops.items())
+        return count * max(compute, bytes_ / (chip.hbm_bw * rates.memory), rates.kernel_floor_s)
+
+    for k in (decode.cost.kernels if decode else ()):
+        partners = pending.get(_key(k)) if k.kind == "matmul" and k.shape else None
+        if not partners:
+            if k.kind != "collective":
+                total += k.count * max(*kernel_terms(k, system, rates, "decode"), rates.kernel_floor_s)
+            continue
+        p = partners.pop()
+        paired.add(id(p))
+        flops = dict(k.cost.flops_by_dtype)
+        for d, v in p.cost.flops_by_dtype:
+            flops[d] = flops.get(d, 0.0) + f * v
+        moved = k.cost.hbm_bytes + f * (p.cost.hbm_bytes - p.cost.argument_bytes)
+        total += gemm(k.count, flops, moved, k.shape[0] + f * p.shape[0], k.shape[1])
+    for k in (prefill.cost.kernels if prefill else ()):
+        if k.kind == "collective" or id(k) in paired:
+            continue
+        if decode is None and k.kind == "matmul" and k.shape:  # alone: its weights once, f of the rest
+            moved = k.cost.argument_bytes + f * (k.cost.hbm_bytes - k.cost.argument_bytes)
+            total += gemm(k.count, {d: f * v for d, v in k.cost.flops_by_dtype}, moved, f * k.shape[0], k.shape[1])
+        else:
+            total += f * k.count * max(*kernel_terms(k, system, rates, "prefill"))
+    return total
