@@ -16,7 +16,7 @@ ISL, OSL, N = 64, 64, 8
 
 @pytest.fixture(scope="module")
 def tiny():
-    return serving("tiny", "h100x1", "tp", ISL, OSL, batch=N)
+    return serving("tiny", "h100x1", "tp", ISL, OSL, batch=N, ideal=True)
 
 
 def test_steady_state_by_hand(tiny):
@@ -25,8 +25,10 @@ def test_steady_state_by_hand(tiny):
     sequence ends each iteration, so 0.125 prompts of 64 tokens are prefilled per iteration (one device, one replica).
     The iteration is one step over both: compute added, memory added less the prefill's weight reads (decode streams
     the weights already), communication added."""
-    d = trace("tiny", "h100x1", "tp", batch=N, prompt=ISL, context=96, find_max_batch=False).phases["decode"]
-    p = trace("tiny", "h100x1", "tp", batch=1, prompt=ISL, context=ISL, find_max_batch=False).phases["prefill"]
+    d = trace("tiny", "h100x1", "tp", batch=N, prompt=ISL, context=96, find_max_batch=False,
+              ideal=True).phases["decode"]
+    p = trace("tiny", "h100x1", "tp", batch=1, prompt=ISL, context=ISL, find_max_batch=False,
+              ideal=True).phases["prefill"]
     assert tiny.decode_s == pytest.approx(d.time.step_s, rel=0.005)
     f = N / OSL
     weights_s = p.step.cost.total.argument_bytes / 3.35e12  # H100 SXM HBM3: 3.35 TB/s
@@ -51,6 +53,29 @@ def test_steady_state_by_hand(tiny):
     assert tiny.ttft_s == tiny.iteration_s and tiny.e2e_s == pytest.approx(64 * tiny.iteration_s)
     # KV: 2 (K, V) x 4 layers x 8 kv heads x 32 head_dim x 2 bytes x 96 tokens a sequence
     assert tiny.kv_bytes_per_sequence_per_device == pytest.approx(2 * 4 * 8 * 32 * 2 * 96)
+
+
+def test_achieved_iteration_by_hand():
+    """At the achieved rates (the default), the same workload: the iteration is the kernels of decode and a prefill
+    share run as one forward pass (tracer.timing.iteration_kernels_s, tested by hand in test_timing), then the
+    collectives of both and one overhead; the decode step alone is its own step time."""
+    from meshes.systems import get_system
+    from tracer.rates import rates_for
+    from tracer.timing import iteration_kernels_s
+
+    got = serving("tiny", "h100x1", "tp", ISL, OSL, batch=N)
+    d = trace("tiny", "h100x1", "tp", batch=N, prompt=ISL, context=96, find_max_batch=False).phases["decode"]
+    p = trace("tiny", "h100x1", "tp", batch=1, prompt=ISL, context=ISL, find_max_batch=False).phases["prefill"]
+    system = get_system("h100x1")
+    rates, words = rates_for(system.chip)
+    f = N / OSL
+    both = iteration_kernels_s(d.step, p.step, f, system, rates) + d.time.comms_s + f * p.time.comms_s \
+        + rates.overhead_s
+    assert d.time.model == "achieved" and got.decode_s == pytest.approx(d.time.step_s, rel=0.005)
+    assert got.iteration_s == pytest.approx(both, rel=0.005)
+    assert f"step times: {words}" in got.notes
+    ideal = serving("tiny", "h100x1", "tp", ISL, OSL, batch=N, ideal=True)
+    assert got.iteration_s > ideal.iteration_s  # nothing runs faster than its peak
 
 
 def test_concurrency_from_the_budget_and_from_the_kv_pool():
@@ -153,6 +178,14 @@ def test_serving_sweep_cli(tmp_path, monkeypatch, capsys):
                         (["--screen", "0.1"], "--screen screens trace sweeps")):
         assert main([*flags, *extra, "--overwrite"]) == 2
         assert says in capsys.readouterr().err
+    # the report draws throughput per GPU against tokens/s per user, one line per system and strategy
+    assert main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert (tmp_path / "report" / "interactivity_0.png").exists() and "tiny: 32 tokens in, 32 out" in report
+    table = [line for line in report.splitlines() if line.startswith("| h100x1")]
+    assert len(table) == 2  # batch 8 and max
+    per_user = [float(line.split("|")[4]) for line in table]
+    assert per_user[0] > per_user[1]  # fewer sequences, each faster
 
 
 def test_serving_sweep_adding_a_concurrency_compiles_only_its_front(model_file, counted, tmp_path, monkeypatch):

@@ -112,6 +112,11 @@ def _workload_options(p: argparse.ArgumentParser, batch_type=_trace_batch, batch
     p.add_argument("--fusion", default=FUSIONS[0], choices=FUSIONS,
                    help="HBM bytes as serving engines' fused kernels move them (default; tracer/read/fusion.py), or as "
                         "the compiled program's own kernels do")
+    p.add_argument("--ideal", action="store_true",
+                   help="price every kernel at the chip's peaks (the pure roofline) instead of the achieved rates of "
+                        "the chip's rates file (meshes/rates/)")
+    p.add_argument("--calibration", metavar="FILE", help="a rates file of your own for the system's chip (tracer "
+                                                         "calibrate --out FILE writes one)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -145,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--tpot-ms", type=float, help="take the largest batch whose decode step (time per output token) "
                                                  "stays under this many milliseconds, and price it")
     _serving_parser(sub)
+    _calibrate_parser(sub)
     _sweep_parser(sub)
     _report_parser(sub)
     m = sub.add_parser("models", help="list the model presets (and model files given with --model)")
@@ -176,10 +182,18 @@ def _serving_parser(sub):
                    help="share of HBM for weights, temporaries and the KV cache (vLLM's gpu_memory_utilization)")
     v.add_argument("--max-num-tokens", type=int, default=DEFAULT_MAX_NUM_TOKENS,
                    help="tokens an iteration (decode and prefill chunks) at most (vLLM's max_num_batched_tokens)")
+    v.add_argument("--admission", default="paged", choices=("paged", "reserve"),
+                   help="paged: sequences hold KV blocks as their context grows (vLLM, SGLang); reserve: each holds "
+                        "ISL + OSL from the start (TensorRT-LLM's default GUARANTEED_NO_EVICT)")
     v.add_argument("--tpot-ms", type=float, help="run the most sequences whose time per output token meets this")
     v.add_argument("--ttft-ms", type=float, help="run the most sequences whose time to first token meets this")
     v.add_argument("--compiler", default="cpu", choices=list(COMPILERS), help="as for `tracer trace`")
     v.add_argument("--price", type=float, help="USD per chip-hour (overrides the system's dated default)")
+    v.add_argument("--ideal", action="store_true",
+                   help="price every kernel at the chip's peaks (the pure roofline) instead of the achieved rates of "
+                        "the chip's rates file (meshes/rates/)")
+    v.add_argument("--calibration", metavar="FILE", help="a rates file of your own for the system's chip (tracer "
+                                                         "calibrate --out FILE writes one)")
     v.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -188,9 +202,29 @@ def _serving(args) -> str:
     from tracer.serving import serving
 
     result = serving(args.model, args.system, args.strategy, args.isl, args.osl, args.batch, args.kv_fraction,
-                     args.max_num_tokens, args.tpot_ms, args.ttft_ms, weights=args.weights, kv_cache=args.kv_cache,
-                     compiler=args.compiler, usd_per_chip_hour=args.price)
+                     args.max_num_tokens, args.tpot_ms, args.ttft_ms, args.admission, weights=args.weights,
+                     kv_cache=args.kv_cache,
+                     compiler=args.compiler, usd_per_chip_hour=args.price, ideal=args.ideal,
+                     calibration=args.calibration)
     return json.dumps(result.to_dict(), indent=2) if args.json else serving_text(result)
+
+
+def _calibrate_parser(sub):
+    c = sub.add_parser("calibrate", help="measure this machine's accelerator (GEMMs, HBM, attention, kernel floor, "
+                                         "collectives) and write a rates file for --calibration")
+    c.add_argument("--out", required=True, help="the rates file to write (TOML)")
+    c.add_argument("--chip", help="the chip whose datasheet peaks the rates divide (default: found from the device's "
+                                  "name; needed on CPU), e.g. h200")
+    c.add_argument("--quick", action="store_true", help="small sizes (a check that it runs, not a measurement)")
+
+
+def _calibrate(args) -> str:
+    from tracer.calibrate import calibrate
+
+    r = calibrate(args.out, args.chip, args.quick)
+    mm = ", ".join(f"{d} {min(row):.2f}-{max(row):.2f}" for d, row in r.matmul.items())
+    return (f"wrote {args.out}: {r.origin}; matmul of peak {mm}; HBM {r.memory:.2f}; attention prefill "
+            f"{r.attention_prefill:.2f}, decode {r.attention_decode:.2f}; kernel floor {r.kernel_floor_s * 1e6:.1f} us")
 
 
 def _sweep_parser(sub):
@@ -228,9 +262,11 @@ def _report_parser(sub):
                                       "(`textbook`)")
     r.add_argument("results", help="the --out folder of `tracer sweep` (or its sweep.jsonl); `claims`: trace the "
                                    "claims sweep and give each claim a verdict; `textbook`: reproduce the scaling "
-                                   "book's worked examples")
+                                   "book's worked examples; `validation`: predict the published serving "
+                                   "measurements (tracer/data/measured_serving.csv) and report the error")
     r.add_argument("--out", default="report", help="folder for the Markdown report and its PNG plots")
-    r.add_argument("--jobs", type=int, default=1, help="claims: worker processes for its sweep (default 1)")
+    r.add_argument("--jobs", type=int, default=1, help="claims, validation: worker processes (default 1)")
+    r.add_argument("--minutes", type=float, help="validation: start no row after this long (the rest: run again)")
     r.add_argument("--from", dest="claims_data", help="claims: read this sweep's results (a folder or .jsonl) "
                                                       "instead of tracing")
 
@@ -255,11 +291,13 @@ def _run(args) -> str:
         return _sweep(args)
     if args.command == "serving":
         return _serving(args)
+    if args.command == "calibrate":
+        return _calibrate(args)
     if args.command == "report":
         return _report(args)
     kw = dict(prompt=args.prompt, context=args.context, dtype=args.dtype, usd_per_chip_hour=args.price,
               weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor,
-              routing=args.routing, fusion=args.fusion)
+              routing=args.routing, fusion=args.fusion, ideal=args.ideal, calibration=args.calibration)
     if args.command == "compare":
         from tracer.compare import compare
         from tracer.reports.comparison import compare_text, rows
@@ -296,14 +334,26 @@ def _report(args) -> str:
 
         path, found = claims_report.run(args.out, jobs=args.jobs, results=args.claims_data)
         return "\n".join([f"wrote {path}", *(f"claim {v.number}: {v.text}: {v.summary}" for v in found)])
+    if args.results == "validation":
+        from tracer.reports.validation import write_report as validation
+
+        path, head = validation(args.out, jobs=args.jobs, minutes=args.minutes)
+        return (f"wrote {path}: held-out MAPE {head['held_out_mape']:.1f}% over {head['held_out_rows']} rows "
+                f"({head['held_out_mape_ideal']:.1f}% with --ideal); calibration {head['calibration_mape']:.1f}% over "
+                f"{head['calibration_rows']}; per-iteration overhead fitted on the calibration rows: "
+                f"{head['overhead_fitted_ms']:.1f} ms (the rates files: {head['overhead_used_ms']:.1f} ms)")
     if args.results == "textbook":
         from tracer import textbook
         from tracer.reports.textbook import summary, write_report
 
         rows = textbook.rows()
         return f"wrote {write_report(args.out, rows)}: {summary(rows)}"
+    from tracer.reports import serving_report
     from tracer.reports.sweep_report import load_records, write_report
     from tracer.sweep_records import read_screened
+
+    if serving_report.is_serving(args.results):
+        return f"wrote {serving_report.write_report(args.results, args.out)}"
 
     return f"wrote {write_report(load_records(args.results), args.out, read_screened(args.results))}"
 

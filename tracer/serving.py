@@ -11,22 +11,28 @@ sequence that ends frees its KV blocks and a new request takes its place. In a s
   ISL + OSL / 2 costs: derived from decode steps compiled at ISL and ISL + OSL (interpolated, never extrapolated);
 - the KV pool is `kv_fraction` of HBM less the weights and the decode step's temporaries (vLLM's
   gpu_memory_utilization, TensorRT-LLM's kv_cache_free_gpu_mem_fraction); the sequences hold ISL + OSL / 2 tokens
-  each on average (paged: a block per 16 tokens as they grow), which bounds N.
+  each on average (paged: a block per 16 tokens as they grow), which bounds N; or, with `admission="reserve"`, each
+  running sequence holds ISL + OSL from the start (TensorRT-LLM's default capacity scheduler, GUARANTEED_NO_EVICT,
+  reserves a request's prompt and maximum output before it starts: nvidia.github.io/TensorRT-LLM, "Useful Runtime
+  Options"), which bounds N lower; vLLM and SGLang admit while blocks are free ("paged", the default).
 A new request's prompt goes in chunks of what the budget leaves (max_num_tokens - N per replica), one an iteration,
 and its first token comes out of the last: TTFT = ceil(ISL / chunk) iterations (no queueing: requests arrive as
 others end). TPOT is one iteration; end to end, TTFT + (OSL - 1) TPOT.
 One iteration is priced as one step over both kinds of tokens: the decode step at the mean context plus the share
-N / OSL of a compiled prefill of one whole prompt per replica (chunks of it cost what the whole does: the same
-FLOPs and cache), less that prefill's weight reads, which the decode tokens' matmuls already stream:
+f = N / (replicas OSL) per device of a compiled prefill of one whole prompt per replica (chunks of it cost what the
+whole does: the same FLOPs and cache), less that prefill's weight reads, which the decode tokens' matmuls already
+stream. At the achieved rates (the default, tracer.timing.iteration_kernels_s), kernel by kernel: each matmul runs
+once over both kinds of tokens (its weights read once, its efficiency at the rows of both), the prefill's other
+kernels add f of their time, then the collectives of both and one iteration's overhead. At the ideal roofline
+(--ideal), in totals:
     compute = decode's + f prefill's, memory = decode's + f (prefill's - its weights'), comms = decode's + f prefill's,
-    iteration = max(compute, memory) + comms  (tracer.roofline.StepTime), f = N / (replicas OSL) prompts per device.
+    iteration = max(compute, memory) + comms.
 Input and output prices split the iteration's chip-time between its decode and prefill tokens by the Shapley rule
 for two parties: each pays the average of its two marginal times, what it takes alone and what it adds to the other:
     decode's share = (decode alone + iteration - prefill alone) / 2, prefill's = iteration - decode's.
 The marginal rule in one order (decode alone, prefill the rest) would let whichever runs second ride nearly free in
 the time the first leaves idle (prefill's compute under decode's memory-bound time); this one splits that saving
-evenly. Every step is priced at the chips' peaks, as `tracer trace` prices them (the achieved-rate model is the
-issue's section 2, to come).
+evenly. Each output says which time model priced it.
 """
 
 import dataclasses
@@ -42,9 +48,11 @@ from tracer.derive import StepModel, StructureChanged
 from tracer.results import Phase
 from tracer.roofline import memory
 from tracer.step import Workload
+from tracer.timing import iteration_kernels_s
 
 DEFAULT_KV_FRACTION = 0.9  # vLLM's gpu_memory_utilization default
 DEFAULT_MAX_NUM_TOKENS = 8192  # vLLM's max_num_batched_tokens default with chunked prefill (V1 engine)
+ADMISSIONS = ("paged", "reserve")  # sequences hold their context as it grows; or reserve ISL + OSL (TensorRT-LLM)
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,8 @@ class Serving:
     usd_per_mtok_blended: float
     compiled: tuple[str, ...]  # the steps compiled, and what was derived from them
     notes: tuple[str, ...]
+    time_model: str = "ideal roofline"  # what priced the steps (tracer.rates.rates_for, in words)
+    admission: str = "paged"  # how sequences hold the KV pool: as they grow, or reserving ISL + OSL (ADMISSIONS)
 
     @property
     def output_tokens_per_s_per_chip(self) -> float:
@@ -95,7 +105,9 @@ class Serving:
                 "notes": list(self.notes)}
 
 
-def _check(isl, osl, batch, kv_fraction, max_num_tokens, tpot_ms, ttft_ms):
+def _check(isl, osl, batch, kv_fraction, max_num_tokens, tpot_ms, ttft_ms, admission="paged"):
+    if admission not in ADMISSIONS:
+        raise ConfigError(f"--admission {admission!r} is not one of {', '.join(ADMISSIONS)}")
     for name, value in (("isl", isl), ("osl", osl), ("max-num-tokens", max_num_tokens)):
         if not is_int(value) or value <= 0:
             raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
@@ -126,16 +138,17 @@ class _Setting:
     pool: float
     prefill: Phase
     kw: dict
+    admission: str = "paged"
 
 
 def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "tp", isl: int = 1000,
             osl: int = 1000, batch: int | str = "max", kv_fraction: float = DEFAULT_KV_FRACTION,
             max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS, tpot_ms: float | None = None, ttft_ms: float | None = None,
-            **kw) -> Serving:
+            admission: str = "paged", **kw) -> Serving:
     """The steady state of `batch` concurrent sequences (or the most the KV pool and token budget allow: "max"; or
     the most of those whose TPOT and TTFT meet `tpot_ms` and `ttft_ms`) of ISL prompt and OSL output tokens. kw:
     trace's weights, kv_cache, dtype, compiler, routing, fusion, usd_per_chip_hour."""
-    _check(isl, osl, batch, kv_fraction, max_num_tokens, tpot_ms, ttft_ms)
+    _check(isl, osl, batch, kv_fraction, max_num_tokens, tpot_ms, ttft_ms, admission)
     strat = get_strategy(strategy)
     replicas = strat.ways("batch", strat.mesh_shape(get_system(system)))
     budget_n = int(max_num_tokens // (1 + isl / osl))  # running sequences per replica the token budget allows
@@ -144,11 +157,11 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
                           f"prefill (1 + {isl}/{osl} tokens an iteration); raise it")
     n = replicas if batch == "max" else batch
     model_at, first = _decode_model(model, system, strategy, (n,), isl, osl, kw)
-    pool, fits_n = _pool(model_at, first, n, replicas, isl, osl, kv_fraction)
+    pool, fits_n = _pool(model_at, first, n, replicas, isl, osl, kv_fraction, admission)
     s_pre = setup(model, system, strategy, batch=replicas, prompt=isl, context=isl, **kw)
-    prefill = price(s_pre, compile_steps(s_pre.cfg, s_pre.system, s_pre.strategy, s_pre.work, ("prefill",),
-                                         s_pre.compiler), find_max_batch=False).phases["prefill"]
-    setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, prefill, kw)
+    prefill = price(s_pre, _compiled(s_pre, "prefill"), find_max_batch=False).phases["prefill"]
+    setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, prefill, kw,
+                       admission)
     if batch != "max":
         return _figures(setting, n, model_at, first, "as given", _over(n, replicas, budget_n, fits_n, setting))
     top = min(fits_n, budget_n) * replicas
@@ -156,6 +169,7 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
         raise ConfigError(f"not one sequence of {isl} + {osl} tokens fits the KV pool ({pool / 1e9:.1f} GB per "
                           f"device) beside the weights; try a system with more HBM, or lower --isl/--osl")
     how = "the KV pool" if fits_n <= budget_n else f"the token budget (--max-num-tokens {max_num_tokens})"
+    how += ", each sequence reserving ISL + OSL" if admission == "reserve" and fits_n <= budget_n else ""
     note = f"the most {how} allows: {fits_n * replicas} by the KV pool, {budget_n * replicas} by the budget"
     if tpot_ms is None and ttft_ms is None:
         model_at, first = _decode_model(model, system, strategy, (top,), isl, osl, kw)
@@ -163,10 +177,12 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
     return _meeting(setting, top, tpot_ms, ttft_ms, note)
 
 
-def _pool(model_at: StepModel, first, n: int, replicas: int, isl: int, osl: int, kv_fraction: float):
-    """(the KV pool per device, the most sequences per replica it holds at their mean context), from the decode
-    steps at batch n; temporaries counted as growing with the batch (the lower bound)."""
-    step = model_at.at(n, isl + osl // 2, first.compiler)
+def _pool(model_at: StepModel, first, n: int, replicas: int, isl: int, osl: int, kv_fraction: float,
+          admission: str = "paged"):
+    """(the KV pool per device, the most sequences per replica it holds at their mean context, or at ISL + OSL where
+    each reserves it), from the decode steps at batch n; temporaries counted as growing with the batch (the lower
+    bound)."""
+    step = model_at.at(n, isl + (osl if admission == "reserve" else osl // 2), first.compiler)
     pool = kv_fraction * first.system.chip.hbm_bytes - step.weight_bytes
     per_seq = step.kv_cache_bytes / (n // replicas)  # per device, one sequence of its replica, at the mean context
     temp_per_seq = memory(step, first.system, "decode").temp / (n // replicas)
@@ -253,9 +269,22 @@ def _decode_model(model, system, strategy, batches: tuple[int, ...], isl, osl, k
     corners; the setup at the first batch and ISL + OSL)."""
     at = {(b, c): setup(model, system, strategy, batch=b, prompt=isl, context=c, **kw)
           for b in batches for c in (isl, isl + osl)}
-    steps = {k: compile_steps(s.cfg, s.system, s.strategy, s.work, ("decode",), s.compiler)["decode"]
-             for k, s in at.items()}
+    steps = {k: _compiled(s, "decode")["decode"] for k, s in at.items()}
     return StepModel.fit("decode", steps), at[(batches[0], isl + osl)]
+
+
+_RECENT: dict = {}  # the last steps compiled: the same workload priced at another time model compiles nothing
+
+
+def _compiled(s, phase: str) -> dict:
+    """A setup's step, compiled, or the same one compiled lately in this process (the time model, the price and the
+    calibration do not change a program)."""
+    key = (repr(s.cfg), s.system.name, s.strategy.name, s.work, s.compiler, phase)
+    if key not in _RECENT:
+        if len(_RECENT) >= 16:
+            _RECENT.clear()
+        _RECENT[key] = compile_steps(s.cfg, s.system, s.strategy, s.work, (phase,), s.compiler)
+    return _RECENT[key]
 
 
 def _figures(setting: _Setting, n: int, model_at: StepModel, first, note: str, notes: tuple) -> Serving:
@@ -266,7 +295,7 @@ def _figures(setting: _Setting, n: int, model_at: StepModel, first, note: str, n
     s_mean = dataclasses.replace(first, work=Workload(n, isl, mean))
     decode = price(s_mean, {"decode": derived}, find_max_batch=False).phases["decode"]
     f = n / replicas / osl  # prompts per device per iteration
-    iteration, decode_s, prefill_s = _iteration(decode, setting.prefill, f, s_mean.system.chip.hbm_bw)
+    iteration, decode_s, prefill_s = _iteration(decode, setting.prefill, f, s_mean.system, s_mean.rates)
     share = (decode_s + iteration - prefill_s) / 2
     chips = s_mean.system.n_chips
     usd_per_s = s_mean.system.usd_per_chip_hour * chips / 3600
@@ -282,13 +311,18 @@ def _figures(setting: _Setting, n: int, model_at: StepModel, first, note: str, n
         usd_per_s * iteration / (in_per_iter + out_per_iter) * 1e6,
         (f"decode at batch {n}, contexts {isl} and {top} (compiled); at {mean} (derived)",
          f"prefill of one {isl}-token prompt per replica (compiled)"),
-        (*notes, "every step at the chips' peaks (no achieved-rate model yet)"))
+        (*notes, f"step times: {s_mean.time_model}"), s_mean.time_model, setting.admission)
 
 
-def _iteration(decode: Phase, prefill: Phase, f: float, hbm_bw: float) -> tuple[float, float, float]:
+def _iteration(decode: Phase, prefill: Phase, f: float, system, rates) -> tuple[float, float, float]:
     """(the iteration's seconds, the decode step's alone, the prefill share's alone): module docstring."""
     d, p = decode.time, prefill.time
-    weights_s = prefill.step.cost.total.argument_bytes / hbm_bw  # its weight reads, shared with decode's
+    if rates is not None:  # each kernel at its achieved rate: tracer.timing.iteration_kernels_s
+        comms, overhead = d.comms_s + f * p.comms_s, rates.overhead_s
+        both = iteration_kernels_s(decode.step, prefill.step, f, system, rates) + comms + overhead
+        alone = iteration_kernels_s(None, prefill.step, f, system, rates) + f * p.comms_s + overhead
+        return both, d.step_s, alone
+    weights_s = prefill.step.cost.total.argument_bytes / system.chip.hbm_bw  # its weight reads, shared with decode's
     extra = max(p.memory_s - weights_s, 0.0)  # its other traffic
     both = max(d.compute_s + f * p.compute_s, d.memory_s + f * extra) + d.comms_s + f * p.comms_s
     alone = max(f * p.compute_s, weights_s + f * extra) + f * p.comms_s
