@@ -1,0 +1,232 @@
+"""Held against measured systems (issue 16, section 4): published serving results, each predicted by `tracer.serving`.
+
+The rows (tracer/data/measured_serving.csv) are published measurements, each with its engine and version, system,
+parallelism, input and output lengths, concurrency, the measured output tokens/s, its source and date. Their split
+into a calibration set (a third, by a hash of each row's id) and a held-out set was made when the rows were
+collected, before anything was fitted, and is a column of the file. One figure is fitted, on the calibration set
+only: an engine's host work per iteration ([iteration] overhead_s in meshes/rates/), which no published
+microbenchmark gives; every other rate is a published microbenchmark (meshes/rates/). The held-out error is reported
+as it comes out.
+
+Each row is predicted at the achieved rates and at the ideal roofline (`--ideal`), from the same compiled steps.
+Predictions are kept in the output folder as they finish (predictions.jsonl), so a long run stopped and run again
+predicts only what it had not.
+"""
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from base.inputs import ConfigError
+
+MEASURED = Path(__file__).resolve().parent / "data" / "measured_serving.csv"
+FIELDS = ("id", "split", "model", "weights", "kv_cache", "engine", "engine_version", "system", "strategy", "isl",
+          "osl", "concurrency", "scenario", "output_tok_s", "source", "source_date", "notes")
+
+
+@dataclass(frozen=True)
+class Measured:
+    id: str
+    split: str  # "calibration" or "held-out"
+    model: str
+    weights: str  # "preset": the model's own dtypes
+    kv_cache: str
+    engine: str
+    engine_version: str
+    system: str
+    strategy: str
+    isl: int
+    osl: int
+    concurrency: int | str  # "max": offline, all requests queued
+    scenario: str
+    output_tok_s: float  # the whole system's
+    source: str
+    source_date: str
+    notes: str
+
+
+def load_measured(path: str | Path = MEASURED) -> list[Measured]:
+    """The measured rows, checked: a malformed file is a one-line error naming the row."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as err:
+        raise ConfigError(f"measured rows {path}: {err.strerror or err}") from None
+    out = []
+    for i, r in enumerate(rows, start=2):
+        if set(FIELDS) - set(r):
+            raise ConfigError(f"{path}: needs the columns {', '.join(FIELDS)}")
+        try:
+            conc = r["concurrency"] if r["concurrency"] == "max" else int(r["concurrency"])
+            row = Measured(**{**{k: r[k] for k in FIELDS}, "isl": int(r["isl"]), "osl": int(r["osl"]),
+                              "concurrency": conc, "output_tok_s": float(r["output_tok_s"])})
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path} line {i}: isl, osl, concurrency and output_tok_s must be numbers") from None
+        if row.split not in ("calibration", "held-out") or not row.output_tok_s > 0:
+            raise ConfigError(f"{path} line {i}: split must be calibration or held-out, output_tok_s > 0")
+        out.append(row)
+    return out
+
+
+@dataclass(frozen=True)
+class Prediction:
+    row: Measured
+    output_tok_s: float | None  # at the achieved rates (None: not predicted, `error` says why)
+    ideal_tok_s: float | None  # at the ideal roofline
+    iteration_s: float = 0.0  # the achieved iteration, its overhead included
+    overhead_s: float = 0.0  # the per-iteration overhead it was priced with
+    concurrency: int = 0
+    error: str = ""
+
+    def at_overhead(self, overhead_s: float) -> float | None:
+        """Output tokens/s had the iteration another overhead (the fit's lever; the concurrency is the KV pool's or
+        the row's, which the overhead does not move)."""
+        if self.output_tok_s is None:
+            return None
+        return self.concurrency / (self.iteration_s - self.overhead_s + overhead_s)
+
+    @property
+    def error_pct(self) -> float | None:
+        return None if self.output_tok_s is None else 100 * (self.output_tok_s / self.row.output_tok_s - 1)
+
+    @property
+    def ideal_error_pct(self) -> float | None:
+        return None if self.ideal_tok_s is None else 100 * (self.ideal_tok_s / self.row.output_tok_s - 1)
+
+
+def predict(row: Measured) -> dict:
+    """One row's prediction as a JSON object (a worker's answer; errors kept in one line)."""
+    from tracer.errors import one_line
+    from tracer.serving import serving
+
+    kw = dict(weights=None if row.weights == "preset" else row.weights, kv_cache=row.kv_cache,
+              admission="reserve" if row.engine == "tensorrt-llm" else "paged")  # each engine's default admission
+    try:
+        got = serving(row.model, row.system, row.strategy, row.isl, row.osl, batch=row.concurrency, **kw)
+        ideal = serving(row.model, row.system, row.strategy, row.isl, row.osl, batch=row.concurrency, ideal=True, **kw)
+    except ConfigError as err:
+        return {"id": row.id, "error": str(err)}
+    except Exception as err:  # a row that fails otherwise is recorded, and the rest go on
+        return {"id": row.id, "error": one_line(err)}
+    from meshes.systems import get_system
+    from tracer.rates import rates_for
+
+    rates, _ = rates_for(get_system(row.system).chip)
+    return {"id": row.id, "output_tok_s": got.output_tokens_per_s, "ideal_tok_s": ideal.output_tokens_per_s,
+            "iteration_s": got.iteration_s, "overhead_s": rates.overhead_s if rates else 0.0,
+            "concurrency": got.concurrency}
+
+
+def _digest() -> str:
+    """What predictions depend on beside the row: the library versions and the tool's source and data (as
+    tracer.sweep.versions), less the reports (which only format them) and the rates files' [iteration] table (the
+    per-iteration overhead, which a prediction keeps and is re-priced at exactly: `current`)."""
+    from tracer.sweep import PACKAGES, ROOT, SOURCES, versions
+
+    digest = hashlib.sha256(json.dumps({k: versions()[k] for k in PACKAGES}, sort_keys=True).encode())
+    for folder in SOURCES:
+        for path in sorted([*(ROOT / folder).rglob("*.py"), *(ROOT / folder).rglob("*.toml")]):
+            if "reports" in path.parts or path.name == "validation.py":
+                continue
+            text = path.read_text(encoding="utf-8")
+            if path.parent.name == "rates":  # its [iteration] table, the last, holds the fitted overhead
+                text = text.split("[iteration]")[0]
+            digest.update(path.relative_to(ROOT).as_posix().encode() + text.encode())
+    return digest.hexdigest()[:16]
+
+
+def _cost(row: Measured) -> float:
+    """How long a row takes to predict, roughly: its model's layers times the devices it is compiled over."""
+    from meshes.systems import get_system
+    from models.files import get_model
+
+    return get_model(row.model).n_layers * get_system(row.system).n_chips
+
+
+def current(p: Prediction) -> Prediction:
+    """The prediction at the overhead the rates files hold now (exact: the overhead only adds to each iteration)."""
+    if p.output_tok_s is None:
+        return p
+    from meshes.systems import get_system
+    from tracer.rates import rates_for
+
+    rates, _ = rates_for(get_system(p.row.system).chip)
+    overhead = rates.overhead_s if rates else 0.0
+    return dataclasses.replace(p, output_tok_s=p.at_overhead(overhead), iteration_s=p.iteration_s - p.overhead_s
+                               + overhead, overhead_s=overhead)
+
+
+def predict_all(rows: list[Measured], folder: Path, jobs: int = 1, progress=None,
+                minutes: float | None = None) -> list[Prediction]:
+    """Every row predicted, the quickest first (those in folder/predictions.jsonl from this same tool are read back);
+    with `minutes`, no row starts after that long, and those left are reported as not predicted in this run (run it
+    again to go on)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "predictions.jsonl"
+    digest = _digest()
+    done: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by an interruption
+            if isinstance(entry, dict) and entry.get("digest") == digest:
+                done[entry.get("id")] = entry
+    todo = sorted((r for r in rows if r.id not in done), key=_cost)
+    stop = time.monotonic() + minutes * 60 if minutes else math.inf
+    with open(path, "a", encoding="utf-8") as out:
+        def keep(entry: dict):
+            entry["digest"] = digest
+            out.write(json.dumps(entry) + "\n")
+            out.flush()
+            done[entry["id"]] = entry
+            if progress:
+                progress(len(done), len(rows))
+        if jobs > 1 and len(todo) > 1:
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+            with ProcessPoolExecutor(jobs) as pool:
+                running = set()
+                while todo or running:
+                    while todo and len(running) < jobs and time.monotonic() < stop:
+                        running.add(pool.submit(predict, todo.pop(0)))
+                    if not running:
+                        break
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        keep(f.result())
+        else:
+            for r in todo:
+                if time.monotonic() >= stop:
+                    break
+                keep(predict(r))
+    left = {"id": "", "error": "not predicted in this run (its time budget ran out): run it again to go on"}
+    return [current(_prediction(r, done.get(r.id, left))) for r in rows]
+
+
+def _prediction(row: Measured, e: dict) -> Prediction:
+    if "error" in e:
+        return Prediction(row, None, None, error=e["error"])
+    return Prediction(row, e["output_tok_s"], e["ideal_tok_s"], e["iteration_s"], e["overhead_s"], e["concurrency"])
+
+
+def mape(errors: list[float]) -> float:
+    return sum(abs(e) for e in errors) / len(errors) if errors else math.nan
+
+
+def fit_overhead(predictions: list[Prediction], grid_ms: tuple = tuple(x / 10 for x in range(0, 301))) -> float:
+    """The per-iteration overhead (seconds) that minimises the calibration set's MAPE of output tokens/s."""
+    cal = [p for p in predictions if p.row.split == "calibration" and p.output_tok_s is not None]
+    if not cal:
+        raise ConfigError("no calibration row was predicted: nothing to fit")
+
+    def err(ms: float) -> float:
+        return mape([100 * (p.at_overhead(ms / 1e3) / p.row.output_tok_s - 1) for p in cal])
+
+    return min(grid_ms, key=err) / 1e3
