@@ -44,7 +44,7 @@ def test_json_has_every_key(capsys):
                     "memory_per_device", "time_s", "bound", "tokens_per_s_per_chip", "usd_per_mtok", "analytic"):
             assert key in p
         assert set(p["memory_per_device"]) >= {"weights", "kv_cache", "temp", "total", "capacity", "fits"}
-        assert set(p["time_s"]) == {"compute", "memory", "comms", "step"}
+        assert set(p["time_s"]) == {"compute", "memory", "comms", "kernels", "overhead", "step", "model"}
         assert set(p["analytic"]) >= {"flops_per_device", "hbm_bytes_per_device"}
         for c in p["collectives"]:
             assert set(c) >= {"op", "group_size", "count", "wire_bytes_per_device"}

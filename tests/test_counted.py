@@ -270,7 +270,7 @@ def test_mixtral_prefill_is_compute_bound_on_fused_kernels():
     """Mixtral-8x7B prefill, batch 16 x 4096 on h100x8 (tp): 2 x 12.9B active x 65,536 tokens / 8 = 0.22 s of bf16
     compute; the fused kernels move far less than the 0.74 TB that would take at 3.35 TB/s. The program's own
     kernels are kept beside it (and priced with --fusion compiled)."""
-    r = trace("mixtral-8x7b", "h100x8", "tp", batch=16, prompt=4096, context=4096, find_max_batch=False)
+    r = trace("mixtral-8x7b", "h100x8", "tp", batch=16, prompt=4096, context=4096, find_max_batch=False, ideal=True)
     pre = r.phases["prefill"]
     assert pre.time.bound == "compute"
     assert pre.time.compute_s == pytest.approx(0.22, rel=0.05)

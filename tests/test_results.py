@@ -10,14 +10,14 @@ from tracer.api import trace
 
 TOP = ["model", "system", "strategy", "compiler", "compiler_note", "devices", "mesh", "batch", "prompt", "context",
        "dtype", "weights_dtype", "experts_dtype", "vocab_dtype", "kv_cache_dtype", "total_params", "active_params",
-       "routing", "fusion", "usd_per_chip_hour", "price_note", "prefill", "decode", "max_batch", "max_batch_note",
-       "output_to_input_cost", "notes"]
+       "routing", "fusion", "usd_per_chip_hour", "price_note", "time_model", "prefill", "decode", "max_batch",
+       "max_batch_note", "output_to_input_cost", "notes"]
 PHASE = ["flops_per_device", "flops_by_dtype", "hbm_bytes_per_device", "hbm_bytes_compiled",
          "expert_weight_bytes_read", "comm_bytes_per_device", "collectives", "memory_per_device",
          "xla_memory_analysis", "time_s", "bound", "tokens_per_step", "tokens_per_s_per_chip", "usd_per_mtok",
          "analytic", "compile_s", "provenance", "moe", "breakdown"]  # "moe" only for a mixture-of-experts model
 MEMORY = ["weights", "kv_cache", "outputs", "temp", "capacity", "total", "fits"]
-TIME = ["compute", "memory", "comms", "step"]
+TIME = ["compute", "memory", "comms", "kernels", "overhead", "step", "model"]  # kernels, overhead: achieved only
 ANALYTIC = ["flops_per_device", "hbm_bytes_per_device", "flops_ratio", "hbm_bytes_ratio"]
 COLLECTIVE = ["op", "dtype", "group_size", "count", "wire_bytes_per_device", "link", "time_s"]
 PART = ["flops", "hbm_bytes", "wire_bytes", "comms_s", "compute_s", "memory_s"]

@@ -111,14 +111,14 @@ def test_cli_table_json_and_bad_input(capsys):
 
 
 def test_latency_targets_choose_the_concurrency():
-    """Llama 3 8B FP8 on one H200, 1000 in, 1000 out, TPOT under 10 ms: the most sequences that meet it, read off
+    """Llama 3 8B FP8 on one H200, 1000 in, 1000 out, TPOT under 20 ms: the most sequences that meet it, read off
     decode steps derived between 8 and the most the KV pool holds, then compiled at the answer; one more sequence
     (compiled on its own) misses it. TPOT grows with the sequences (each adds its KV cache to every step's reads)."""
     kw = dict(weights="float8", kv_cache="float8")
-    chosen = serving("llama3-8b", "h200x1", "tp", 1000, 1000, tpot_ms=10, **kw)
-    assert chosen.tpot_s <= 0.010 and "the most that meet TPOT 10 ms; read off decode steps derived" in \
+    chosen = serving("llama3-8b", "h200x1", "tp", 1000, 1000, tpot_ms=20, **kw)
+    assert chosen.tpot_s <= 0.020 and "the most that meet TPOT 20 ms; read off decode steps derived" in \
         chosen.concurrency_note
-    assert serving("llama3-8b", "h200x1", "tp", 1000, 1000, batch=chosen.concurrency + 1, **kw).tpot_s > 0.010
+    assert serving("llama3-8b", "h200x1", "tp", 1000, 1000, batch=chosen.concurrency + 1, **kw).tpot_s > 0.020
     loose = serving("llama3-8b", "h200x1", "tp", 1000, 1000, ttft_ms=10_000, **kw)  # every concurrency meets it
     assert loose.concurrency == serving("llama3-8b", "h200x1", "tp", 1000, 1000, **kw).concurrency
     tight = serving("tiny", "h100x1", "tp", ISL, OSL, tpot_ms=1e-6)

@@ -52,7 +52,9 @@ def test_a_step_by_hand():
     t = step_time(step, H100, RATES, "decode")
     frac = 0.1 + 0.7 * math.log(16) / math.log(100)
     flops, moved = 2 * 16 * 8192 * 8192, (8192 * 8192 + 2 * 16 * 8192) * 2
-    assert t.compute_s == pytest.approx(2 * flops / (989e12 * frac) + 0, rel=1e-9)
+    assert t.compute_s == pytest.approx(2 * flops / (989e12 * 0.8), rel=1e-9)  # at large GEMMs' fraction
+    assert t.memory_s == pytest.approx((2 * moved + 1024) / (0.9 * 3.35e12), rel=1e-9) and t.bound == "memory"
+    assert 2 * flops / (989e12 * frac) < 2 * moved / (0.9 * 3.35e12)  # each GEMM: memory-bound at its shape too
     kernels = 2 * moved / (0.9 * 3.35e12) + 4e-6
     assert t.kernels_s == pytest.approx(kernels, rel=1e-9)
     assert t.comms_s == pytest.approx(40e-6, rel=1e-9)

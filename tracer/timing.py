@@ -26,8 +26,10 @@ from tracer.step import CompiledStep
 
 @dataclass(frozen=True)
 class StepTime:
-    compute_s: float  # FLOPs at the rates (ideal: each precision's dense peak)
-    memory_s: float  # HBM bytes at the rates (ideal: the datasheet bandwidth)
+    compute_s: float  # FLOPs at each precision's dense peak (achieved: at the fraction large GEMMs reach)
+    memory_s: float  # HBM bytes at the datasheet bandwidth (achieved: at the fraction streaming kernels reach)
+    # (achieved: these two say what bounds the step as a roofline at achieved rates; a small GEMM's shape penalty,
+    # measured as one time with its weight reads, is in each kernel's time, not in them)
     comms_s: float  # collectives
     kernels_s: float | None = None  # achieved: the kernels one after another, each at its own bound; ideal: None
     overhead_s: float = 0.0  # achieved: the engine's host work per step
@@ -109,13 +111,14 @@ def step_time(step: CompiledStep, system: System, rates: Rates | None = None, ph
     if rates is None:
         compute = sum(flops / system.chip.flops_for(dtype) for dtype, flops in step.cost.flops_by_dtype.items())
         return StepTime(compute, step.cost.hbm_bytes / system.chip.hbm_bw, comms)
-    compute = memory = kernels = 0.0
+    kernels = 0.0
     for k in step.cost.kernels:
         if k.kind == "collective":  # its buffers move within the collective's own time
             continue
-        c, m = kernel_terms(k, system, rates, phase)
-        compute, memory = compute + k.count * c, memory + k.count * m
-        kernels += k.count * max(c, m, rates.kernel_floor_s)
+        kernels += k.count * max(*kernel_terms(k, system, rates, phase), rates.kernel_floor_s)
+    chip = system.chip
+    compute = sum(f / (chip.flops_for(d) * rates.matmul_fraction(d, 1e12)) for d, f in step.cost.flops_by_dtype.items())
+    memory = step.cost.hbm_bytes / (chip.hbm_bw * rates.memory)
     return StepTime(compute, memory, comms, kernels, rates.overhead_s, "achieved")
 
 

@@ -135,7 +135,7 @@ def _digest() -> str:
                 continue
             text = path.read_text(encoding="utf-8")
             if path.parent.name == "rates":  # its [iteration] table, the last, holds the fitted overhead
-                text = text.split("[iteration]")[0]
+                text = text.split("\n[iteration]")[0]
             digest.update(path.relative_to(ROOT).as_posix().encode() + text.encode())
     return digest.hexdigest()[:16]
 

@@ -44,24 +44,25 @@ def _plot(preds: list[Prediction], path: Path, overhead_ms: float):
     markers = {"tensorrt-llm": "o", "vllm": "s", "sglang": "^"}
     lo = min(min(p.row.output_tok_s, p.output_tok_s) for p in preds)
     hi = max(max(p.row.output_tok_s, p.ideal_tok_s) for p in preds)
-    for engine in sorted({p.row.engine for p in preds}):
-        mine = [p for p in preds if p.row.engine == engine]
+    for n, engine in enumerate(sorted({p.row.engine for p in preds})):
+        mine, color = [p for p in preds if p.row.engine == engine], f"C{n}"
         for split, fill in (("held-out", True), ("calibration", False)):
             xs = [p.row.output_tok_s for p in mine if p.row.split == split]
             ys = [p.output_tok_s for p in mine if p.row.split == split]
             if xs:
                 ax.scatter(xs, ys, marker=markers.get(engine, "D"), s=22, label=f"{engine}, {split}",
-                           facecolors=None if fill else "none", edgecolors="C0" if not fill else None)
+                           facecolors=color if fill else "none", edgecolors=color)
         ax.scatter([p.row.output_tok_s for p in mine], [p.ideal_tok_s for p in mine], marker=markers.get(engine, "D"),
-                   s=10, color="0.7", zorder=0)
+                   s=10, color="0.75", zorder=0)
     ax.plot([lo, hi], [lo, hi], color="k", linewidth=0.8)
     for f in (0.8, 1.25):
         ax.plot([lo, hi], [lo * f, hi * f], color="k", linewidth=0.4, linestyle=":")
     ax.set(xscale="log", yscale="log", xlabel="measured output tokens/s (system)",
            ylabel="predicted output tokens/s", title="tracer serving against published measurements")
     ax.legend(fontsize=6)
-    caption(fig, f"Achieved-rate model (per-iteration overhead {overhead_ms:.1f} ms); grey: the ideal roofline "
-                 "(--ideal) of the same rows. Dotted: +-20-25%. Sources: tracer/data/measured_serving.csv.", -0.02)
+    caption(fig, f"Achieved-rate model (per-iteration overhead {overhead_ms:.1f} ms); filled: held-out rows, hollow: "
+                 "calibration rows; grey: the ideal roofline (--ideal) of the same rows. Dotted: -20% and +25%. "
+                 "Sources: tracer/data/measured_serving.csv.", -0.02)
     save(fig, path)
 
 
