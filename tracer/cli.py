@@ -7,6 +7,7 @@ import sys
 import time
 
 from base.inputs import ConfigError
+from tracer import commands
 from tracer.defaults import COMPILERS, DEFAULTS, EXECUTORS, FUSIONS, ROUTINGS
 from tracer.errors import Interrupted
 
@@ -48,15 +49,6 @@ def _trace_batch(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid batch {text!r}: a positive integer") from None
-
-
-def _batch(text: str) -> int | str:
-    if text == "max":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid batch {text!r}: a positive integer or 'max'") from None
 
 
 def _names(text: str) -> list[str]:
@@ -139,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
                                                             "model (attention, MLP or experts, router, LM head, "
                                                             "cache update)")
     c = sub.add_parser("compare", help="the same model and workload over several strategies or systems")
-    _workload_options(c, _batch, batch_default=None)
+    _workload_options(c, commands.batch, batch_default=None)
     c.add_argument("--system", default=DEFAULTS["system"], help="the system (with --strategies)")
     c.add_argument("--systems", type=_names, help="compare these systems (comma-separated) for each strategy")
     c.add_argument("--strategy", default=DEFAULTS["strategy"], help="the strategy (with --systems)")
@@ -149,10 +141,10 @@ def _parser() -> argparse.ArgumentParser:
                                                     "system and strategy")
     c.add_argument("--tpot-ms", type=float, help="take the largest batch whose decode step (time per output token) "
                                                  "stays under this many milliseconds, and price it")
-    _serving_parser(sub)
-    _calibrate_parser(sub)
+    commands.serving_parser(sub)
+    commands.calibrate_parser(sub)
     _sweep_parser(sub)
-    _report_parser(sub)
+    commands.report_parser(sub)
     m = sub.add_parser("models", help="list the model presets (and model files given with --model)")
     m.add_argument("--model", action="append", default=[], help="also list this model file (repeatable)")
     m.add_argument("--json", action="store_true")
@@ -166,75 +158,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serving_parser(sub):
-    from tracer.serving import DEFAULT_KV_FRACTION, DEFAULT_MAX_NUM_TOKENS
-
-    v = sub.add_parser("serving", help="a workload's steady state under continuous batching: tokens/s, TTFT, TPOT "
-                                       "and USD per million input and output tokens")
-    v.add_argument("--model", default="llama3-8b", help="a preset or a model file (as for `tracer trace`)")
-    v.add_argument("--system", default="h200x1", help="a system (see `tracer systems`)")
-    v.add_argument("--strategy", default=DEFAULTS["strategy"], help="a sharding strategy")
-    v.add_argument("--isl", type=int, default=1000, help="prompt (input) tokens per request")
-    v.add_argument("--osl", type=int, default=1000, help="output tokens per request")
-    v.add_argument("--batch", type=_batch, default="max", help="sequences running at once, or max (the most the KV "
-                                                               "pool and the token budget allow)")
-    v.add_argument("--kv-fraction", type=float, default=DEFAULT_KV_FRACTION,
-                   help="share of HBM for weights, temporaries and the KV cache (vLLM's gpu_memory_utilization)")
-    v.add_argument("--max-num-tokens", type=int, default=DEFAULT_MAX_NUM_TOKENS,
-                   help="tokens an iteration (decode and prefill chunks) at most (vLLM's max_num_batched_tokens)")
-    v.add_argument("--admission", default="paged", choices=("paged", "reserve"),
-                   help="paged: sequences hold KV blocks as their context grows (vLLM, SGLang); reserve: each holds "
-                        "ISL + OSL from the start (TensorRT-LLM's default GUARANTEED_NO_EVICT)")
-    v.add_argument("--tpot-ms", type=float, help="run the most sequences whose time per output token meets this")
-    v.add_argument("--ttft-ms", type=float, help="run the most sequences whose time to first token meets this")
-    v.add_argument("--compiler", default="cpu", choices=list(COMPILERS), help="as for `tracer trace`")
-    v.add_argument("--price", type=float, help="USD per chip-hour (overrides the system's dated default)")
-    v.add_argument("--ideal", action="store_true",
-                   help="price every kernel at the chip's peaks (the pure roofline) instead of the achieved rates of "
-                        "the chip's rates file (meshes/rates/)")
-    v.add_argument("--calibration", metavar="FILE", help="a rates file of your own for the system's chip (tracer "
-                                                         "calibrate --out FILE writes one)")
-    v.add_argument("--json", action="store_true", help="print JSON")
-
-
-def _serving(args) -> str:
-    from tracer.reports.serving import serving_text
-    from tracer.serving import serving
-
-    result = serving(args.model, args.system, args.strategy, args.isl, args.osl, args.batch, args.kv_fraction,
-                     args.max_num_tokens, args.tpot_ms, args.ttft_ms, args.admission, weights=args.weights,
-                     kv_cache=args.kv_cache,
-                     compiler=args.compiler, usd_per_chip_hour=args.price, ideal=args.ideal,
-                     calibration=args.calibration)
-    return json.dumps(result.to_dict(), indent=2) if args.json else serving_text(result)
-
-
-def _calibrate_parser(sub):
-    c = sub.add_parser("calibrate", help="measure this machine's accelerator (GEMMs, HBM, attention, kernel floor, "
-                                         "collectives) and write a rates file for --calibration")
-    c.add_argument("--out", required=True, help="the rates file to write (TOML)")
-    c.add_argument("--chip", help="the chip whose datasheet peaks the rates divide (default: found from the device's "
-                                  "name; needed on CPU), e.g. h200")
-    c.add_argument("--quick", action="store_true", help="small sizes (a check that it runs, not a measurement)")
-
-
-def _calibrate(args) -> str:
-    from tracer.calibrate import calibrate
-
-    r = calibrate(args.out, args.chip, args.quick)
-    mm = ", ".join(f"{d} {min(row):.2f}-{max(row):.2f}" for d, row in r.matmul.items())
-    return (f"wrote {args.out}: {r.origin}; matmul of peak {mm}; HBM {r.memory:.2f}; attention prefill "
-            f"{r.attention_prefill:.2f}, decode {r.attention_decode:.2f}; kernel floor {r.kernel_floor_s * 1e6:.1f} us")
-
-
 def _sweep_parser(sub):
     w = sub.add_parser("sweep", help="trace every combination of models, systems, strategies, batches, contexts "
                                      "(and compilers, dtypes); write CSV and JSON Lines; results are cached")
     w.add_argument("file", nargs="?", help="a sweep file (TOML lists: models, systems, strategies, batches, "
                                            "contexts, and optional prompts, compilers, weights, kv_caches)")
-    for name, kind in (("models", str), ("systems", str), ("strategies", str), ("batches", _batch), ("contexts", int),
-                       ("prompts", int), ("compilers", str), ("weights", str), ("kv-caches", str), ("isls", int),
-                       ("osls", int)):
+    for name, kind in (("models", str), ("systems", str), ("strategies", str), ("batches", commands.batch),
+                       ("contexts", int), ("prompts", int), ("compilers", str), ("weights", str), ("kv-caches", str),
+                       ("isls", int), ("osls", int)):
         w.add_argument(f"--{name}", type=_list_of(kind), help=f"comma-separated {name}")
     w.add_argument("--jobs", type=int, default=1, help="worker processes (default 1); with --executor ray and no "
                                                         "--address, the CPUs of the local Ray instance")
@@ -256,21 +187,6 @@ def _sweep_parser(sub):
                         "screened.csv")
 
 
-def _report_parser(sub):
-    r = sub.add_parser("report", help="a Markdown report with tables and plots: of a sweep's results, of the seed "
-                                      "argument's claims (`claims`), or of the textbook's worked examples "
-                                      "(`textbook`)")
-    r.add_argument("results", help="the --out folder of `tracer sweep` (or its sweep.jsonl); `claims`: trace the "
-                                   "claims sweep and give each claim a verdict; `textbook`: reproduce the scaling "
-                                   "book's worked examples; `validation`: predict the published serving "
-                                   "measurements (tracer/data/measured_serving.csv) and report the error")
-    r.add_argument("--out", default="report", help="folder for the Markdown report and its PNG plots")
-    r.add_argument("--jobs", type=int, default=1, help="claims, validation: worker processes (default 1)")
-    r.add_argument("--minutes", type=float, help="validation: start no row after this long (the rest: run again)")
-    r.add_argument("--from", dest="claims_data", help="claims: read this sweep's results (a folder or .jsonl) "
-                                                      "instead of tracing")
-
-
 def _run(args) -> str:
     from tracer.reports import text
 
@@ -290,11 +206,11 @@ def _run(args) -> str:
     if args.command == "sweep":
         return _sweep(args)
     if args.command == "serving":
-        return _serving(args)
+        return commands.serving(args)
     if args.command == "calibrate":
-        return _calibrate(args)
+        return commands.calibrate(args)
     if args.command == "report":
-        return _report(args)
+        return commands.report(args)
     kw = dict(prompt=args.prompt, context=args.context, dtype=args.dtype, usd_per_chip_hour=args.price,
               weights=args.weights, kv_cache=args.kv_cache, capacity_factor=args.capacity_factor,
               routing=args.routing, fusion=args.fusion, ideal=args.ideal, calibration=args.calibration)
@@ -324,38 +240,6 @@ def _run(args) -> str:
     result = trace(model=args.model, system=args.system, strategy=args.strategy, batch=args.batch,
                    find_max_batch=not args.no_max_batch, compiler=args.compiler, confirm=args.confirm, **kw)
     return json.dumps(result.to_dict(), indent=2) if args.json else text.trace_text(result, breakdown=args.breakdown)
-
-
-def _report(args) -> str:
-    if args.claims_data and args.results != "claims":
-        raise ConfigError("--from applies to `tracer report claims`")
-    if args.results == "claims":
-        from tracer.reports import claims_report
-
-        path, found = claims_report.run(args.out, jobs=args.jobs, results=args.claims_data)
-        return "\n".join([f"wrote {path}", *(f"claim {v.number}: {v.text}: {v.summary}" for v in found)])
-    if args.results == "validation":
-        from tracer.reports.validation import write_report as validation
-
-        path, head = validation(args.out, jobs=args.jobs, minutes=args.minutes)
-        return (f"wrote {path}: held-out MAPE {head['held_out_mape']:.1f}% over {head['held_out_rows']} rows "
-                f"({head['held_out_mape_ideal']:.1f}% with --ideal); calibration {head['calibration_mape']:.1f}% over "
-                f"{head['calibration_rows']}; per-iteration overhead fitted on the calibration rows: "
-                f"{head['overhead_fitted_ms']:.1f} ms (the rates files: {head['overhead_used_ms']:.1f} ms)")
-    if args.results == "textbook":
-        from tracer import textbook
-        from tracer.reports.textbook import summary, write_report
-
-        rows = textbook.rows()
-        return f"wrote {write_report(args.out, rows)}: {summary(rows)}"
-    from tracer.reports import serving_report
-    from tracer.reports.sweep_report import load_records, write_report
-    from tracer.sweep_records import read_screened
-
-    if serving_report.is_serving(args.results):
-        return f"wrote {serving_report.write_report(args.results, args.out)}"
-
-    return f"wrote {write_report(load_records(args.results), args.out, read_screened(args.results))}"
 
 
 def _sweep(args) -> str:

@@ -101,8 +101,13 @@ KEPT = ("matmul", "attention")  # kernels kept one by one in a derived step; the
 UNSHARED = 0.001  # the most of a step's FLOPs or HBM bytes in kinds of work some of its fellow steps lack
 
 
+SMALL = 1 << 20  # bytes an execution: a kernel under it is bound by its launch on any GPU here (tracer.timing)
+
+
 def _bucket(k: Kernel) -> tuple:
-    return k.scope, k.kind, k.dtypes
+    """(part, kind, dtypes, size class): small kernels apart, so that summed they keep their count of launches
+    and each its least time, and large ones their mean cost."""
+    return k.scope, k.kind, k.dtypes, "small" if k.cost.hbm_bytes < SMALL else "large"
 
 
 def _summed(kernels: tuple[Kernel, ...], buckets: dict) -> tuple[Kernel, ...]:
@@ -111,18 +116,21 @@ def _summed(kernels: tuple[Kernel, ...], buckets: dict) -> tuple[Kernel, ...]:
     none of it. A compiler splits and fuses elementwise work differently at other sizes (the CPU compiler: an extra
     cache-update fusion at batch 256 that batch 8 does not have), which changes the kernels but not what they add up
     to."""
-    kept, summed, members = [], {key: Cost.zeros() for key in buckets}, dict.fromkeys(buckets, 0)
+    kept, summed = [], {key: Cost.zeros() for key in buckets}
+    members, launches = dict.fromkeys(buckets, 0), dict.fromkeys(buckets, 0)
     for k in kernels:
         if k.kind in KEPT:
             kept.append(k)
         else:
             summed[_bucket(k)] += k.total
             members[_bucket(k)] += k.members * k.count
+            launches[_bucket(k)] += k.count
     out = []
     for key in sorted(buckets):
-        c, flops = summed[key], dict(summed[key].flops_by_dtype)
+        c, flops, n = summed[key], dict(summed[key].flops_by_dtype), launches[key]
         c = dataclasses.replace(c, flops_by_dtype=tuple((d, flops.get(d, 0.0)) for d in buckets[key]))
-        out.append(Kernel(f"{key[0]}/{key[1]}", key[1], key[0], 1, c, None, key[2], members[key]))
+        # the executions it stands for, so that each keeps its least time (tracer.timing's kernel floor)
+        out.append(Kernel(f"{key[0]}/{key[1]}/{key[3]}", key[1], key[0], 1, c, None, key[2], members[key], n))
     return (*kept, *out)
 
 
@@ -165,7 +173,7 @@ class Layout:
             for name, into, ks in (("kernels", kernels, step.cost.kernels), ("fused", fused, step.cost.fused)):
                 for k in ks:
                     if k.kind not in KEPT:
-                        mine.add((name, _bucket(k)))
+                        mine.add((name, _bucket(k)[:3]))  # a kernel may cross the size classes between steps
                         into[_bucket(k)] = tuple(sorted(set(into.get(_bucket(k), ())) |
                                                         {d for d, _ in k.cost.flops_by_dtype}))
             common = mine if common is None else common & mine
@@ -176,7 +184,7 @@ class Layout:
         fellow steps lack: 0 where they all do the same kinds of work."""
         worst = 0.0
         for name, kernels in (("kernels", step.cost.kernels), ("fused", step.cost.fused)):
-            odd = sum((k.total for k in kernels if k.kind not in KEPT and (name, _bucket(k)) not in self.common),
+            odd = sum((k.total for k in kernels if k.kind not in KEPT and (name, _bucket(k)[:3]) not in self.common),
                       Cost.zeros())
             total = sum((k.total for k in kernels), Cost.zeros())
             worst = max(worst, odd.flops / total.flops if total.flops else 0.0,

@@ -169,8 +169,9 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
         raise ConfigError(f"not one sequence of {isl} + {osl} tokens fits the KV pool ({pool / 1e9:.1f} GB per "
                           f"device) beside the weights; try a system with more HBM, or lower --isl/--osl")
     how = "the KV pool" if fits_n <= budget_n else f"the token budget (--max-num-tokens {max_num_tokens})"
-    how += ", each sequence reserving ISL + OSL" if admission == "reserve" and fits_n <= budget_n else ""
-    note = f"the most {how} allows: {fits_n * replicas} by the KV pool, {budget_n * replicas} by the budget"
+    reserving = ", each sequence reserving ISL + OSL" if admission == "reserve" else ""
+    note = (f"the most {how} allows{reserving}: {fits_n * replicas} by the KV pool, {budget_n * replicas} by the "
+            "budget")
     if tpot_ms is None and ttft_ms is None:
         model_at, first = _decode_model(model, system, strategy, (top,), isl, osl, kw)
         return _figures(setting, top, model_at, first, note, ())

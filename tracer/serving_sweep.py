@@ -123,20 +123,24 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
     more = [(fn, args, ("decode", v)) for fn, args, v in deriving.check()]
     dispatch([t[:2] for t in more], lambda k, r: done(k, r, more))
     results = {i: _assemble(points[i], where[i], pre_of.get(i), deriving, steps, errors.get(i)) for i in mine}
-    confirm = _fronts_to_confirm(points, results)
-    at_mean = {i: len(vpoints) + k for k, i in enumerate(confirm)}  # compiled where the figures are read
-    vpoints += [_steps_point(points[i], points[i].batch, points[i].isl + points[i].osl // 2) for i in confirm]
-    again = _uncached(vpoints, list(at_mean.values()), "decode", steps, env, folder)
-    dispatch([t[:2] for t in again], lambda k, r: done(k, r, again))
-    for i in confirm:  # where the mean context cannot be compiled (it does not divide), the derivation stands
-        again_i = _assemble(points[i], (at_mean[i],), pre_of[i], deriving, steps, None,
-                            "on its workload's Pareto front")
-        results[i] = again_i if "error" not in again_i else results[i]
+    confirmed: set[int] = set()
+    while confirm := [i for i in _fronts_to_confirm(points, results) if i not in confirmed]:
+        # a front point compiled moves a little (its kernels' times are not affine in their figures), which can put
+        # a derived neighbour on the front: compiled in turn, until every front point is a compiled one
+        confirmed.update(confirm)
+        at_mean = {i: len(vpoints) + k for k, i in enumerate(confirm)}  # compiled where the figures are read
+        vpoints += [_steps_point(points[i], points[i].batch, points[i].isl + points[i].osl // 2) for i in confirm]
+        again = _uncached(vpoints, list(at_mean.values()), "decode", steps, env, folder)
+        dispatch([t[:2] for t in again], lambda k, r, again=again: done(k, r, again))
+        for i in confirm:  # where the mean context cannot be compiled (it does not divide), the derivation stands
+            again_i = _assemble(points[i], (at_mean[i],), pre_of[i], deriving, steps, None,
+                                "on its workload's Pareto front")
+            results[i] = again_i if "error" not in again_i else results[i]
     for i in mine:
         keep(i, results[i])
     if progress is not None:
         derived = sum(1 for r in results.values() if "error" not in r and "derived" in r["compiled"][0])
-        progress.write(f"\n{derived} of {len(results)} points priced from derived decode steps (the {len(confirm)} "
+        progress.write(f"\n{derived} of {len(results)} points priced from derived decode steps (the {len(confirmed)} "
                        "derived ones on Pareto fronts compiled since); " + deriving.summary().splitlines()[0])
 
 

@@ -100,9 +100,14 @@ def kernel_terms(k: Kernel, system: System, rates: Rates, phase: str) -> tuple[f
     return compute, cost.hbm_bytes / (chip.hbm_bw * fraction)
 
 
-def kernel_time(k: Kernel, system: System, rates: Rates, phase: str) -> float:
-    """Seconds per step of a kernel at the achieved rates: each execution at its bound, and at least the floor."""
-    return k.count * max(*kernel_terms(k, system, rates, phase), rates.kernel_floor_s)
+def kernel_time(k: Kernel, system: System, rates: Rates, phase: str, share: float = 1.0,
+                floored: bool = True) -> float:
+    """Seconds per step of a kernel at the achieved rates (`share` of its work): each execution at its bound, and
+    at least the floor (a record summed from several kernels by tracer.derive: as many floors as it has
+    launches)."""
+    c, m = kernel_terms(k, system, rates, phase)
+    floor = (k.launches or k.count) * rates.kernel_floor_s if floored else 0.0
+    return max(k.count * c * share, k.count * m * share, floor)
 
 
 def step_time(step: CompiledStep, system: System, rates: Rates | None = None, phase: str = "decode") -> StepTime:
@@ -115,7 +120,7 @@ def step_time(step: CompiledStep, system: System, rates: Rates | None = None, ph
     for k in step.cost.kernels:
         if k.kind == "collective":  # its buffers move within the collective's own time
             continue
-        kernels += k.count * max(*kernel_terms(k, system, rates, phase), rates.kernel_floor_s)
+        kernels += kernel_time(k, system, rates, phase)
     chip = system.chip
     compute = sum(f / (chip.flops_for(d) * rates.matmul_fraction(d, 1e12)) for d, f in step.cost.flops_by_dtype.items())
     memory = step.cost.hbm_bytes / (chip.hbm_bw * rates.memory)
@@ -154,7 +159,7 @@ def iteration_kernels_s(decode: CompiledStep | None, prefill: CompiledStep | Non
         partners = pending.get(_key(k)) if k.kind == "matmul" and k.shape else None
         if not partners:
             if k.kind != "collective":
-                total += k.count * max(*kernel_terms(k, system, rates, "decode"), rates.kernel_floor_s)
+                total += kernel_time(k, system, rates, "decode")
             continue
         p = partners.pop()
         paired.add(id(p))
@@ -170,5 +175,5 @@ def iteration_kernels_s(decode: CompiledStep | None, prefill: CompiledStep | Non
             moved = k.cost.argument_bytes + f * (k.cost.hbm_bytes - k.cost.argument_bytes)
             total += gemm(k.count, {d: f * v for d, v in k.cost.flops_by_dtype}, moved, f * k.shape[0], k.shape[1])
         else:
-            total += f * k.count * max(*kernel_terms(k, system, rates, "prefill"))
+            total += kernel_time(k, system, rates, "prefill", share=f, floored=False)
     return total

@@ -67,6 +67,7 @@ class Kernel:
     shape: tuple[int, int, int] | None = None  # a matmul's (M, N, K), batch dims folded into M (several: rules.joined)
     dtypes: tuple[str, ...] = ()  # of its matmul's operands as stored, else of its result
     members: int = 1  # compiled kernels it stands for (a fused kernel: more than one)
+    launches: int = 0  # executions a record summed from several kernels stands for (tracer.derive); 0: its count
 
     @property
     def total(self) -> Cost:

@@ -6,6 +6,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
+from base.inputs import ConfigError
 from tracer.reports.figures import caption, markdown_table, pyplot, save
 from tracer.validation import MEASURED, Prediction, fit_overhead, load_measured, mape, predict_all
 
@@ -70,6 +71,10 @@ def write_report(out: str, jobs: int = 1, progress=None, measured: str | Path = 
                  minutes: float | None = None) -> tuple[Path, dict]:
     """Predict every row (within `minutes`, if given), write validation.md, validation.csv and validation.png under
     `out`; return the report's path and its headline figures."""
+    if minutes is not None and not (isinstance(minutes, int | float) and minutes > 0):
+        raise ConfigError(f"--minutes must be a number of minutes > 0, got {minutes!r}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs must be a positive integer, got {jobs!r}")
     folder = Path(out)
     preds = predict_all(load_measured(measured), folder, jobs, progress, minutes)
     ok = [p for p in preds if p.output_tok_s is not None]
