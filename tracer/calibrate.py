@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from base.inputs import ConfigError
-from meshes.systems import SYSTEMS, Chip, get_system
+from meshes.systems import FAMILIES, SYSTEMS, Chip, get_system
 from tracer.rates import Rates, load_rates, rates_file
 
 FULL = {"m": (1, 16, 64, 256, 1024, 4096, 16384), "nk": 8192, "memory": 1 << 30, "decode": (64, 4096, 8, 128),
@@ -33,8 +33,7 @@ KEYS = {"H100": "h100", "H200": "h200", "GB200": "gb200", "B200": "b200"}
 
 def _chip(name: str | None, device_kind: str) -> Chip:
     if name:
-        key = {"h100": "h100x1", "h200": "h200x1", "b200": "b200x1", "gb200": "gb200x1"}.get(name, name)
-        return get_system(key).chip
+        return get_system(FAMILIES.get(name, name)).chip
     for part, key in KEYS.items():  # GB200 before B200
         if part in device_kind.upper():
             return get_system(f"{key}x1").chip
@@ -153,9 +152,12 @@ def calibrate(out: str, chip_name: str | None = None, quick: bool = False) -> Ra
     measured = f"tracer calibrate on {len(jax.devices())} x {device.device_kind} ({device.platform}), " \
                f"{datetime.date.today().isoformat()}{' (--quick)' if quick else ''}"
     collectives = _collectives(sizes)
-    kept = f"not measurable here: {published.path if published else 'no published file'}"
-    up = collectives or ((published.scale_up_bytes, published.scale_up_s) if published else ((1.0,), (1e-5,)))
-    out_link = (published.scale_out_fraction, published.scale_out_latency_s) if published else (1.0, 0.0)
+    kept = f"not measurable here: {published.path if published else 'no published file, the ideal model assumed'}"
+    # with neither a measurement nor a published file: the ideal model's assumed latency of a step, and said so
+    up = collectives or ((published.scale_up_bytes, published.scale_up_s) if published
+                         else ((1.0,), (chip.scale_up_latency,)))
+    out_link = (published.scale_out_fraction, published.scale_out_latency_s) if published else \
+        (1.0, chip.scale_out_latency)
     rates = Rates(chip.name, measured, out, tuple(float(m) for m in sizes["m"]),
                   {k: tuple(v) for k, v in rows.items()}, _memory(chip, sizes), prefill, decode, _floor(sizes),
                   *up, *out_link, published.overhead_s if published else 0.0,

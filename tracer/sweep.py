@@ -103,21 +103,32 @@ def load_sweep(path: str) -> dict[str, list]:
 
 
 # --- the cache ---
-def versions() -> dict:
-    """What, besides a point's inputs, changes its result: library versions and this tool's source."""
+def package_versions() -> dict:
     out = {}
     for name in PACKAGES:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
-    digest = hashlib.sha256()
+    return out
+
+
+def hash_sources(digest, text_of=None):
+    """Feed `digest` this tool's source and data (SOURCES' .py and .toml files): each file's path and its bytes, or
+    what text_of(path) makes of them (None: left out)."""
     for folder in SOURCES:
         for path in sorted([*(ROOT / folder).rglob("*.py"), *(ROOT / folder).rglob("*.toml")]):
-            digest.update(path.relative_to(ROOT).as_posix().encode())
-            digest.update(path.read_bytes())
-    out["tracer_source"] = digest.hexdigest()
-    return out
+            data = path.read_bytes() if text_of is None else text_of(path)
+            if data is not None:
+                digest.update(path.relative_to(ROOT).as_posix().encode())
+                digest.update(data)
+
+
+def versions() -> dict:
+    """What, besides a point's inputs, changes its result: library versions and this tool's source."""
+    digest = hashlib.sha256()
+    hash_sources(digest)
+    return {**package_versions(), "tracer_source": digest.hexdigest()}
 
 
 def cache_dir() -> tuple[Path | None, str | None]:

@@ -80,9 +80,15 @@ def collective_time(system: System, c: Collective, rates: Rates | None = None) -
     if c.op == "all-to-all":
         group = c.groups[0]
         same = sum(1 for d in group if system.node_of(d) == system.node_of(group[0])) - 1  # peers in my domain
-        inside = c.wire_bytes_per_device * same / (c.group_size - 1)
-        return out_latency + max(inside / up_bw, (c.wire_bytes_per_device - inside) / out_bw)
+        local = c.wire_bytes_per_device * same / (c.group_size - 1)
+        return out_latency + max(local / up_bw, (c.wire_bytes_per_device - local) / out_bw)
     return out_latency + c.wire_bytes_per_device / out_bw
+
+
+def _compute_s(flops, system: System, rates: Rates, side: float = 1e12) -> float:
+    """Seconds of (dtype, FLOPs) pairs at the fraction of each precision's peak a GEMM whose smaller output side is
+    `side` reaches (the default: large GEMMs')."""
+    return sum(f / (system.chip.flops_for(d) * rates.matmul_fraction(d, side)) for d, f in flops)
 
 
 def kernel_terms(k: Kernel, system: System, rates: Rates, phase: str) -> tuple[float, float]:
@@ -90,12 +96,11 @@ def kernel_terms(k: Kernel, system: System, rates: Rates, phase: str) -> tuple[f
     chip = system.chip
     cost = k.cost
     if k.kind == "matmul" and k.shape:
-        side = min(k.shape[0], k.shape[1]) or 1
-        compute = sum(f / (chip.flops_for(d) * rates.matmul_fraction(d, side)) for d, f in cost.flops_by_dtype)
+        compute = _compute_s(cost.flops_by_dtype, system, rates, min(k.shape[0], k.shape[1]) or 1)
     elif k.kind == "attention" and phase == "prefill":
         compute = sum(f / (chip.flops_for(d) * rates.attention_prefill) for d, f in cost.flops_by_dtype)
     else:
-        compute = sum(f / (chip.flops_for(d) * rates.matmul_fraction(d, 1e12)) for d, f in cost.flops_by_dtype)
+        compute = _compute_s(cost.flops_by_dtype, system, rates)
     fraction = rates.attention_decode if k.kind == "attention" and phase == "decode" else rates.memory
     return compute, cost.hbm_bytes / (chip.hbm_bw * fraction)
 
@@ -121,10 +126,9 @@ def step_time(step: CompiledStep, system: System, rates: Rates | None = None, ph
         if k.kind == "collective":  # its buffers move within the collective's own time
             continue
         kernels += kernel_time(k, system, rates, phase)
-    chip = system.chip
-    compute = sum(f / (chip.flops_for(d) * rates.matmul_fraction(d, 1e12)) for d, f in step.cost.flops_by_dtype.items())
-    memory = step.cost.hbm_bytes / (chip.hbm_bw * rates.memory)
-    return StepTime(compute, memory, comms, kernels, rates.overhead_s, "achieved")
+    memory = step.cost.hbm_bytes / (system.chip.hbm_bw * rates.memory)
+    return StepTime(_compute_s(step.cost.flops_by_dtype.items(), system, rates), memory, comms, kernels,
+                    rates.overhead_s, "achieved")
 
 
 def _key(k: Kernel) -> tuple:
@@ -151,8 +155,7 @@ def iteration_kernels_s(decode: CompiledStep | None, prefill: CompiledStep | Non
     paired: set[int] = set()
 
     def gemm(count, flops, bytes_, m, n) -> float:
-        side = min(m, n) or 1
-        compute = sum(v / (chip.flops_for(d) * rates.matmul_fraction(d, side)) for d, v in flops.items())
+        compute = _compute_s(flops.items(), system, rates, min(m, n) or 1)
         return count * max(compute, bytes_ / (chip.hbm_bw * rates.memory), rates.kernel_floor_s)
 
     for k in (decode.cost.kernels if decode else ()):

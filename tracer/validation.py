@@ -126,17 +126,18 @@ def _digest() -> str:
     """What predictions depend on beside the row: the library versions and the tool's source and data (as
     tracer.sweep.versions), less the reports (which only format them) and the rates files' [iteration] table (the
     per-iteration overhead, which a prediction keeps and is re-priced at exactly: `current`)."""
-    from tracer.sweep import PACKAGES, ROOT, SOURCES, versions
+    from tracer.sweep import hash_sources, package_versions
 
-    digest = hashlib.sha256(json.dumps({k: versions()[k] for k in PACKAGES}, sort_keys=True).encode())
-    for folder in SOURCES:
-        for path in sorted([*(ROOT / folder).rglob("*.py"), *(ROOT / folder).rglob("*.toml")]):
-            if "reports" in path.parts or path.name == "validation.py":
-                continue
-            text = path.read_text(encoding="utf-8")
-            if path.parent.name == "rates":  # its [iteration] table, the last, holds the fitted overhead
-                text = text.split("\n[iteration]")[0]
-            digest.update(path.relative_to(ROOT).as_posix().encode() + text.encode())
+    def text_of(path: Path) -> bytes | None:
+        if "reports" in path.parts or path.name == "validation.py":
+            return None
+        text = path.read_text(encoding="utf-8")
+        if path.parent.name == "rates":  # its [iteration] table, the last, holds the fitted overhead
+            text = text.split("\n[iteration]")[0]
+        return text.encode()
+
+    digest = hashlib.sha256(json.dumps(package_versions(), sort_keys=True).encode())
+    hash_sources(digest, text_of)
     return digest.hexdigest()[:16]
 
 
