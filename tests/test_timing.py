@@ -136,3 +136,5 @@ def test_calibrate_on_cpu_writes_a_rates_file(tmp_path, capsys):
     assert calibrated["time_model"].startswith("achieved rates: H100 SXM, tracer calibrate on")
     assert calibrated["decode"]["time_s"]["step"] > published["decode"]["time_s"]["step"]
     assert main(["trace", "--model", "tiny", "--system", "b200x1", "--calibration", str(out)]) == 2
+    # an output that cannot be written is refused before anything is measured
+    assert main(["calibrate", "--out", str(tmp_path / "missing" / "cal.toml"), "--chip", "h100", "--quick"]) == 2

@@ -138,8 +138,14 @@ def _collectives(sizes: dict) -> tuple[tuple[float, ...], tuple[float, ...]] | N
 
 def calibrate(out: str, chip_name: str | None = None, quick: bool = False) -> Rates:
     """Measure, write `out` (a rates file) and return what it holds."""
+    import os
+
     import jax
 
+    folder = Path(out).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK) or Path(out).is_dir():
+        raise ConfigError(f"--out {out}: cannot write a file there (checked before measuring); name a file in a "
+                          "writable folder")
     device = jax.devices()[0]
     chip = _chip(chip_name, device.device_kind)
     sizes = QUICK if quick else FULL
@@ -168,5 +174,9 @@ def calibrate(out: str, chip_name: str | None = None, quick: bool = False) -> Ra
                    "collectives": (f"scale-up measured (psum over {len(jax.devices())} devices); scale-out "
                                    if collectives else "") + kept,
                    "iteration": f"a serving engine's host work, {kept}"})
-    Path(out).write_text(rates.to_toml(), encoding="utf-8")
+    try:
+        Path(out).write_text(rates.to_toml(), encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"--out {out}: {err.strerror or err}; the measurements are lost, run it again with a "
+                          "writable file") from None
     return load_rates(out, chip.name)

@@ -167,7 +167,10 @@ def predict_all(rows: list[Measured], folder: Path, jobs: int = 1, progress=None
     """Every row predicted, the quickest first (those in folder/predictions.jsonl from this same tool are read back);
     with `minutes`, no row starts after that long, and those left are reported as not predicted in this run (run it
     again to go on)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {folder}: {err.strerror or err}; name a folder that can be written") from None
     path = folder / "predictions.jsonl"
     digest = _digest()
     done: dict[str, dict] = {}
