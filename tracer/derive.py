@@ -101,13 +101,11 @@ KEPT = ("matmul", "attention")  # kernels kept one by one in a derived step; the
 UNSHARED = 0.001  # the most of a step's FLOPs or HBM bytes in kinds of work some of its fellow steps lack
 
 
-SMALL = 1 << 20  # bytes an execution: a kernel under it is bound by its launch on any GPU here (tracer.timing)
-
-
 def _bucket(k: Kernel) -> tuple:
-    """(part, kind, dtypes, size class): small kernels apart, so that summed they keep their count of launches
-    and each its least time, and large ones their mean cost."""
-    return k.scope, k.kind, k.dtypes, "small" if k.cost.hbm_bytes < SMALL else "large"
+    """(part, kind, dtypes): the record other work of this kind is summed into. Its time is linear in what it sums
+    (tracer.timing: a launch latency each execution plus its bytes or FLOPs at their rate), so the sum and its count
+    of launches price it as its kernels one by one do."""
+    return k.scope, k.kind, k.dtypes
 
 
 def _summed(kernels: tuple[Kernel, ...], buckets: dict) -> tuple[Kernel, ...]:
@@ -124,13 +122,13 @@ def _summed(kernels: tuple[Kernel, ...], buckets: dict) -> tuple[Kernel, ...]:
         else:
             summed[_bucket(k)] += k.total
             members[_bucket(k)] += k.members * k.count
-            launches[_bucket(k)] += k.count
+            launches[_bucket(k)] += k.launches or k.count  # a record summed before: the launches it stands for
     out = []
     for key in sorted(buckets):
         c, flops, n = summed[key], dict(summed[key].flops_by_dtype), launches[key]
         c = dataclasses.replace(c, flops_by_dtype=tuple((d, flops.get(d, 0.0)) for d in buckets[key]))
-        # the executions it stands for, so that each keeps its least time (tracer.timing's kernel floor)
-        out.append(Kernel(f"{key[0]}/{key[1]}/{key[3]}", key[1], key[0], 1, c, None, key[2], members[key], n))
+        # the executions it stands for, so that each keeps its launch latency (tracer.timing)
+        out.append(Kernel(f"{key[0]}/{key[1]}", key[1], key[0], 1, c, None, key[2], members[key], n))
     return (*kept, *out)
 
 
@@ -173,7 +171,7 @@ class Layout:
             for name, into, ks in (("kernels", kernels, step.cost.kernels), ("fused", fused, step.cost.fused)):
                 for k in ks:
                     if k.kind not in KEPT:
-                        mine.add((name, _bucket(k)[:3]))  # a kernel may cross the size classes between steps
+                        mine.add((name, _bucket(k)))
                         into[_bucket(k)] = tuple(sorted(set(into.get(_bucket(k), ())) |
                                                         {d for d, _ in k.cost.flops_by_dtype}))
             common = mine if common is None else common & mine
@@ -184,7 +182,7 @@ class Layout:
         fellow steps lack: 0 where they all do the same kinds of work."""
         worst = 0.0
         for name, kernels in (("kernels", step.cost.kernels), ("fused", step.cost.fused)):
-            odd = sum((k.total for k in kernels if k.kind not in KEPT and (name, _bucket(k)[:3]) not in self.common),
+            odd = sum((k.total for k in kernels if k.kind not in KEPT and (name, _bucket(k)) not in self.common),
                       Cost.zeros())
             total = sum((k.total for k in kernels), Cost.zeros())
             worst = max(worst, odd.flops / total.flops if total.flops else 0.0,

@@ -7,7 +7,9 @@ Achieved (issue 16, section 2). Kernels run one after another, as a serving engi
               into M, so a grouped expert GEMM counts its groups' rows together), bytes at the memory fraction;
       attention: prefill at the attention prefill fraction of the dense peak; decode's bytes at the decode
               attention fraction of HBM bandwidth (paged kernels' gather);
-      other (elementwise, norms, gathers): FLOPs at the large-GEMM fraction, bytes at the memory fraction;
+      other (elementwise, norms, gathers): FLOPs at the large-GEMM fraction, bytes at the memory fraction, and the
+              floor added, not a bound: count x (floor + max(...)), a launch's latency before the bytes stream
+              (AIConfigurator's model of a memory-bound op);
     collective = count x (latency per call + wire bytes / (link bandwidth x bus fraction)), every one on the
               critical path (tensor-parallel all-reduces sit between matmuls; no overlap is assumed: the engines
               measured here overlap none for the strategies built in);
@@ -105,14 +107,23 @@ def kernel_terms(k: Kernel, system: System, rates: Rates, phase: str) -> tuple[f
     return compute, cost.hbm_bytes / (chip.hbm_bw * fraction)
 
 
+MEASURED = ("matmul", "attention")  # kinds whose fractions come from measured kernel latencies, launch included
+
+
 def kernel_time(k: Kernel, system: System, rates: Rates, phase: str, share: float = 1.0,
                 floored: bool = True) -> float:
-    """Seconds per step of a kernel at the achieved rates (`share` of its work): each execution at its bound, and
-    at least the floor (a record summed from several kernels by tracer.derive: as many floors as it has
-    launches)."""
+    """Seconds per step of a kernel at the achieved rates (`share` of its work; `floored`: with its launches):
+    - a matmul or attention kernel: each execution at its bound, and at least the floor (its fraction is read off
+      measured latencies that hold the launch already);
+    - other work (elementwise, norms, copies, gathers): a launch latency (the floor) each execution plus its bound,
+      as AIConfigurator prices a memory-bound op (bytes / (bandwidth x scaling) + a constant latency). A record
+      tracer.derive summed from several kernels has as many launches as it stands for, and its time is then the
+      sum of theirs (up to which of FLOPs and bytes bounds each)."""
     c, m = kernel_terms(k, system, rates, phase)
-    floor = (k.launches or k.count) * rates.kernel_floor_s if floored else 0.0
-    return max(k.count * c * share, k.count * m * share, floor)
+    launches = (k.launches or k.count) * rates.kernel_floor_s if floored else 0.0
+    if k.kind in MEASURED:
+        return max(k.count * c * share, k.count * m * share, launches)
+    return launches + k.count * max(c, m) * share
 
 
 def step_time(step: CompiledStep, system: System, rates: Rates | None = None, phase: str = "decode") -> StepTime:
@@ -142,9 +153,10 @@ def iteration_kernels_s(decode: CompiledStep | None, prefill: CompiledStep | Non
     - each matmul of the decode step and its partner in the prefill step (the same weight: part of the model, N, K,
       precision and count) are one GEMM: the FLOPs of both, M = decode's rows + f of prefill's, the weights read
       once (the prefill's argument reads dropped), so the chunk's tokens raise a memory-bound GEMM's efficiency;
-    - the prefill's other kernels (attention over the chunk, its elementwise work) add f of their time without a
-      floor of their own: engines run them in the same launches, over more tokens;
-    - a step alone (decode None, or prefill None) is its own kernels; a prefill share alone reads its weights once.
+    - the prefill's other kernels (attention over the chunk, its elementwise work) add f of their time without
+      launches of their own: engines run them in the same launches, over more tokens;
+    - a step alone (decode None, or prefill None) is its own kernels, launches included; a prefill share alone
+      reads its weights once.
     Collectives and the overhead are not in it (the caller adds them)."""
     chip = system.chip
     pending: dict[tuple, list[Kernel]] = {}
@@ -178,5 +190,5 @@ def iteration_kernels_s(decode: CompiledStep | None, prefill: CompiledStep | Non
             moved = k.cost.argument_bytes + f * (k.cost.hbm_bytes - k.cost.argument_bytes)
             total += gemm(k.count, {d: f * v for d, v in k.cost.flops_by_dtype}, moved, f * k.shape[0], k.shape[1])
         else:
-            total += kernel_time(k, system, rates, "prefill", share=f, floored=False)
+            total += kernel_time(k, system, rates, "prefill", share=f, floored=decode is None)
     return total
