@@ -8,6 +8,7 @@ axes stay inside one scale-up domain. A rule maps a logical axis to one mesh axi
 override the rules for weights only (FSDP shards weights along their hidden axis, not the activations').
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -35,6 +36,20 @@ class Strategy:
     mesh: tuple[tuple[str, int | str], ...]  # (axis, size) outer to inner
     rules: tuple[tuple[str, Target], ...]
     weight_rules: tuple[tuple[str, Target], ...] = ()
+    # collectives (by op) that two micro-batches in flight hide under each other's compute, as DeepSeek's and
+    # SGLang's two-batch overlap hides expert parallelism's all-to-alls: a step's time holds only what of them
+    # outlasts its kernels
+    overlap: tuple[str, ...] = ()
+    # the mesh axis whose groups are a pipeline's stages (layers in stages, micro-batches in flight); "" for none.
+    # A stage runs the rest of the mesh's axes (`stage`) over its own chips.
+    pipeline: str = ""
+
+    @property
+    def stage(self) -> "Strategy":
+        """What one pipeline stage runs: this strategy without the pipeline's axis."""
+        return dataclasses.replace(self, name=f"{self.name} stage", mesh=tuple(a for a in self.mesh
+                                                                                if a[0] != self.pipeline),
+                                   pipeline="")
 
     def mesh_shape(self, system: System) -> dict[str, int]:
         sizes: dict[str, int] = {}
@@ -103,11 +118,23 @@ STRATEGIES = {s.name: s for s in (
     Strategy("ep", "experts spread over every device of the scale-up domain; attention, dense layers and LM head "
              "data-parallel (each device serves its own sequences), as large-EP servers run on an NVL72",
              (("dp", "rest"), ("ep", "domain")), (("batch", ("dp", "ep")), ("experts", "ep"))),
+    Strategy("wide-ep", "wide expert parallelism: experts spread over every device of the system, across its nodes "
+             "(h200x8*4: 32 GPUs); attention, dense layers and LM head data-parallel; two micro-batches in flight, "
+             "each one's all-to-alls hidden under the other's compute (two-batch overlap), as large MoE models are "
+             "served across nodes (DeepSeek's inference system, SGLang's large-scale EP)",
+             (("ep", "rest"),), (("batch", "ep"), ("experts", "ep")), overlap=("all-to-all",)),
     Strategy("tp-ep", "attention, dense layers and LM head tensor-parallel in groups of 8; experts spread over "
              "every device of the scale-up domain",
              (("dp", "rest"), ("ep", "domain/8"), ("tp", 8)),
              (("batch", ("dp", "ep")), ("heads", "tp"), ("kv_heads", "tp"), ("mlp", "tp"), ("vocab", "tp"),
               ("experts", ("ep", "tp")))),
+    Strategy("pp", "pipeline parallel: the layers in stages of one device each, in order, every sequence passing "
+             "through them all; as many micro-batches in flight as stages",
+             (("pp", "rest"), ("tp", 1)), tuple(r for r in TENSOR_RULES if r[0] != "batch"), pipeline="pp"),
+    Strategy("tp-pp", "tensor parallel inside each scale-up domain (node), the layers in stages across the domains "
+             "(pipeline parallel over the scale-out network), as many micro-batches in flight as stages: how a model "
+             "too large for one node is served across nodes",
+             (("pp", "rest"), ("tp", "domain")), tuple(r for r in TENSOR_RULES if r[0] != "batch"), pipeline="pp"),
     Strategy("sp", "sequences split over the scale-up domain: prefill's prompt positions and decode's KV cache "
              "positions spread over its devices, weights replicated, as context parallelism serves long contexts",
              (("dp", "rest"), ("sp", "domain")), (("batch", "dp"), ("seq", "sp"), ("cache_seq", "sp"))),
@@ -122,8 +149,10 @@ STRATEGIES = {s.name: s for s in (
 )}
 
 
-def get_strategy(name: str) -> Strategy:
-    """A strategy by name, or from a TOML file of rules (see load_strategy)."""
+def get_strategy(name: "str | Strategy") -> Strategy:
+    """A strategy by name, or from a TOML file of rules (see load_strategy), or one given (a pipeline's stage)."""
+    if isinstance(name, Strategy):
+        return name
     if not isinstance(name, str):
         raise ConfigError(f"strategy must be a name or a .toml file's path, got {name!r}; choose one of: "
                           f"{', '.join(STRATEGIES)}")
@@ -184,21 +213,23 @@ WEIGHT_ARRAYS = (("vocab", "embed"), ("embed", "vocab"), ("embed", "heads", "hea
 ACTIVATION_ARRAYS = (("batch", "seq", "embed"), ("batch", "seq", "heads"), ("batch", "seq", "kv_heads"),
                      ("batch", "seq", "mlp"), ("batch", "vocab"), ("batch", "cache_seq", "kv_heads", "head_dim"),
                      ("batch", "cache_seq", "latent"), ("batch", "experts", "expert_mlp"))
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 LOGICAL_AXES = sorted({a for arr in WEIGHT_ARRAYS + ACTIVATION_ARRAYS for a in arr} | {"layers", "q_lora"})
 
 
 def load_strategy(path: str) -> Strategy:
     """A strategy from a TOML file: name, description, [mesh] axis = size (outer to inner: an integer, "domain",
-    "domain/k" or "rest"), [rules] logical axis = mesh axis or [mesh axes], optional [weight_rules]."""
+    "domain/k" or "rest"), [rules] logical axis = mesh axis or [mesh axes], optional [weight_rules], optional
+    overlap = [collective ops hidden under compute by two micro-batches]."""
     from pathlib import Path
 
     where = f"strategy file {path}"
     data = read_toml(path, where, f"; give a .toml strategy file or one of {', '.join(STRATEGIES)}")
-    unknown = set(data) - {"name", "description", "mesh", "rules", "weight_rules"}
+    unknown = set(data) - {"name", "description", "mesh", "rules", "weight_rules", "overlap"}
     tables = ("mesh", "rules") + (("weight_rules",) if "weight_rules" in data else ())
     if unknown or not all(isinstance(data.get(t), dict) for t in tables) or not data.get("mesh"):
         raise ConfigError(f"{where}: needs a non-empty [mesh] table and a [rules] table (and may have name, "
-                          f"description, a [weight_rules] table)"
+                          f"description, a [weight_rules] table, overlap)"
                           f"{'; unknown keys: ' + ', '.join(sorted(unknown)) if unknown else ''}")
     for key in ("name", "description"):
         if key in data and not isinstance(data[key], str):
@@ -231,8 +262,12 @@ def load_strategy(path: str) -> Strategy:
             out.append((logical, target if isinstance(target, str) else targets))
         return tuple(out)
 
+    overlap = data.get("overlap", [])
+    if not isinstance(overlap, list) or any(op not in COLLECTIVES for op in overlap):
+        raise ConfigError(f"{where}: overlap = {overlap!r}; a list of collectives two micro-batches hide under "
+                          f"compute, from {', '.join(COLLECTIVES)} (e.g. overlap = [\"all-to-all\"])")
     strategy = Strategy(data.get("name", Path(path).stem), data.get("description", f"from {path}"), mesh,
-                        rules("rules"), rules("weight_rules"))
+                        rules("rules"), rules("weight_rules"), tuple(overlap))
     for arrays, weights in ((WEIGHT_ARRAYS, True), (ACTIVATION_ARRAYS, False)):
         for arr in arrays:
             try:

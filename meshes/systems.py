@@ -160,3 +160,19 @@ def get_system(name: str, usd_per_chip_hour: float | None = None) -> System:
             raise ConfigError(f"--price must be a finite number > 0 of USD per chip-hour, got {usd_per_chip_hour!r}")
         system = dataclasses.replace(system, usd_per_chip_hour=usd_per_chip_hour, price_note="set by the user")
     return system
+
+
+def whole_domain(chip: Chip) -> int:
+    """Chips in the largest scale-up domain built of this chip here (8 in an HGX node, 72 in an NVL72): what a
+    system of fewer of them (h200x1, gb200x4) shares its NVLink with."""
+    return max(s.domain_size for s in SYSTEMS.values() if s.chip.name == chip.name)
+
+
+def part_of(system: System, n: int) -> System:
+    """n chips of one of the system's scale-up domains (a pipeline stage), at the system's price per chip."""
+    for family, whole in FAMILIES.items():
+        if SYSTEMS[whole].chip.name == system.chip.name and n <= SYSTEMS[whole].domain_size:
+            part = SYSTEMS[whole] if n == SYSTEMS[whole].domain_size else _part_of_domain(f"{family}x{n}")
+            return dataclasses.replace(part, usd_per_chip_hour=system.usd_per_chip_hour, price_note=system.price_note)
+    raise ConfigError(f"{system.name}: {n} chips are not a part of one scale-up domain of a GPU system here "
+                      f"({', '.join(FAMILIES)}); a pipeline stage must sit in one")

@@ -32,7 +32,8 @@ CACHE_AXES = {"k": ("layers", "batch", "cache_seq", "kv_heads", "head_dim"),
 
 @dataclass(frozen=True)
 class Step:
-    """What a forward pass is doing: prefill of the whole prompt, or decode of one token per sequence."""
+    """What a forward pass is doing: prefill of the whole prompt, or decode of one token per sequence (or a few:
+    speculative decoding's verification), against the cache."""
 
     decode: bool
     positions: jax.Array  # [B, T]
@@ -81,6 +82,12 @@ def write_cache(cache: dict, new: dict, layer, step: Step) -> dict:
             x = new[name].astype(arr.dtype)
             cap = arr.shape[2]
             s = stripes("cache_seq", cap)
+            if step.decode and x.shape[1] > 1:  # several positions a sequence (speculative verification)
+                def write_rows(c, rows, p, cap=cap, s=s):  # c [L, C, ...], rows [T, ...], p [T]
+                    return c.at[layer, cache_slot(p, cap, s)].set(rows, mode="drop")
+
+                out[name] = jax.vmap(write_rows, in_axes=(1, 0, 0), out_axes=1)(arr, x, step.positions)
+                continue
             if step.decode:  # per sequence, in place at its own slot; vmapped so that it stays sharded by batch
                 def write(c, row, p, cap=cap, s=s):  # c [L, C, ...], row [1, ...]
                     return c.at[layer, cache_slot(p, cap, s)].set(row[0], mode="drop")
@@ -181,9 +188,12 @@ def _banded(q, k, v, window: int, scale: float, sinks=None):
 
 
 def decode_mask(cache_arr, step: Step):
-    """[B, 1, C]: slots written so far (all of them once a ring has wrapped)."""
+    """[B, T, C]: the slots each query position sees: those written up to its own position (all of them once a
+    ring has wrapped)."""
     cap = cache_arr.shape[2]
     held = slot_positions(cap, stripes("cache_seq", cap))
+    if step.positions.shape[1] > 1:
+        return held[None, None, :] <= step.positions[:, :, None]
     return (held[None, :] <= step.positions[:, :1])[:, None, :]
 
 

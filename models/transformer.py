@@ -142,8 +142,14 @@ def prefill(weights: nnx.State, tokens, *, graphdef: nnx.GraphDef, capacity: int
 
 
 def decode(weights: nnx.State, cache: KVCache, tokens, positions, *, graphdef: nnx.GraphDef):
-    """tokens [B], positions [B] (where each token goes in the cache) -> (logits [B, V], updated cache)."""
+    """tokens [B], positions [B] (where each token goes in the cache) -> (logits [B, V], updated cache); or tokens
+    and positions [B, T], T positions a sequence (speculative decoding's verification of T - 1 drafted tokens),
+    each attending to the cache and the positions before it -> (logits [B T, V], updated cache)."""
     model: Transformer = nnx.merge(graphdef, weights)
+    if tokens.ndim == 2:
+        x = constrain(model.embed[...][tokens].astype(model.cfg.jnp_dtype), "batch", "seq", "embed")
+        x, cache = model.run_layers(x, cache, Step(True, positions))
+        return model.logits(x.reshape(-1, x.shape[-1])), cache
     x = constrain(model.embed[...][tokens][:, None].astype(model.cfg.jnp_dtype), "batch", "seq", "embed")
     x, cache = model.run_layers(x, cache, Step(True, positions[:, None]))
     return model.logits(x[:, 0]), cache

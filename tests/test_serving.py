@@ -211,3 +211,134 @@ def test_serving_sweep_adding_a_concurrency_compiles_only_its_front(model_file, 
     counted.clear()
     sweep.run(grid([16, 24, 32, 40, 48, 64]), max_batch=False, progress=None, compute=compute, valid=valid)
     assert counted == [(40, 48, "decode")]
+
+
+def _decode_at(model, queries: int):
+    """tiny's decode step on one H100 at batch N and context 96 (the workload's mean), `queries` positions a
+    sequence, at the ideal roofline."""
+    from tracer.api import price, setup
+    from tracer.compile import compile_steps
+
+    s = setup(model, "h100x1", "tp", batch=N, prompt=ISL, context=ISL + OSL // 2, queries=queries, ideal=True)
+    steps = compile_steps(s.cfg, s.system, s.strategy, s.work, ("decode",))
+    return price(s, steps, find_max_batch=False).phases["decode"]
+
+
+def test_speculative_decoding_by_hand(tiny):
+    """tiny, 8 sequences of 64 + 64 tokens, 3 tokens drafted a step by a multi-token-prediction head (one layer of
+    the model's own shape, its embedding and LM head) and accepted with chance 0.7 each given those before: a step
+    yields (1 - 0.7^4) / (1 - 0.7) = 2.533 tokens a sequence. The verification is a decode step of 4 positions a
+    sequence (compiled so: 4 x the one-position step's matmul work, as its analytic estimate says); the draft, 3
+    decode steps of the one-layer model. The iteration adds the draft's steps to the verification mixed with a
+    prefill share of 8 x 2.533 / 64 prompts; TPOT is the iteration / 2.533, and the token budget holds
+    N (4 + 2.533 x 64 / 64) = 52.3 tokens an iteration."""
+    from models.files import get_model
+    from tracer.speculation import Speculation
+
+    e = (1 - 0.7 ** 4) / (1 - 0.7)
+    assert Speculation(3, 0.7).tokens_per_step == pytest.approx(e) == pytest.approx(2.533, abs=1e-3)
+    assert Speculation(3, 1.0).tokens_per_step == 4 and Speculation(3, 0.0).tokens_per_step == 1
+    s = serving("tiny", "h100x1", "tp", ISL, OSL, batch=N, speculative=3, acceptance=0.7, ideal=True)
+    verify, one = _decode_at("tiny", 4), _decode_at("tiny", 1)
+    assert verify.tokens_per_step == 4 * N and verify.flops_ratio == pytest.approx(one.flops_ratio, rel=0.03)
+    assert verify.step.cost.flops == pytest.approx(4 * one.step.cost.flops, rel=0.1)
+    mtp = Speculation(3, 0.7).draft_config(get_model("tiny"))
+    assert (mtp.n_layers, mtp.hidden, mtp.vocab_size) == (1, 128, 512)
+    draft = _decode_at(mtp, 1)
+    assert s.draft_s == pytest.approx(3 * draft.time.step_s, rel=0.005)
+    assert s.decode_s == pytest.approx(verify.time.step_s + s.draft_s, rel=0.005)
+    assert (s.speculative, s.acceptance, s.draft, s.tokens_per_step) == (3, 0.7, "mtp", pytest.approx(e))
+    assert s.tpot_s == pytest.approx(s.iteration_s / e) and s.output_tokens_per_s == pytest.approx(N * e /
+                                                                                                   s.iteration_s)
+    assert s.prefill_tokens_per_iteration == pytest.approx(N * e * ISL / OSL)
+    assert s.tpot_s < tiny.tpot_s  # the draft and the wider step cost less than the 1.53 more tokens they give
+    assert any("Leviathan" in n for n in s.notes)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--speculative", "3"], "needs --acceptance"), (["--acceptance", "0.7"], "applies with --speculative"),
+    (["--speculative", "3", "--acceptance", "1.5"], r"in \[0, 1\]"), (["--speculative", "99", "--acceptance", "0.5"],
+                                                                      "1..16"),
+    (["--disagg", "0:1"], "give P:D"), (["--disagg", "two"], "give P:D"),
+])
+def test_speculation_and_disagg_errors(args, says, capsys):
+    assert main(["serving", "--model", "tiny", "--system", "h100x1", *args]) == 2
+    err = capsys.readouterr().err
+    assert re.search(says, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_disaggregated_by_hand():
+    """tiny, 1 prefill and 1 decode instance of one H100 each, 1024 tokens in and 256 out. A prefill instance runs
+    8192 // 1024 = 8 whole prompts an iteration (a prefill share alone: its weights once, 8 x the rest); each prompt's
+    cache, 4 layers x 2 x 8 heads x 32 x 2 bytes x 1024 tokens = 4.19 MB, moves over NVLink (2 of an HGX node's 8
+    GPUs: 450 GB/s), 9.3 us. The decode instance runs decode alone (no prefill share: its input price is 0) at the
+    most sequences its pool and budget allow. The request rate is the lesser of the two; each side's chip-hours are
+    paid by its own tokens ($2.95 an H100-hour). `auto` finds no split of 1..8 each with more tokens/s per chip."""
+    from tracer.disagg import MOST, disaggregated
+    from tracer.serving_steps import prefill_alone, prefill_phase
+
+    r = disaggregated("tiny", "h100x1", "tp", 1024, 256, (1, 1), ideal=True)
+    kv = 4 * 2 * 8 * 32 * 2 * 1024
+    assert r.kv_bytes_per_request == kv and r.kv_link == "scale-up"
+    assert r.kv_transfer_s == pytest.approx(kv / 450e9) and r.prompts_per_iteration == 8
+    pre, s_pre = prefill_phase("tiny", "h100x1", "tp", 1024, 1, {"ideal": True})
+    assert r.prefill_iteration_s == pytest.approx(prefill_alone(pre, 8, s_pre.system, None))
+    assert r.prefill_requests_per_s == pytest.approx(min(8 / r.prefill_iteration_s, 450e9 / kv))
+    d = r.decode
+    assert d.prefill_s == 0 and d.iteration_s == d.decode_s and d.usd_per_mtok_input == 0 and d.ttft_s == 0
+    assert d.requests_per_s == pytest.approx(d.concurrency / 256 / d.iteration_s)
+    rate = min(r.prefill_requests_per_s, d.requests_per_s)
+    assert r.requests_per_s == pytest.approx(rate) and r.chips == 2
+    assert r.output_tokens_per_s == pytest.approx(rate * 256) and r.input_tokens_per_s == pytest.approx(rate * 1024)
+    usd = 2.95 / 3600  # an H100-second
+    assert r.usd_per_mtok_input == pytest.approx(usd / (rate * 1024) * 1e6)
+    assert r.usd_per_mtok_output == pytest.approx(usd / (rate * 256) * 1e6)
+    assert r.ttft_s == pytest.approx(r.prefill_iteration_s + r.kv_transfer_s)
+    auto = disaggregated("tiny", "h100x1", "tp", 1024, 256, None, ideal=True)
+    best = max(min(p * r.prefill_requests_per_s, q * d.requests_per_s) * 256 / (p + q)  # NVLink: 8 GPUs
+               for p in range(1, MOST + 1) for q in range(1, MOST + 1) if (p + q) <= 8)
+    assert auto.output_tokens_per_s_per_chip >= best * (1 - 1e-9)
+    assert auto.output_tokens_per_s_per_chip >= r.output_tokens_per_s_per_chip
+
+
+def test_disagg_cli(capsys):
+    assert main(["serving", "--model", "tiny", "--system", "h100x1", "--isl", "1024", "--osl", "256", "--disagg",
+                 "1:2", "--json", "--ideal"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["prefill_instances"], out["decode_instances"], out["chips"]) == (1, 2, 3)
+    assert out["decode"]["prefill_s"] == 0
+    assert main(["serving", "--model", "tiny", "--system", "h100x1", "--isl", "1024", "--osl", "256", "--disagg",
+                 "auto", "--ideal"]) == 0
+    assert "disaggregated" in capsys.readouterr().out
+
+
+def test_pipeline_by_hand():
+    """tiny (4 layers) on 4 H100s of one node under `pp`: 4 stages of one chip and one layer each, 8 sequences in 4
+    micro-batches of 2. The last stage (its layer, the embedding and the LM head) is priced as tracer.serving prices
+    one chip serving 2 sequences; a round is 4 of its iterations, 3 sends of a micro-batch's activations between
+    stages (2 tokens x 128 x 2 bytes = 512 B over NVLink: 512 B / 450 GB/s + 1 us a send) and, at the ideal
+    roofline, no overhead. Every micro-batch advances a token a round: 8 tokens a round, TPOT = the round. With 2
+    sequences, 2 micro-batches of one: 2 of the 4 stages idle each round (the bubble), 2 tokens a round."""
+    from meshes.strategies import get_strategy
+    from models.files import get_model
+    from tracer.errors import ConfigError
+    from tracer.pipeline import last_stage
+
+    p = serving("tiny", "h100x4", "pp", ISL, OSL, batch=N, ideal=True)
+    stage = last_stage(get_model("tiny"), 4)
+    assert (stage.n_layers, stage.vocab_size) == (1, 512)
+    st = serving(stage, "h100x1", get_strategy("pp").stage, ISL, OSL, batch=2, ideal=True)
+    send = 2 * 128 * 2 / 450e9 + 1e-6
+    rnd = 4 * st.iteration_s + 3 * send
+    assert p.iteration_s == pytest.approx(rnd) and p.tpot_s == pytest.approx(rnd) and p.chips == 4
+    assert p.output_tokens_per_s == pytest.approx(N / rnd) and p.concurrency == N
+    assert p.kv_pool_bytes_per_device == pytest.approx(st.kv_pool_bytes_per_device)
+    assert any("4 stages of 1 chip" in c and "4 micro-batches of 2" in c for c in p.compiled)
+    two = serving("tiny", "h100x4", "pp", ISL, OSL, batch=2, ideal=True)
+    assert any("2 micro-batches of 1" in c and "2 stages idle" in c for c in two.compiled)
+    one = serving(stage, "h100x1", get_strategy("pp").stage, ISL, OSL, batch=1, ideal=True)
+    assert two.output_tokens_per_s == pytest.approx(2 / (4 * one.iteration_s + 3 * (256 / 450e9 + 1e-6)))
+    with pytest.raises(ConfigError, match="too few for 8 pipeline stages"):
+        serving("tiny", "h100x8", "pp", ISL, OSL, batch=N)
+    with pytest.raises(ConfigError, match="pipeline stages: `tracer serving` prices it"):
+        trace("tiny", "h100x4", "pp", batch=N, context=128)

@@ -9,6 +9,7 @@ from meshes.systems import get_system
 from tracer.compare import compare
 from tracer.compile import Workload, compile_steps
 from tracer.errors import ConfigError
+from tracer.rates import rates_for
 from tracer.read import Collective
 from tracer.roofline import analytic, splits
 from tracer.timing import collective_time, link
@@ -154,6 +155,9 @@ def test_strategy_file(tmp_path):
     s = get_strategy(write(tmp_path, '[mesh]\ndp = "rest"\ntp = 4\n[rules]\nbatch = "dp"\nheads = "tp"\n'))
     assert s.name == "s" and s.mesh_shape(get_system("h100x8")) == {"dp": 2, "tp": 4}
     assert get_strategy("meshes/examples/ep.toml").rules == get_strategy("ep").rules
+    s = get_strategy(write(tmp_path, 'overlap = ["all-to-all"]\n[mesh]\nep = "rest"\n[rules]\nbatch = "ep"\n'
+                                     'experts = "ep"\n'))
+    assert s.overlap == ("all-to-all",) and s.mesh_shape(get_system("h100x8*4")) == {"ep": 32}
 
 
 @pytest.mark.parametrize("text, says", [
@@ -164,6 +168,7 @@ def test_strategy_file(tmp_path):
     ('[mesh]\ntp = "half"\n[rules]\nheads = "tp"\n', "a size is a positive integer"),
     ('[rules]\nheads = "tp"\n', r"needs a non-empty \[mesh\] table and a \[rules\] table"),
     ('[mesh\n', "not valid TOML"),
+    ('overlap = ["all-2-all"]\n[mesh]\ntp = "domain"\n[rules]\nheads = "tp"\n', "a list of collectives two"),
 ])
 def test_strategy_file_errors(tmp_path, text, says):
     with pytest.raises(ConfigError, match=says):
@@ -179,3 +184,23 @@ def test_compare_batch_max_and_latency_target(small):
     assert fast.result.phases["decode"].time.step_s <= step * 0.99
     err = compare(small, ["h100x8"], ["tp", "nope"], batch=8, context=4096)[1]
     assert err.result is None and "unknown strategy" in err.error
+
+
+def test_wide_ep_spreads_experts_over_every_node():
+    """wide-ep on two 8-GPU nodes: one expert axis of all 16 GPUs, each serving its own sequences (16 prompts of 32
+    tokens, one a device). Each MoE layer's dispatch crosses the nodes (its groups span both: the scale-out
+    network), and being all-to-alls, they run under two micro-batches' overlap: a step counts only what of them
+    outlasts its kernels (tracer.timing), where `ep` (experts over one node, 2 replicas) counts all of its own."""
+    from tracer.api import trace
+
+    system = get_system("h100x8*2")
+    assert get_strategy("wide-ep").mesh_shape(system) == {"ep": 16}
+    wide = trace(MOE, "h100x8*2", "wide-ep", batch=16, prompt=32, context=64, find_max_batch=False)
+    p = wide.phases["prefill"]
+    a2a = [c for c in p.step.cost.collectives if c.op == "all-to-all"]
+    assert a2a and all(c.group_size == 16 and link(system, c) == "scale-out" for c in a2a)
+    rates = rates_for(system.chip)[0]
+    hidden = sum(collective_time(system, c, rates) for c in a2a)
+    rest = sum(collective_time(system, c, rates) for c in p.step.cost.collectives if c.op != "all-to-all")
+    assert p.time.hidden_s == pytest.approx(hidden) and hidden > 0
+    assert p.time.comms_s == pytest.approx(rest + max(hidden - p.time.kernels_s, 0.0))

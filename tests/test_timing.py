@@ -138,3 +138,30 @@ def test_calibrate_on_cpu_writes_a_rates_file(tmp_path, capsys):
     assert main(["trace", "--model", "tiny", "--system", "b200x1", "--calibration", str(out)]) == 2
     # an output that cannot be written is refused before anything is measured
     assert main(["calibrate", "--out", str(tmp_path / "missing" / "cal.toml"), "--chip", "h100", "--quick"]) == 2
+
+
+def test_two_micro_batches_hide_all_to_alls_by_hand():
+    """wide-ep's two micro-batches (Strategy.overlap): a GEMM of 44.68 us (memory-bound, as in test_a_step_by_hand)
+    and an all-to-all whose calls take 40 us (the 8-GPU table at a 1 MB operand: 1.75 MB sent a device, once) plus an
+    all-reduce of the same. Overlapped, the all-to-all hides under the GEMM: only the all-reduce's 40 us count; one of
+    60 us a call (past the table's last point, its bandwidth: a 1.5 MB operand) outlasts it by 60 - 44.68 = 15.32 us.
+    Ideal: the step is max(compute, memory) = 134.7 MB / 3.35 TB/s = 40.2 us at peak, under which an all-to-all of
+    1.75 MB over NVLink (450 GB/s: 3.89 us, and one hop of 1 us) hides whole."""
+    from meshes.strategies import STRATEGIES
+
+    gemm = _gemm(16, 8192, 8192)
+    a2a = Collective("all-to-all", 8, (tuple(range(8)),), 1, 1e6, 1.75e6)
+    ar = Collective("all-reduce", 8, (tuple(range(8)),), 1, 1e6, 1.75e6)
+    step = _step(gemm, collectives=(a2a, ar))
+    kernel = gemm.cost.hbm_bytes / (0.9 * 3.35e12)
+    t = step_time(step, H100, RATES, "decode", overlap=("all-to-all",))
+    assert t.kernels_s == pytest.approx(kernel) and t.comms_s == pytest.approx(40e-6) and t.hidden_s == \
+        pytest.approx(40e-6)
+    assert step_time(step, H100, RATES, "decode").comms_s == pytest.approx(80e-6)  # no overlap: both count
+    big = Collective("all-to-all", 8, (tuple(range(8)),), 1, 1.5e6, 2.625e6)
+    t = step_time(_step(gemm, collectives=(big,)), H100, RATES, "decode", overlap=("all-to-all",))
+    assert t.comms_s == pytest.approx(60e-6 - kernel, rel=1e-6)
+    ideal = step_time(_step(gemm, collectives=(a2a,)), H100, overlap=("all-to-all",))
+    assert ideal.comms_s == 0.0 and ideal.hidden_s == pytest.approx(1.75e6 / 450e9 + 1e-6)
+    assert ideal.step_s == pytest.approx(gemm.cost.hbm_bytes / 3.35e12)
+    assert STRATEGIES["wide-ep"].overlap == ("all-to-all",) and STRATEGIES["ep"].overlap == ()

@@ -40,7 +40,7 @@ def _moe_plan(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Workload, 
     """The dispatch plan the model compiled (models.moe.choose_groups, same inputs) and what it implies."""
     if not cfg.is_moe:
         return None
-    tokens = work.batch * (work.prompt if phase == "prefill" else 1)
+    tokens = work.tokens(phase)
     split = phase == "prefill" and strategy.ways("seq", mesh) > 1  # split prompts: each device's part a row
     _, merged, groups, plan = plan_groups(cfg, tokens, split,
                                           lambda axis, shared=None: strategy.ways(axis, mesh, shared=shared))
@@ -60,8 +60,8 @@ def _phase(name, step, cfg, system, work, mesh, strategy, routing, fusion, rates
     if cfg.is_moe and routing == "uniform":
         step = charge_routed_experts(step, reached_fraction(cfg.n_experts, cfg.n_active,
                                                             tokens_per_expert_copy(work, name, split)))
-    time = step_time(step, system, rates, name)
-    tokens = work.batch * (work.prompt if name == "prefill" else 1)
+    time = step_time(step, system, rates, name, strategy.overlap)
+    tokens = work.tokens(name)
     per_chip = tokens / time.step_s / n_chips
     collectives = tuple(CollectiveTime(c, link(system, c), collective_time(system, c, rates))
                         for c in step.cost.collectives)
@@ -134,7 +134,7 @@ def setup(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
           context: int = DEFAULTS["context"], dtype: str | None = None, usd_per_chip_hour: float | None = None,
           weights: str | None = None, kv_cache: str | None = None, capacity_factor: float | None = None,
           compiler: str = "cpu", routing: str = "uniform", fusion: str = "kernels", ideal: bool = False,
-          calibration: str | None = None) -> Setup:
+          calibration: str | None = None, queries: int = 1) -> Setup:
     """Check a point's inputs (`trace` says what each means): every error a point can meet before its programs
     are traced, in one line."""
     if routing not in ROUTINGS:
@@ -142,7 +142,7 @@ def setup(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     if fusion not in FUSIONS:
         raise ConfigError(f"--fusion {fusion!r} is not one of {', '.join(FUSIONS)}")
     prompt = context if prompt is None else prompt
-    for name, value in (("batch", batch), ("context", context), ("prompt", prompt)):
+    for name, value in (("batch", batch), ("context", context), ("prompt", prompt), ("queries", queries)):
         if not is_int(value) or value <= 0:
             raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
     int32 = 2**31 - 1  # token ids and positions are int32 in the step programs
@@ -162,8 +162,11 @@ def setup(model: str | ModelConfig = DEFAULTS["model"], system: str = DEFAULTS["
     sys_ = get_system(system, usd_per_chip_hour)
     cfg = fp4_matmuls(cfg, sys_)
     strat = get_strategy(strategy)
+    if strat.pipeline:
+        raise ConfigError(f"strategy {strat.name} runs the layers in pipeline stages: `tracer serving` prices it "
+                          "(one stage's step alone: --strategy tp on a stage's chips)")
     mesh = strat.mesh_shape(sys_)
-    work = Workload(batch, prompt, context)
+    work = Workload(batch, prompt, context, queries)
     compiler, why = choose_compiler(compiler, sys_)
     check_devices(sys_, compiler)
     check_splits(strat, mesh, work)
@@ -221,7 +224,8 @@ def price(s: Setup, steps: dict[str, CompiledStep], find_max_batch: bool = True,
                 + " (derived decode steps, tracer.derive: a line in the batch)")
     return TraceResult(s.cfg, s.system.name, s.strategy.name, s.mesh, s.work, s.system.usd_per_chip_hour,
                        s.system.price_note, phases, max_batch, note,
-                       notes(s.cfg, s.compiler, s.strategy.ways("cache_seq", s.mesh), s.routing, s.fusion),
+                       notes(s.cfg, s.compiler, s.strategy.ways("cache_seq", s.mesh), s.routing, s.fusion,
+                             s.strategy.overlap),
                        s.compiler_note, s.routing, s.fusion, s.time_model)
 
 

@@ -19,7 +19,7 @@ def batch(text: str) -> int | str:
 
 def serving_parser(sub):
     from tracer.defaults import COMPILERS, DEFAULTS
-    from tracer.serving import DEFAULT_KV_FRACTION, DEFAULT_MAX_NUM_TOKENS
+    from tracer.serving_steps import DEFAULT_KV_FRACTION, DEFAULT_MAX_NUM_TOKENS
 
     v = sub.add_parser("serving", help="a workload's steady state under continuous batching: tokens/s, TTFT, TPOT "
                                        "and USD per million input and output tokens")
@@ -37,6 +37,17 @@ def serving_parser(sub):
     v.add_argument("--admission", default="paged", choices=("paged", "reserve"),
                    help="paged: sequences hold KV blocks as their context grows (vLLM, SGLang); reserve: each holds "
                         "ISL + OSL from the start (TensorRT-LLM's default GUARANTEED_NO_EVICT)")
+    v.add_argument("--speculative", type=int, default=0, metavar="K",
+                   help="speculative decoding: K tokens drafted a step per sequence, verified in one step of K + 1 "
+                        "positions")
+    v.add_argument("--acceptance", type=float, metavar="A",
+                   help="with --speculative: the chance a drafted token is accepted given those before it were (an "
+                        "assumption; engines report it per model and dataset)")
+    v.add_argument("--draft", default="mtp", help="with --speculative: mtp (a multi-token-prediction head: one of "
+                                                  "the model's layers) or a draft model (a preset or model file)")
+    v.add_argument("--disagg", metavar="P:D", help="disaggregated: P instances of the system prefill, D decode, the KV "
+                                                   "caches sent between them; auto: the split with the most output "
+                                                   "tokens/s per chip")
     v.add_argument("--tpot-ms", type=float, help="run the most sequences whose time per output token meets this")
     v.add_argument("--ttft-ms", type=float, help="run the most sequences whose time to first token meets this")
     v.add_argument("--compiler", default="cpu", choices=list(COMPILERS), help="as for `tracer trace`")
@@ -50,14 +61,21 @@ def serving_parser(sub):
 
 
 def serving(args) -> str:
-    from tracer.reports.serving import serving_text
+    from tracer.reports.serving import disagg_text, serving_text
     from tracer.serving import serving
 
+    kw = dict(weights=args.weights, kv_cache=args.kv_cache, compiler=args.compiler, usd_per_chip_hour=args.price,
+              ideal=args.ideal, calibration=args.calibration)
+    if args.disagg is not None:
+        from tracer.disagg import disaggregated, parse_split
+
+        result = disaggregated(args.model, args.system, args.strategy, args.isl, args.osl, parse_split(args.disagg),
+                               args.kv_fraction, args.max_num_tokens, args.tpot_ms, args.ttft_ms, args.admission,
+                               args.speculative, args.acceptance, args.draft, args.batch, **kw)
+        return json.dumps(result.to_dict(), indent=2) if args.json else disagg_text(result)
     result = serving(args.model, args.system, args.strategy, args.isl, args.osl, args.batch, args.kv_fraction,
-                     args.max_num_tokens, args.tpot_ms, args.ttft_ms, args.admission, weights=args.weights,
-                     kv_cache=args.kv_cache,
-                     compiler=args.compiler, usd_per_chip_hour=args.price, ideal=args.ideal,
-                     calibration=args.calibration)
+                     args.max_num_tokens, args.tpot_ms, args.ttft_ms, args.admission, args.speculative,
+                     args.acceptance, args.draft, **kw)
     return json.dumps(result.to_dict(), indent=2) if args.json else serving_text(result)
 
 

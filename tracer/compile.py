@@ -262,11 +262,15 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
             quirks, cfg.dtype, what=f"the prefill step of {cfg.name} (batch {work.batch}, prompt {work.prompt})",
             out_shardings=(logits_sharding, cache_shardings))
     if "decode" in phases:
-        tokens = arg((work.batch,), jnp.int32, ("batch",), "tokens")
+        many = work.queries > 1  # speculative verification: [B, T] tokens, logits at every position
+        tokens = arg((work.batch, work.queries) if many else (work.batch,), jnp.int32,
+                     ("batch", None) if many else ("batch",), "tokens")
+        out = sharding(mesh, strategy, ("batch", "vocab"), (work.tokens("decode"), cfg.vocab_size), "logits")
+        positions = f" x {work.queries} positions" if many else ""
         jobs["decode"] = partial(
             _compile, partial(decode, graphdef=graphdef), (weights, cache, tokens, tokens), mesh, strategy, quirks,
-            cfg.dtype, what=f"the decode step of {cfg.name} (batch {work.batch}, context {work.context})",
-            donate_argnums=(1,), out_shardings=(logits_sharding, cache_shardings))
+            cfg.dtype, what=f"the decode step of {cfg.name} (batch {work.batch}{positions}, context {work.context})",
+            donate_argnums=(1,), out_shardings=(out, cache_shardings))
     steps = {}
     for name, (cost, mem, secs) in _run_both(jobs, concurrently=not quirks.logs).items():
         steps[name] = CompiledStep(cost, weight_bytes, _tree_bytes(cache), expert_bytes, mem, compiler, secs)

@@ -318,7 +318,7 @@ def structure_key(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Worklo
     if phase == "prefill":
         key += [work.prompt, tuple(work.prompt > w for w in windows)]  # banded attention past the window
     if cfg.is_moe:
-        tokens = work.batch * (work.prompt if phase == "prefill" else 1)
+        tokens = work.tokens(phase)
         split = phase == "prefill" and strategy.ways("seq", mesh) > 1
         tok, merged, groups, plan = plan_groups(cfg, tokens, split,
                                                 lambda axis, shared=None: strategy.ways(axis, mesh, shared=shared))

@@ -6,12 +6,15 @@ from tracer.quirks import QUIRKS
 
 
 def notes(cfg: ModelConfig, compiler: str, sequence_shards: int = 1, routing: str = "uniform",
-          fusion: str = "kernels") -> tuple[str, ...]:
-    return (*_method(cfg, fusion), *_dtypes(cfg), *_features(cfg, routing), *_layout(cfg, sequence_shards),
+          fusion: str = "kernels", overlap: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return (*_method(cfg, fusion, overlap), *_dtypes(cfg), *_features(cfg, routing), *_layout(cfg, sequence_shards),
             *_compiler(cfg, compiler))
 
 
-def _method(cfg: ModelConfig, fusion: str) -> list[str]:
+def _method(cfg: ModelConfig, fusion: str, overlap: tuple[str, ...] = ()) -> list[str]:
+    hidden = (f"; the strategy's {' and '.join(overlap)}s run under two micro-batches' compute (each one's under "
+              "the other's): a step counts only what of them outlasts its kernels, the rest of its communication "
+              "is not overlapped" if overlap else "; communication is not overlapped with compute")
     experts = f", routed experts {cfg.experts}" if cfg.is_moe else ""
     return [f"model: {cfg.total_params / 1e9:.4g}B parameters, {cfg.active_params / 1e9:.4g}B active per token "
             f"(embedding lookup excluded); weights {cfg.weights}{experts}, KV cache {cfg.kv}, activations {cfg.dtype}",
@@ -19,7 +22,7 @@ def _method(cfg: ModelConfig, fusion: str) -> list[str]:
             "collective wire bytes use ring formulas: all-reduce 2(n-1)/n x V, all-gather, reduce-scatter and "
             "all-to-all (n-1)/n x V; inside a scale-up domain each call takes what a measured 8-GPU all-reduce "
             "sending as many bytes takes (with --ideal: NVLink bandwidth plus 1 us an algorithm step), across "
-            "domains the per-GPU network NIC's rate plus 5 us a call; communication is not overlapped with compute",
+            f"domains the per-GPU network NIC's rate plus 5 us a call{hidden}",
             "attention core counted as a fused flash kernel: scores stay on chip",
             "HBM bytes as serving engines' fused kernels move them (tracer/read/fusion.py: merged QKV and gate/up "
             "projections, rope, activations and router weights in matmul epilogues, the MoE gather and scatter-add "

@@ -107,6 +107,7 @@ class Phase:
             "time_s": {"compute": self.time.compute_s, "memory": self.time.memory_s, "comms": self.time.comms_s,
                        **({} if self.time.kernels_s is None else {"kernels": self.time.kernels_s,
                                                                    "overhead": self.time.overhead_s}),
+                       **({"overlapped_collectives": self.time.hidden_s} if self.time.hidden_s else {}),
                        "step": self.time.step_s, "model": self.time.model},
             "bound": self.time.bound,
             "tokens_per_step": self.tokens_per_step,

@@ -96,7 +96,7 @@ def splits(strategy, mesh: dict[str, int]) -> Splits:
 def tokens_per_expert_copy(work: Workload, phase: str, split: Splits) -> float:
     """Tokens whose routing can reach one device's experts: those of the token groups that send to it (a batch
     shard's, or every colocated shard's under expert parallelism; a prompt split over devices counts its parts)."""
-    tokens = work.batch * (work.prompt if phase == "prefill" else 1)
+    tokens = work.tokens(phase)
     seq = split.seq if phase == "prefill" and work.prompt % split.seq == 0 else 1
     return tokens / split.batch / seq * split.colocated
 
@@ -166,9 +166,10 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routin
     min(E, T x k) at worst), each divided by the ways it
     is sharded (gathered whole under FSDP), + the KV cache read (decode) or written (prefill) by the device's own
     sequences (MLA's latent cache and repeated GQA kv heads are replicated across the head-parallel group).
-    Context parallelism splits the prompt's tokens, their query-key pairs and the cache over its devices (MLA
-    gathers the latent and expands every position's keys and values on each device)."""
-    tokens = work.batch * (work.prompt if phase == "prefill" else 1)
+    A decode step of several positions a sequence (speculative verification) computes each of them over the whole
+    context and reads the cache once. Context parallelism splits the prompt's tokens, their query-key pairs and the
+    cache over its devices (MLA gathers the latent and expands every position's keys and values on each device)."""
+    tokens = work.tokens(phase)
     seq = split.seq if phase == "prefill" and work.prompt % split.seq == 0 else 1  # decode's one position: not split
     cache_seq = split.cache_seq if work.context % split.cache_seq == 0 else 1
     per_seq = tokens / split.batch / seq  # tokens a device holds
@@ -184,7 +185,8 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routin
     shared = sum(cfg.shared_params for i in range(cfg.n_layers) if cfg.layer_is_moe(i))
     routed = sum(cfg.n_active * cfg.expert_params for i in range(cfg.n_layers) if cfg.layer_is_moe(i))
     head = cfg.hidden * cfg.vocab_size
-    head_tokens = work.batch / split.batch  # the LM head runs on one position per sequence
+    queries = work.queries if phase == "decode" else 1  # positions a sequence runs in a decode step
+    head_tokens = work.batch * queries / split.batch  # the LM head: the last position (prefill), each one (decode)
     per_device_params = (attn - latent_down) / attn_split + latent_down + routers + (dense + shared) / mlp_split
     flops = 2 * (per_seq * per_device_params + tokens * routed / ((split.routed or split.n_chips) * seq)
                  + head_tokens * head / (1 if split.gathered else split.vocab))
@@ -197,7 +199,7 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routin
         keys = sum(_keys_seen(work.prompt, cfg.window(i)) for i in range(cfg.n_layers))
     else:
         keys = sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
-    flops += pair * b / split.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)
+    flops += pair * b * queries / split.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)
     return Analytic(flops, _weights_read(cfg, work, phase, split, routing) + _kv_bytes(cfg, work, phase, split))
 
 
@@ -229,7 +231,7 @@ def analytic_comms_s(cfg: ModelConfig, work: Workload, split: Splits, system: Sy
 
     if split.gathered:  # each layer's weights, gathered whole
         return seconds("all-gather", split.weight_shards, cfg.n_layers, cfg.weight_bytes / cfg.n_layers)
-    x = work.batch / split.batch * cfg.hidden * cfg.bits(cfg.dtype) / 8  # the device's tokens x hidden
+    x = work.batch * work.queries / split.batch * cfg.hidden * cfg.bits(cfg.dtype) / 8  # the device's tokens x hidden
     moe = sum(1 for i in range(cfg.n_layers) if cfg.layer_is_moe(i))
     after_attention = seconds("all-reduce", split.heads, cfg.n_layers, x)
     return (after_attention + seconds("all-reduce", split.mlp, cfg.n_layers - moe, x)

@@ -33,6 +33,14 @@ for two parties: each pays the average of its two marginal times, what it takes 
 The marginal rule in one order (decode alone, prefill the rest) would let whichever runs second ride nearly free in
 the time the first leaves idle (prefill's compute under decode's memory-bound time); this one splits that saving
 evenly. Each output says which time model priced it.
+Speculative decoding (`speculative` K, Speculation): an iteration runs K decode steps of the draft (a multi-token-
+prediction head, or a draft model: compiled, at the mean context), then verifies the K drafted tokens of every
+sequence in one decode step of K + 1 positions a sequence (compiled as such: each position attends to the cache and
+the positions before it, logits at all of them) mixed with the prefill share as above. A sequence gains
+E = (1 - a^(K+1)) / (1 - a) tokens an iteration at acceptance a (an assumption the user gives), so TPOT is the
+iteration / E, N E / OSL sequences end an iteration, and N (K + 1 + E ISL / OSL) tokens an iteration must fit the
+budget. The draft's weights and its cache of each sequence are held beside the model's, out of the KV pool. The
+draft's steps count with the decode tokens in the split of the iteration's price.
 """
 
 import dataclasses
@@ -43,66 +51,22 @@ from base.inputs import ConfigError, is_int, is_number
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
 from tracer.api import price, setup
-from tracer.compile import compile_steps
 from tracer.derive import StepModel, StructureChanged
+from tracer.pipeline import pipelined
 from tracer.results import Phase
-from tracer.roofline import memory
+from tracer.serving_steps import (
+    DEFAULT_KV_FRACTION,
+    DEFAULT_MAX_NUM_TOKENS,
+    Serving,
+    decode_model,
+    iteration_time,
+    kv_pool,
+    prefill_phase,
+)
+from tracer.speculation import Speculation, check_speculation, draft_memory, draft_seconds
 from tracer.step import Workload
-from tracer.timing import iteration_kernels_s
 
-DEFAULT_KV_FRACTION = 0.9  # vLLM's gpu_memory_utilization default
-DEFAULT_MAX_NUM_TOKENS = 8192  # vLLM's max_num_batched_tokens default with chunked prefill (V1 engine)
 ADMISSIONS = ("paged", "reserve")  # sequences hold their context as it grows; or reserve ISL + OSL (TensorRT-LLM)
-
-
-@dataclass(frozen=True)
-class Serving:
-    """A workload's steady state on a system: system-wide unless named per chip."""
-
-    model: str
-    system: str
-    strategy: str
-    isl: int
-    osl: int
-    concurrency: int  # sequences running, over all replicas
-    concurrency_note: str
-    kv_fraction: float
-    max_num_tokens: int
-    kv_pool_bytes_per_device: float
-    kv_bytes_per_sequence_per_device: float  # at the mean context, on the devices its replica spans
-    decode_s: float  # the decode step alone at the mean context
-    prefill_s: float  # an iteration's prefill share alone (N / OSL prompts, reading the weights once)
-    iteration_s: float  # both in one step
-    output_share_s: float  # of iteration_s, what the decode tokens pay (the Shapley rule); the rest the prefill
-    prefill_tokens_per_iteration: float
-    tpot_s: float
-    ttft_s: float
-    e2e_s: float
-    output_tokens_per_s: float
-    input_tokens_per_s: float
-    requests_per_s: float
-    chips: int
-    usd_per_hour: float
-    usd_per_mtok_input: float
-    usd_per_mtok_output: float
-    usd_per_mtok_blended: float
-    compiled: tuple[str, ...]  # the steps compiled, and what was derived from them
-    notes: tuple[str, ...]
-    time_model: str = "ideal roofline"  # what priced the steps (tracer.rates.rates_for, in words)
-    admission: str = "paged"  # how sequences hold the KV pool: as they grow, or reserving ISL + OSL (ADMISSIONS)
-
-    @property
-    def output_tokens_per_s_per_chip(self) -> float:
-        return self.output_tokens_per_s / self.chips
-
-    @property
-    def total_tokens_per_s(self) -> float:
-        return self.output_tokens_per_s + self.input_tokens_per_s
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "output_tokens_per_s_per_chip": self.output_tokens_per_s_per_chip,
-                "total_tokens_per_s": self.total_tokens_per_s, "compiled": list(self.compiled),
-                "notes": list(self.notes)}
 
 
 def _check(isl, osl, batch, kv_fraction, max_num_tokens, tpot_ms, ttft_ms, admission="paged"):
@@ -139,29 +103,52 @@ class _Setting:
     prefill: Phase
     kw: dict
     admission: str = "paged"
+    spec: Speculation | None = None
+    decode_only: bool = False  # disaggregated: the prompts are prefilled elsewhere (tracer.disagg)
+
+    @property
+    def queries(self) -> int:
+        return self.spec.k + 1 if self.spec else 1
+
+    @property
+    def gained(self) -> float:
+        """Output tokens a sequence gains an iteration."""
+        return self.spec.tokens_per_step if self.spec else 1.0
 
 
 def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "tp", isl: int = 1000,
             osl: int = 1000, batch: int | str = "max", kv_fraction: float = DEFAULT_KV_FRACTION,
             max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS, tpot_ms: float | None = None, ttft_ms: float | None = None,
-            admission: str = "paged", **kw) -> Serving:
+            admission: str = "paged", speculative: int = 0, acceptance: float | None = None, draft: str = "mtp",
+            decode_only: bool = False, **kw) -> Serving:
     """The steady state of `batch` concurrent sequences (or the most the KV pool and token budget allow: "max"; or
-    the most of those whose TPOT and TTFT meet `tpot_ms` and `ttft_ms`) of ISL prompt and OSL output tokens. kw:
+    the most of those whose TPOT and TTFT meet `tpot_ms` and `ttft_ms`) of ISL prompt and OSL output tokens; with
+    `speculative` K, each iteration drafts K tokens a sequence (by `draft`) and verifies them (Speculation);
+    `decode_only`: the decode side of a disaggregated system, its prompts prefilled elsewhere (tracer.disagg). kw:
     trace's weights, kv_cache, dtype, compiler, routing, fusion, usd_per_chip_hour."""
     _check(isl, osl, batch, kv_fraction, max_num_tokens, tpot_ms, ttft_ms, admission)
+    spec = check_speculation(speculative, acceptance, draft)
     strat = get_strategy(strategy)
+    if strat.pipeline:
+        if tpot_ms is not None or ttft_ms is not None or decode_only:
+            raise ConfigError(f"strategy {strat.name} pipelines the layers: give --batch N or max; --tpot-ms, "
+                              "--ttft-ms and --disagg take a strategy without stages")
+        return pipelined(serving, model, system, strategy, isl, osl, batch, kv_fraction, max_num_tokens, admission,
+                         speculative, acceptance, draft, kw)
     replicas = strat.ways("batch", strat.mesh_shape(get_system(system)))
-    budget_n = int(max_num_tokens // (1 + isl / osl))  # running sequences per replica the token budget allows
+    queries, gained = (spec.k + 1, spec.tokens_per_step) if spec else (1, 1.0)
+    per_seq = queries + (0 if decode_only else gained * isl / osl)  # tokens a sequence puts in an iteration
+    budget_n = int(max_num_tokens // per_seq)  # running sequences per replica the token budget allows
     if budget_n < 1:
         raise ConfigError(f"--max-num-tokens {max_num_tokens} cannot hold one sequence's share of decode and "
-                          f"prefill (1 + {isl}/{osl} tokens an iteration); raise it")
+                          f"prefill ({per_seq:.3g} tokens an iteration); raise it")
     n = replicas if batch == "max" else batch
-    model_at, first = _decode_model(model, system, strategy, (n,), isl, osl, kw)
-    pool, fits_n = _pool(model_at, first, n, replicas, isl, osl, kv_fraction, admission)
-    s_pre = setup(model, system, strategy, batch=replicas, prompt=isl, context=isl, **kw)
-    prefill = price(s_pre, _compiled(s_pre, "prefill"), find_max_batch=False).phases["prefill"]
+    model_at, first = decode_model(model, system, strategy, (n,), isl, osl, kw, queries)
+    draft_mem = draft_memory(spec, first, system, strategy, n, isl, osl, kw)
+    pool, fits_n = kv_pool(model_at, first, n, replicas, isl, osl, kv_fraction, admission, draft_mem)
+    prefill, _ = prefill_phase(model, system, strategy, isl, replicas, kw)
     setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, prefill, kw,
-                       admission)
+                       admission, spec, decode_only)
     if batch != "max":
         return _figures(setting, n, model_at, first, "as given", _over(n, replicas, budget_n, fits_n, setting))
     top = min(fits_n, budget_n) * replicas
@@ -173,21 +160,9 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
     note = (f"the most {how} allows{reserving}: {fits_n * replicas} by the KV pool, {budget_n * replicas} by the "
             "budget")
     if tpot_ms is None and ttft_ms is None:
-        model_at, first = _decode_model(model, system, strategy, (top,), isl, osl, kw)
+        model_at, first = decode_model(model, system, strategy, (top,), isl, osl, kw, queries)
         return _figures(setting, top, model_at, first, note, ())
     return _meeting(setting, top, tpot_ms, ttft_ms, note)
-
-
-def _pool(model_at: StepModel, first, n: int, replicas: int, isl: int, osl: int, kv_fraction: float,
-          admission: str = "paged"):
-    """(the KV pool per device, the most sequences per replica it holds at their mean context, or at ISL + OSL where
-    each reserves it), from the decode steps at batch n; temporaries counted as growing with the batch (the lower
-    bound)."""
-    step = model_at.at(n, isl + (osl if admission == "reserve" else osl // 2), first.compiler)
-    pool = kv_fraction * first.system.chip.hbm_bytes - step.weight_bytes
-    per_seq = step.kv_cache_bytes / (n // replicas)  # per device, one sequence of its replica, at the mean context
-    temp_per_seq = memory(step, first.system, "decode").temp / (n // replicas)
-    return pool, int(pool // (per_seq + temp_per_seq))
 
 
 def _over(n: int, replicas: int, budget_n: int, fits_n: int, setting: "_Setting") -> tuple[str, ...]:
@@ -213,7 +188,7 @@ def from_steps(model, system: str, strategy: str, isl: int, osl: int, n: int, de
     s_pre = setup(model, system, strategy, batch=replicas, prompt=isl, context=isl, **kw)
     pre = price(s_pre, {"prefill": prefill}, find_max_batch=False).phases["prefill"]
     model_at = StepModel.fit("decode", decode)
-    pool, fits_n = _pool(model_at, first, n, replicas, isl, osl, kv_fraction)
+    pool, fits_n = kv_pool(model_at, first, n, replicas, isl, osl, kv_fraction)
     setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, pre, kw)
     budget_n = int(max_num_tokens // (1 + isl / osl))
     result = _figures(setting, n, model_at, first, "as given", _over(n, replicas, budget_n, fits_n, setting))
@@ -232,14 +207,14 @@ def _meeting(setting: _Setting, top: int, tpot_ms, ttft_ms, fit_note: str) -> Se
         return (tpot_ms is None or x.tpot_s * 1e3 <= tpot_ms) and (ttft_ms is None or x.ttft_s * 1e3 <= ttft_ms)
 
     def compiled(n: int) -> Serving:
-        m, first = _decode_model(setting.model, setting.system, setting.strategy, (n,), setting.isl, setting.osl,
-                                 setting.kw)
+        m, first = decode_model(setting.model, setting.system, setting.strategy, (n,), setting.isl, setting.osl,
+                                 setting.kw, setting.queries)
         return _figures(setting, n, m, first, "", ())
 
     low = min(max(r, 8 * r), top)
     try:
-        fitted, first = _decode_model(setting.model, setting.system, setting.strategy, tuple(sorted({low, top})),
-                                      setting.isl, setting.osl, setting.kw)
+        fitted, first = decode_model(setting.model, setting.system, setting.strategy, tuple(sorted({low, top})),
+                                      setting.isl, setting.osl, setting.kw, setting.queries)
     except StructureChanged:
         fitted = None
     at = (lambda n: _figures(setting, n, fitted, first, "", ())) if fitted else compiled
@@ -265,66 +240,48 @@ def _meeting(setting: _Setting, top: int, tpot_ms, ttft_ms, fit_note: str) -> Se
     return dataclasses.replace(result, concurrency_note=f"the most that meet {targets}{checked}; {fit_note}")
 
 
-def _decode_model(model, system, strategy, batches: tuple[int, ...], isl, osl, kw):
-    """(the decode steps at these batches between contexts ISL and ISL + OSL, derived from those compiled at the
-    corners; the setup at the first batch and ISL + OSL)."""
-    at = {(b, c): setup(model, system, strategy, batch=b, prompt=isl, context=c, **kw)
-          for b in batches for c in (isl, isl + osl)}
-    steps = {k: _compiled(s, "decode")["decode"] for k, s in at.items()}
-    return StepModel.fit("decode", steps), at[(batches[0], isl + osl)]
-
-
-_RECENT: dict = {}  # the last steps compiled: the same workload priced at another time model compiles nothing
-
-
-def _compiled(s, phase: str) -> dict:
-    """A setup's step, compiled, or the same one compiled lately in this process (the time model, the price and the
-    calibration do not change a program)."""
-    key = (repr(s.cfg), s.system.name, s.strategy.name, s.work, s.compiler, phase)
-    if key not in _RECENT:
-        if len(_RECENT) >= 16:
-            _RECENT.clear()
-        _RECENT[key] = compile_steps(s.cfg, s.system, s.strategy, s.work, (phase,), s.compiler)
-    return _RECENT[key]
-
-
 def _figures(setting: _Setting, n: int, model_at: StepModel, first, note: str, notes: tuple) -> Serving:
     """The steady state of n sequences, from the decode steps `model_at` gives and the compiled prefill."""
-    isl, osl, replicas = setting.isl, setting.osl, setting.replicas
+    isl, osl, replicas, spec = setting.isl, setting.osl, setting.replicas, setting.spec
     top, mean = isl + osl, isl + osl // 2
     derived = model_at.at(n, mean, first.compiler)
-    s_mean = dataclasses.replace(first, work=Workload(n, isl, mean))
+    s_mean = dataclasses.replace(first, work=Workload(n, isl, mean, setting.queries))
     decode = price(s_mean, {"decode": derived}, find_max_batch=False).phases["decode"]
-    f = n / replicas / osl  # prompts per device per iteration
-    iteration, decode_s, prefill_s = _iteration(decode, setting.prefill, f, s_mean.system, s_mean.rates)
+    gained = setting.gained  # output tokens a sequence an iteration
+    draft_s = draft_seconds(spec, first, setting.system, setting.strategy, isl, osl, setting.kw, model_at.batches,
+                            n) if spec else 0.0
+    f = n * gained / replicas / osl  # prompts per device per iteration
+    if setting.decode_only:  # prefilled elsewhere: every iteration is decode's
+        iteration = decode_s = decode.time.step_s + draft_s
+        prefill_s = 0.0
+    else:
+        iteration, decode_s, prefill_s = iteration_time(decode, setting.prefill, f, s_mean.system, s_mean.rates,
+                                                    draft_s)
     share = (decode_s + iteration - prefill_s) / 2
     chips = s_mean.system.n_chips
     usd_per_s = s_mean.system.usd_per_chip_hour * chips / 3600
-    out_per_iter, in_per_iter = n, n * isl / osl
-    chunk = max(setting.max_num_tokens - n // replicas, 1)
+    out_per_iter, in_per_iter = n * gained, n * gained * isl / osl
+    chunk = max(setting.max_num_tokens - n * setting.queries // replicas, 1)
     ttft = math.ceil(isl / chunk) * iteration  # the iterations its chunks take, the first token out of the last
+    ttft = 0.0 if setting.decode_only else ttft  # the prefill side's (tracer.disagg)
+    tpot = iteration / gained
+    positions = f" x {setting.queries} positions (verifying {spec.k} drafted)" if spec else ""
+    compiled = (f"decode at batch {n}{positions}, contexts {isl} and {top} (compiled); at {mean} (derived)",
+                f"prefill of one {isl}-token prompt per replica (compiled)")
+    if spec:
+        compiled += (f"draft ({spec.draft_config(first.cfg).name}) decode at batch {n}, contexts {isl} and {top} "
+                     f"(compiled); at {mean} (derived)",)
+        notes = (*notes, f"speculative decoding: {spec.k} tokens drafted a step by {spec.draft}, each accepted with "
+                         f"chance {spec.acceptance:g} given those before it (an assumption, independent tokens: "
+                         f"Leviathan et al. 2023): {gained:.2f} tokens a sequence an iteration")
     return Serving(
         s_mean.cfg.name, s_mean.system.name, s_mean.strategy.name, isl, osl, n, note, setting.kv_fraction,
         setting.max_num_tokens, setting.pool, derived.kv_cache_bytes / (n // replicas), decode_s, prefill_s,
-        iteration, share, in_per_iter, iteration, ttft, ttft + (osl - 1) * iteration, out_per_iter / iteration,
-        in_per_iter / iteration, n / osl / iteration, chips, usd_per_s * 3600,
+        iteration, share, in_per_iter, tpot, ttft, ttft + (osl - 1) * tpot, out_per_iter / iteration,
+        in_per_iter / iteration, n * gained / osl / iteration, chips, usd_per_s * 3600,
         usd_per_s * (iteration - share) / in_per_iter * 1e6, usd_per_s * share / out_per_iter * 1e6,
-        usd_per_s * iteration / (in_per_iter + out_per_iter) * 1e6,
-        (f"decode at batch {n}, contexts {isl} and {top} (compiled); at {mean} (derived)",
-         f"prefill of one {isl}-token prompt per replica (compiled)"),
-        (*notes, f"step times: {s_mean.time_model}"), s_mean.time_model, setting.admission)
+        usd_per_s * iteration / (in_per_iter + out_per_iter) * 1e6, compiled,
+        (*notes, f"step times: {s_mean.time_model}"), s_mean.time_model, setting.admission,
+        spec.k if spec else 0, spec.acceptance if spec else 0.0, spec.draft if spec else "", gained, draft_s)
 
 
-def _iteration(decode: Phase, prefill: Phase, f: float, system, rates) -> tuple[float, float, float]:
-    """(the iteration's seconds, the decode step's alone, the prefill share's alone): module docstring."""
-    d, p = decode.time, prefill.time
-    if rates is not None:  # each kernel at its achieved rate: tracer.timing.iteration_kernels_s
-        comms, overhead = d.comms_s + f * p.comms_s, rates.overhead_s
-        both = iteration_kernels_s(decode.step, prefill.step, f, system, rates) + comms + overhead
-        alone = iteration_kernels_s(None, prefill.step, f, system, rates) + f * p.comms_s + overhead
-        return both, d.step_s, alone
-    weights_s = prefill.step.cost.total.argument_bytes / system.chip.hbm_bw  # its weight reads, shared with decode's
-    extra = max(p.memory_s - weights_s, 0.0)  # its other traffic
-    both = max(d.compute_s + f * p.compute_s, d.memory_s + f * extra) + d.comms_s + f * p.comms_s
-    alone = max(f * p.compute_s, weights_s + f * extra) + f * p.comms_s
-    return both, d.step_s, alone

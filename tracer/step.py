@@ -12,6 +12,11 @@ class Workload:
     batch: int  # sequences in a step
     prompt: int  # prefill tokens per sequence
     context: int  # KV cache capacity; a decode step attends over all of it
+    queries: int = 1  # decode: positions each sequence runs a step (speculative decoding verifies K drafted: K + 1)
+
+    def tokens(self, phase: str) -> int:
+        """Tokens the step runs: the prompts' (prefill), or each sequence's query positions (decode)."""
+        return self.batch * (self.prompt if phase == "prefill" else self.queries)
 
 
 @dataclass(frozen=True)

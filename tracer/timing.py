@@ -11,9 +11,11 @@ Achieved (issue 16, section 2). Kernels run one after another, as a serving engi
               floor added, not a bound: count x (floor + max(...)), a launch's latency before the bytes stream
               (AIConfigurator's model of a memory-bound op);
     collective = count x (latency per call + wire bytes / (link bandwidth x bus fraction)), every one on the
-              critical path (tensor-parallel all-reduces sit between matmuls; no overlap is assumed: the engines
-              measured here overlap none for the strategies built in);
-    step = the kernels + the collectives + the per-iteration overhead (host work not hidden).
+              critical path (tensor-parallel all-reduces sit between matmuls; the engines measured here overlap
+              none for these strategies) except a strategy's overlapped ones (below);
+    step = the kernels + the collectives + the per-iteration overhead (host work not hidden); under a strategy
+    with two micro-batches in flight (Strategy.overlap: wide-ep's all-to-alls), those collectives count only for
+    what of them outlasts the kernels (each micro-batch's all-to-alls under the other's compute).
 Ideal: step = max(FLOPs at peak, HBM bytes at peak bandwidth) + collectives at link bandwidth plus a hop latency
 (today's roofline; compute and memory overlap across the whole step).
 """
@@ -36,6 +38,7 @@ class StepTime:
     kernels_s: float | None = None  # achieved: the kernels one after another, each at its own bound; ideal: None
     overhead_s: float = 0.0  # achieved: the engine's host work per step
     model: str = "ideal"  # "ideal" or "achieved"
+    hidden_s: float = 0.0  # collectives overlapped with compute (all of their time; comms_s holds what outlasts it)
 
     @property
     def step_s(self) -> float:
@@ -126,20 +129,25 @@ def kernel_time(k: Kernel, system: System, rates: Rates, phase: str, share: floa
     return launches + k.count * max(c, m) * share
 
 
-def step_time(step: CompiledStep, system: System, rates: Rates | None = None, phase: str = "decode") -> StepTime:
-    """The step's seconds: at the achieved `rates`, or (None) the ideal roofline (module docstring)."""
-    comms = sum(collective_time(system, c, rates) for c in step.cost.collectives)
+def step_time(step: CompiledStep, system: System, rates: Rates | None = None, phase: str = "decode",
+              overlap: tuple[str, ...] = ()) -> StepTime:
+    """The step's seconds: at the achieved `rates`, or (None) the ideal roofline (module docstring). Collectives
+    whose op is in `overlap` (a strategy's two micro-batches in flight, meshes.strategies.Strategy.overlap) hide
+    under the step's compute: only what of them outlasts its kernels (ideal: max(compute, memory)) is counted."""
+    hidden = sum(collective_time(system, c, rates) for c in step.cost.collectives if c.op in overlap)
+    exposed = sum(collective_time(system, c, rates) for c in step.cost.collectives if c.op not in overlap)
     if rates is None:
         compute = sum(flops / system.chip.flops_for(dtype) for dtype, flops in step.cost.flops_by_dtype.items())
-        return StepTime(compute, step.cost.hbm_bytes / system.chip.hbm_bw, comms)
+        memory = step.cost.hbm_bytes / system.chip.hbm_bw
+        return StepTime(compute, memory, exposed + max(hidden - max(compute, memory), 0.0), hidden_s=hidden)
     kernels = 0.0
     for k in step.cost.kernels:
         if k.kind == "collective":  # its buffers move within the collective's own time
             continue
         kernels += kernel_time(k, system, rates, phase)
     memory = step.cost.hbm_bytes / (system.chip.hbm_bw * rates.memory)
-    return StepTime(_compute_s(step.cost.flops_by_dtype.items(), system, rates), memory, comms, kernels,
-                    rates.overhead_s, "achieved")
+    return StepTime(_compute_s(step.cost.flops_by_dtype.items(), system, rates), memory,
+                    exposed + max(hidden - kernels, 0.0), kernels, rates.overhead_s, "achieved", hidden)
 
 
 def _key(k: Kernel) -> tuple:

@@ -10,6 +10,9 @@ def serving_text(s) -> str:
         ("iteration", f"{s.iteration_s * 1e3:.2f} ms (decode alone {s.decode_s * 1e3:.2f} ms, prefill of "
                       f"{s.prefill_tokens_per_iteration:.0f} prompt tokens alone {s.prefill_s * 1e3:.2f} ms); output "
                       f"tokens pay {s.output_share_s * 1e3:.2f} ms of it"),
+        *([("speculative", f"{s.speculative} drafted a step by {s.draft} at acceptance {s.acceptance:g}: "
+                            f"{s.tokens_per_step:.2f} tokens a sequence an iteration; the draft takes "
+                            f"{s.draft_s * 1e3:.2f} ms of it")] if s.speculative else []),
         ("TTFT / TPOT / end to end", f"{s.ttft_s * 1e3:.0f} ms / {s.tpot_s * 1e3:.2f} ms / {s.e2e_s:.2f} s"),
         ("output tokens/s", f"{s.output_tokens_per_s:,.0f} ({s.output_tokens_per_s_per_chip:,.0f} per chip, "
                             f"{1 / s.tpot_s:.1f} per user)"),
@@ -22,4 +25,34 @@ def serving_text(s) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"{s.model} serving", *(f"  {k:<{width}}  {v}" for k, v in rows)]
     lines += [f"  compiled: {c}" for c in s.compiled] + [f"  note: {n}" for n in s.notes]
+    return "\n".join(lines)
+
+
+def disagg_text(r) -> str:
+    """`tracer serving --disagg`'s table (tracer.disagg.Disaggregated)."""
+    d = r.decode
+    rows = [
+        ("workload", f"{r.isl} tokens in, {r.osl} out"),
+        ("instances", f"{r.prefill_instances} prefill + {r.decode_instances} decode of {r.system}, {r.strategy} "
+                      f"({r.split_note}): {r.chips} chips, ${r.usd_per_hour:.2f}/h"),
+        ("prefill instance", f"{r.prompts_per_iteration:.3g} prompt{'' if r.prompts_per_iteration == 1 else 's'} "
+                             f"per replica an iteration of "
+                             f"{r.prefill_iteration_s * 1e3:.2f} ms: {r.prefill_requests_per_s:,.1f} requests/s at "
+                             f"most; busy {r.prefill_utilization:.0%}"),
+        ("KV transfer", f"{r.kv_bytes_per_request / 1e6:.1f} MB a request over {r.kv_link}, "
+                        f"{r.kv_transfer_s * 1e3:.2f} ms"),
+        ("decode instance", f"{d.concurrency} sequences ({d.concurrency_note}), iteration {d.iteration_s * 1e3:.2f} "
+                            f"ms: {d.requests_per_s:,.1f} requests/s at most; busy {r.decode_utilization:.0%}"),
+        ("TTFT / TPOT / end to end", f"{r.ttft_s * 1e3:.0f} ms / {r.tpot_s * 1e3:.2f} ms / {r.e2e_s:.2f} s"),
+        ("output tokens/s", f"{r.output_tokens_per_s:,.0f} ({r.output_tokens_per_s_per_chip:,.0f} per chip; an "
+                            f"instance serving it whole at the same targets: "
+                            f"{r.aggregated_output_tokens_per_s_per_chip:,.0f} per chip)"),
+        ("requests/s", f"{r.requests_per_s:.2f}"),
+        ("USD per M tokens", f"input ${r.usd_per_mtok_input:.3f} (the prefill instances' chip-time), output "
+                             f"${r.usd_per_mtok_output:.3f} (the decode instances'), blended "
+                             f"${r.usd_per_mtok_blended:.3f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{r.model} serving, disaggregated", *(f"  {k:<{width}}  {v}" for k, v in rows)]
+    lines += [f"  compiled: {c}" for c in d.compiled] + [f"  note: {n}" for n in r.notes]
     return "\n".join(lines)

@@ -58,6 +58,8 @@ def _phase_text(p: Phase, breakdown: bool) -> list[str]:
         ["time compute / memory / comms", f"{_ms(t.compute_s)} / {_ms(t.memory_s)} / {_ms(t.comms_s)}", "", ""],
         *([["step = kernels + comms + overhead", f"{_ms(t.kernels_s)} + {_ms(t.comms_s)} + {_ms(t.overhead_s)}",
             "", ""]] if t.kernels_s is not None else []),
+        *([["collectives under compute (two micro-batches)", f"{_ms(t.hidden_s)} (counted: what outlasts the "
+            "compute)", "", ""]] if t.hidden_s else []),
         ["memory weights / KV / out / temp", " / ".join(_si(v, "B") for v in (m.weights, m.kv_cache, m.outputs,
                                                                             m.temp)), "", ""],
         ["memory total / capacity", f"{_si(m.total, 'B')} / {_si(m.capacity, 'B')}", "", ""],
