@@ -13,7 +13,7 @@ def serving_text(s) -> str:
         *([("speculative", f"{s.speculative} drafted a step by {s.draft} at acceptance {s.acceptance:g}: "
                             f"{s.tokens_per_step:.2f} tokens a sequence an iteration; the draft takes "
                             f"{s.draft_s * 1e3:.2f} ms of it")] if s.speculative else []),
-        ("TTFT / TPOT / end to end", f"{s.ttft_s * 1e3:.0f} ms / {s.tpot_s * 1e3:.2f} ms / {s.e2e_s:.2f} s"),
+        _latencies(s),
         ("output tokens/s", f"{s.output_tokens_per_s:,.0f} ({s.output_tokens_per_s_per_chip:,.0f} per chip, "
                             f"{1 / s.tpot_s:.1f} per user)"),
         ("input, total tokens/s", f"{s.input_tokens_per_s:,.0f}, {s.total_tokens_per_s:,.0f}"),
@@ -22,10 +22,18 @@ def serving_text(s) -> str:
                              f"${s.usd_per_mtok_blended:.3f} (output/input "
                              f"{s.usd_per_mtok_output / s.usd_per_mtok_input:.1f}x)"),
     ]
+    return _table(f"{s.model} serving", rows, s.compiled, s.notes)
+
+
+def _table(title: str, rows: list, compiled, notes) -> str:
+    """A title, its rows (label, text) aligned, then what was compiled and the notes."""
     width = max(len(k) for k, _ in rows)
-    lines = [f"{s.model} serving", *(f"  {k:<{width}}  {v}" for k, v in rows)]
-    lines += [f"  compiled: {c}" for c in s.compiled] + [f"  note: {n}" for n in s.notes]
-    return "\n".join(lines)
+    lines = [title, *(f"  {k:<{width}}  {v}" for k, v in rows)]
+    return "\n".join(lines + [f"  compiled: {c}" for c in compiled] + [f"  note: {n}" for n in notes])
+
+
+def _latencies(x) -> tuple[str, str]:
+    return "TTFT / TPOT / end to end", f"{x.ttft_s * 1e3:.0f} ms / {x.tpot_s * 1e3:.2f} ms / {x.e2e_s:.2f} s"
 
 
 def disagg_text(r) -> str:
@@ -43,7 +51,7 @@ def disagg_text(r) -> str:
                         f"{r.kv_transfer_s * 1e3:.2f} ms"),
         ("decode instance", f"{d.concurrency} sequences ({d.concurrency_note}), iteration {d.iteration_s * 1e3:.2f} "
                             f"ms: {d.requests_per_s:,.1f} requests/s at most; busy {r.decode_utilization:.0%}"),
-        ("TTFT / TPOT / end to end", f"{r.ttft_s * 1e3:.0f} ms / {r.tpot_s * 1e3:.2f} ms / {r.e2e_s:.2f} s"),
+        _latencies(r),
         ("output tokens/s", f"{r.output_tokens_per_s:,.0f} ({r.output_tokens_per_s_per_chip:,.0f} per chip; an "
                             f"instance serving it whole at the same targets: "
                             f"{r.aggregated_output_tokens_per_s_per_chip:,.0f} per chip)"),
@@ -52,7 +60,4 @@ def disagg_text(r) -> str:
                              f"${r.usd_per_mtok_output:.3f} (the decode instances'), blended "
                              f"${r.usd_per_mtok_blended:.3f}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    lines = [f"{r.model} serving, disaggregated", *(f"  {k:<{width}}  {v}" for k, v in rows)]
-    lines += [f"  compiled: {c}" for c in d.compiled] + [f"  note: {n}" for n in r.notes]
-    return "\n".join(lines)
+    return _table(f"{r.model} serving, disaggregated", rows, d.compiled, r.notes)
