@@ -342,3 +342,18 @@ def test_pipeline_by_hand():
         serving("tiny", "h100x8", "pp", ISL, OSL, batch=N)
     with pytest.raises(ConfigError, match="pipeline stages: `tracer serving` prices it"):
         trace("tiny", "h100x4", "pp", batch=N, context=128)
+
+
+def test_serving_sweep_prices_pipelines_as_serving_does(monkeypatch):
+    """A serving sweep's pipeline points go to tracer.serving whole (its last stage compiled), not through steps
+    derived for the whole model, which a pipeline has none of."""
+    from tracer import sweep
+    from tracer.serving_sweep import compute, serving_grid, valid
+
+    monkeypatch.setenv("TRACER_CACHE", "")
+    points = serving_grid(model=["tiny"], system=["h100x4"], strategy=["pp"], isl=[ISL], osl=[OSL], batch=[N, 2 * N])
+    records = sweep.run(points, max_batch=False, progress=None, compute=compute, valid=valid)
+    for r in records:
+        alone = serving("tiny", "h100x4", "pp", ISL, OSL, batch=r["inputs"]["batch"])
+        assert r["result"]["tpot_s"] == pytest.approx(alone.tpot_s) and "pipeline: 4 stages" in r["result"][
+            "compiled"][-1]

@@ -83,6 +83,13 @@ def _replicas(p: ServingPoint) -> int:
     return strategy.ways("batch", strategy.mesh_shape(get_system(p.system)))
 
 
+def _pipelined(p: ServingPoint) -> bool:
+    """A pipeline strategy's point: tracer.serving prices it from its last stage, not from derived whole steps."""
+    from meshes.strategies import get_strategy
+
+    return bool(get_strategy(p.strategy).pipeline)
+
+
 def compute(points, todo, max_batch, env, folder, derive, finish, progress, dispatch):
     """tracer.sweep.run's computation for serving points (its signature: tracer.sweep._compute)."""
     from tracer import sweep
@@ -92,7 +99,7 @@ def compute(points, todo, max_batch, env, folder, derive, finish, progress, disp
             sweep.store(points[i], env, False, folder, result)
         finish(i, result, False)
 
-    plain = [i for i in todo if not derive or not isinstance(points[i].batch, int)]
+    plain = [i for i in todo if not derive or not isinstance(points[i].batch, int) or _pipelined(points[i])]
     mine = [i for i in todo if i not in plain]
     steps, errors = {}, {}
     # every point's decode steps are grouped (those done before too, whose compiled steps the cache holds), so a
