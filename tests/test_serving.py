@@ -357,3 +357,16 @@ def test_serving_sweep_prices_pipelines_as_serving_does(monkeypatch):
         alone = serving("tiny", "h100x4", "pp", ISL, OSL, batch=r["inputs"]["batch"])
         assert r["result"]["tpot_s"] == pytest.approx(alone.tpot_s) and "pipeline: 4 stages" in r["result"][
             "compiled"][-1]
+
+
+def test_pipeline_meets_a_tpot_target():
+    """tiny on 4 H100s under pp, at the ideal roofline: a TPOT target half-way between what 4 and 256 sequences take
+    (one micro-batch of one a stage, and four of 64). The answer meets it, one sequence more does not, and the
+    answer says how it was chosen."""
+    lo = serving("tiny", "h100x4", "pp", ISL, OSL, batch=4, ideal=True)
+    hi = serving("tiny", "h100x4", "pp", ISL, OSL, batch=256, ideal=True)
+    target = (lo.tpot_s + hi.tpot_s) / 2 * 1e3
+    got = serving("tiny", "h100x4", "pp", ISL, OSL, tpot_ms=target, ideal=True)
+    assert 4 < got.concurrency < 256 and got.tpot_s * 1e3 <= target
+    assert serving("tiny", "h100x4", "pp", ISL, OSL, batch=got.concurrency + 1, ideal=True).tpot_s * 1e3 > target
+    assert got.concurrency_note.startswith("the most that meet TPOT")

@@ -21,6 +21,7 @@ the LM head and the most layers: an upper bound on the round of (S - 1) stages' 
 
 import dataclasses
 import math
+from dataclasses import dataclass
 
 from base.inputs import ConfigError
 from meshes.strategies import get_strategy
@@ -44,21 +45,67 @@ def last_stage(cfg: ModelConfig, stages: int) -> ModelConfig:
                                name=f"{cfg.name} (last of {stages} stages)")
 
 
-def _most(cfg, stage_sys, stage, r: int, stages: int, isl: int, osl: int, kv_fraction: float,
-          max_num_tokens: int, admission: str, spec, kw: dict) -> tuple[int, str]:
+@dataclass(frozen=True)
+class _Pipeline:
+    """What stays the same at every concurrency: the system, its stages, the last stage's model, the workload."""
+
+    system: object
+    strategy: object
+    stages: int
+    per_stage: int
+    stage_system: object
+    model: str  # the whole model's name
+    cfg: ModelConfig  # the last stage's
+    isl: int
+    osl: int
+    kv_fraction: float
+    max_num_tokens: int
+    admission: str
+    spec: object  # tracer.speculation.Speculation or None
+    kw: dict
+
+    @property
+    def queries(self) -> int:
+        return self.spec.k + 1 if self.spec else 1
+
+    @property
+    def gained(self) -> float:
+        return self.spec.tokens_per_step if self.spec else 1.0
+
+    @property
+    def replicas(self) -> int:
+        stage = self.strategy.stage
+        return stage.ways("batch", stage.mesh_shape(self.stage_system))
+
+
+def _pipeline(model, system: str, strategy: str, isl: int, osl: int, kv_fraction: float, max_num_tokens: int,
+              admission: str, speculative: int, acceptance, draft: str, kw: dict) -> _Pipeline:
+    sys_, strat = get_system(system, kw.get("usd_per_chip_hour")), get_strategy(strategy)
+    stages = strat.mesh_shape(sys_)[strat.pipeline]
+    per_stage = sys_.n_chips // stages
+    if sys_.domain_size % per_stage and per_stage % sys_.domain_size:
+        raise ConfigError(f"strategy {strat.name} on {system}: stages of {per_stage} chips do not tile its "
+                          f"{sys_.domain_size}-chip domains")
+    cfg = model if isinstance(model, ModelConfig) else get_model(model)
+    stage_cfg = last_stage(cfg.with_dtypes(kw.get("weights"), kw.get("kv_cache"), kw.get("dtype")), stages)
+    return _Pipeline(sys_, strat, stages, per_stage, part_of(sys_, per_stage), cfg.name, stage_cfg, isl, osl,
+                     kv_fraction, max_num_tokens, admission, check_speculation(speculative, acceptance, draft), kw)
+
+
+def _most(p: _Pipeline) -> tuple[int, str]:
     """(the most sequences the stages hold: a stage's KV pool holds all of them, a micro-batch's tokens the budget;
     how it was bound)."""
-    queries, gained = (spec.k + 1, spec.tokens_per_step) if spec else (1, 1.0)
-    model_at, first = decode_model(cfg, stage_sys.name, stage, (r,), isl, osl, kw, queries)
-    _, fits_n = kv_pool(model_at, first, r, r, isl, osl, kv_fraction, admission,
-                        draft_memory(spec, first, stage_sys.name, stage, r, isl, osl, kw))
-    budget_n = int(max_num_tokens // (queries + gained * isl / osl))
-    n = min(fits_n, stages * budget_n) * r
+    r, stage, name = p.replicas, p.strategy.stage, p.stage_system.name
+    model_at, first = decode_model(p.cfg, name, stage, (r,), p.isl, p.osl, p.kw, p.queries)
+    _, fits_n = kv_pool(model_at, first, r, r, p.isl, p.osl, p.kv_fraction, p.admission,
+                        draft_memory(p.spec, first, name, stage, r, p.isl, p.osl, p.kw))
+    budget_n = int(p.max_num_tokens // (p.queries + p.gained * p.isl / p.osl))
+    n = min(fits_n, p.stages * budget_n) * r
     if n < r:
-        raise ConfigError(f"not one sequence of {isl} + {osl} tokens fits a stage's KV pool beside its weights; "
+        raise ConfigError(f"not one sequence of {p.isl} + {p.osl} tokens fits a stage's KV pool beside its weights; "
                           "use more stages (nodes) or lower --isl/--osl")
-    how = "the stages' KV pool" if fits_n <= stages * budget_n else "the token budget of each micro-batch"
-    return n, f"the most {how} allows: {fits_n * r} by the KV pool, {stages * budget_n * r} by the budget"
+    how = "the stages' KV pool" if fits_n <= p.stages * budget_n else "the token budget of each micro-batch"
+    return n, f"the most {how} allows: {fits_n * r} by the KV pool, {p.stages * budget_n * r} by the budget"
 
 
 def _send(system, rates, per_stage: int, sent: float) -> tuple[float, str]:
@@ -73,30 +120,47 @@ def _send(system, rates, per_stage: int, sent: float) -> tuple[float, str]:
 
 
 def pipelined(serving, model, system: str, strategy: str, isl: int, osl: int, batch, kv_fraction: float,
-              max_num_tokens: int, admission: str, speculative: int, acceptance, draft: str, kw: dict):
-    """tracer.serving's steady state under a pipeline strategy (module docstring); `serving` prices a stage."""
-    sys_, strat = get_system(system, kw.get("usd_per_chip_hour")), get_strategy(strategy)
-    stages = strat.mesh_shape(sys_)[strat.pipeline]
-    per_stage = sys_.n_chips // stages
-    if sys_.domain_size % per_stage and per_stage % sys_.domain_size:
-        raise ConfigError(f"strategy {strat.name} on {system}: stages of {per_stage} chips do not tile its "
-                          f"{sys_.domain_size}-chip domains")
-    stage_sys, stage = part_of(sys_, per_stage), strat.stage
-    cfg = model if isinstance(model, ModelConfig) else get_model(model)
-    name, cfg = cfg.name, last_stage(cfg.with_dtypes(kw.get("weights"), kw.get("kv_cache"), kw.get("dtype")), stages)
-    spec = check_speculation(speculative, acceptance, draft)
-    queries, gained = (spec.k + 1, spec.tokens_per_step) if spec else (1, 1.0)
-    r = stage.ways("batch", stage.mesh_shape(stage_sys))
-    n, note = (_most(cfg, stage_sys, stage, r, stages, isl, osl, kv_fraction, max_num_tokens, admission, spec, kw)
-               if batch == "max" else (batch, "as given"))
+              max_num_tokens: int, admission: str, speculative: int, acceptance, draft: str, kw: dict,
+              tpot_ms: float | None = None, ttft_ms: float | None = None) -> Serving:
+    """tracer.serving's steady state under a pipeline strategy (module docstring); `serving` prices a stage. With
+    TPOT or TTFT targets: the most sequences (a multiple of the stage's replicas) that meet them, found by halving
+    between one micro-batch and the most the stages hold, each concurrency priced from its own compiled stage."""
+    p = _pipeline(model, system, strategy, isl, osl, kv_fraction, max_num_tokens, admission, speculative, acceptance,
+                  draft, kw)
+    if batch != "max":
+        return _at(p, serving, batch, "as given")
+    top, note = _most(p)
+    if tpot_ms is None and ttft_ms is None:
+        return _at(p, serving, top, note)
+
+    def meets(x: Serving) -> bool:
+        return (tpot_ms is None or x.tpot_s * 1e3 <= tpot_ms) and (ttft_ms is None or x.ttft_s * 1e3 <= ttft_ms)
+
+    r = p.replicas
+    targets = ", ".join(f"{name} {ms:g} ms" for name, ms in (("TPOT", tpot_ms), ("TTFT", ttft_ms)) if ms is not None)
+    good, bad = (None, r)
+    if meets(_at(p, serving, r, "")):
+        good, bad = (top, None) if meets(_at(p, serving, top, "")) else (r, top)
+    while bad is not None and good is not None and bad - good > r:
+        mid = (good + bad) // 2 // r * r
+        good, bad = (mid, bad) if meets(_at(p, serving, mid, "")) else (good, mid)
+    if good is None:
+        return _at(p, serving, r, f"no concurrency meets {targets}: {r} sequence(s) shown; {note}")
+    return _at(p, serving, good, f"the most that meet {targets}; {note}")
+
+
+def _at(p: _Pipeline, serving, n: int, note: str) -> Serving:
+    """The pipeline's steady state of n sequences (module docstring)."""
+    sys_, stages, r, gained = p.system, p.stages, p.replicas, p.gained
     micro = max(min(stages, n // r), 1)  # micro-batches in flight
     m = math.ceil(n / r / micro) * r  # sequences in each
-    st = serving(cfg, stage_sys.name, stage, isl, osl, m, kv_fraction, max_num_tokens, None, None, admission,
-                 speculative, acceptance, draft, **kw)
-    rates = setup(cfg, stage_sys.name, stage, batch=r, prompt=isl, context=isl, **kw).rates
+    st = serving(p.cfg, p.stage_system.name, p.strategy.stage, p.isl, p.osl, m, p.kv_fraction, p.max_num_tokens,
+                 None, None, p.admission, p.spec.k if p.spec else 0, p.spec.acceptance if p.spec else None,
+                 p.spec.draft if p.spec else "mtp", **p.kw)
+    rates = setup(p.cfg, p.stage_system.name, p.strategy.stage, batch=r, prompt=p.isl, context=p.isl, **p.kw).rates
     overhead = rates.overhead_s if rates else 0.0
-    sent = m * queries * cfg.hidden * cfg.bits(cfg.dtype) / 8  # a micro-batch's activations, at each boundary
-    send, link = _send(sys_, rates, per_stage, sent)
+    sent = m * p.queries * p.cfg.hidden * p.cfg.bits(p.cfg.dtype) / 8  # a micro-batch's activations, a boundary
+    send, link = _send(sys_, rates, p.per_stage, sent)
 
     def round_of(stage_s: float, draft_s: float = 0.0) -> float:
         """S stage iterations' kernels and collectives, the sends between them, one overhead; a speculative draft
@@ -105,22 +169,22 @@ def pipelined(serving, model, system: str, strategy: str, isl: int, osl: int, ba
 
     rnd = round_of(st.iteration_s, st.draft_s)
     share = rnd * st.output_share_s / st.iteration_s
-    out_per, in_per = n * gained, n * gained * isl / osl
+    out_per, in_per = n * gained, n * gained * p.isl / p.osl
     usd_per_s = sys_.usd_per_chip_hour * sys_.n_chips / 3600
-    ttft = math.ceil(isl / max(max_num_tokens - m * queries // r, 1)) * rnd
-    piped = (f"pipeline: {stages} stages of {per_stage} chip{'s' if per_stage > 1 else ''} ({stage_sys.name}, "
-             f"{cfg.n_layers} layers the slowest, the last, with the LM head: every stage priced as it, an upper "
-             f"bound), {micro} micro-batch{'es' if micro > 1 else ''} of {m} in flight"
+    ttft = math.ceil(p.isl / max(p.max_num_tokens - m * p.queries // r, 1)) * rnd
+    piped = (f"pipeline: {stages} stages of {p.per_stage} chip{'s' if p.per_stage > 1 else ''} "
+             f"({p.stage_system.name}, {p.cfg.n_layers} layers the slowest, the last, with the LM head: every stage "
+             f"priced as it, an upper bound), {micro} micro-batch{'es' if micro > 1 else ''} of {m} in flight"
              f"{f' ({stages - micro} stages idle each round: the bubble)' if micro < stages else ''}; a round is "
              f"{stages} stage iterations of {(st.iteration_s - overhead - st.draft_s) * 1e3:.2f} ms + {stages - 1} "
              f"send{'s' if stages > 2 else ''} of {sent / 1e6:.2f} MB over {link} ({send * 1e6:.0f} us each) + "
              "the overhead")
     return Serving(
-        name, system, strat.name, isl, osl, n, note, kv_fraction, max_num_tokens, st.kv_pool_bytes_per_device,
-        st.kv_bytes_per_sequence_per_device, round_of(st.decode_s, st.draft_s),
+        p.model, sys_.name, p.strategy.name, p.isl, p.osl, n, note, p.kv_fraction, p.max_num_tokens,
+        st.kv_pool_bytes_per_device, st.kv_bytes_per_sequence_per_device, round_of(st.decode_s, st.draft_s),
         round_of(st.prefill_s) if st.prefill_s else 0.0, rnd, share, in_per, rnd / gained, ttft,
-        ttft + (osl - 1) * rnd / gained, out_per / rnd, in_per / rnd, n * gained / osl / rnd, sys_.n_chips,
+        ttft + (p.osl - 1) * rnd / gained, out_per / rnd, in_per / rnd, n * gained / p.osl / rnd, sys_.n_chips,
         usd_per_s * 3600, usd_per_s * (rnd - share) / in_per * 1e6, usd_per_s * share / out_per * 1e6,
         usd_per_s * rnd / (in_per + out_per) * 1e6, (*st.compiled, piped),
-        tuple(x for x in st.notes if "do not fit the KV pool" not in x), st.time_model, admission, st.speculative,
+        tuple(x for x in st.notes if "do not fit the KV pool" not in x), st.time_model, p.admission, st.speculative,
         st.acceptance, st.draft, gained, st.draft_s)

@@ -130,11 +130,10 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
     spec = check_speculation(speculative, acceptance, draft)
     strat = get_strategy(strategy)
     if strat.pipeline:
-        if tpot_ms is not None or ttft_ms is not None or decode_only:
-            raise ConfigError(f"strategy {strat.name} pipelines the layers: give --batch N or max; --tpot-ms, "
-                              "--ttft-ms and --disagg take a strategy without stages")
+        if decode_only:
+            raise ConfigError(f"strategy {strat.name} pipelines the layers: --disagg takes a strategy without stages")
         return pipelined(serving, model, system, strategy, isl, osl, batch, kv_fraction, max_num_tokens, admission,
-                         speculative, acceptance, draft, kw)
+                         speculative, acceptance, draft, kw, tpot_ms, ttft_ms)
     replicas = strat.ways("batch", strat.mesh_shape(get_system(system)))
     queries, gained = (spec.k + 1, spec.tokens_per_step) if spec else (1, 1.0)
     per_seq = queries + (0 if decode_only else gained * isl / osl)  # tokens a sequence puts in an iteration
