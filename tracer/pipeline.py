@@ -30,7 +30,7 @@ from models.config import ModelConfig
 from models.files import get_model
 from tracer.api import setup
 from tracer.serving_steps import Serving, decode_model, kv_pool
-from tracer.speculation import check_speculation, draft_memory
+from tracer.speculation import check_speculation, draft_memory, step_shape
 
 
 def last_stage(cfg: ModelConfig, stages: int) -> ModelConfig:
@@ -65,14 +65,6 @@ class _Pipeline:
     kw: dict
 
     @property
-    def queries(self) -> int:
-        return self.spec.k + 1 if self.spec else 1
-
-    @property
-    def gained(self) -> float:
-        return self.spec.tokens_per_step if self.spec else 1.0
-
-    @property
     def replicas(self) -> int:
         stage = self.strategy.stage
         return stage.ways("batch", stage.mesh_shape(self.stage_system))
@@ -96,10 +88,11 @@ def _most(p: _Pipeline) -> tuple[int, str]:
     """(the most sequences the stages hold: a stage's KV pool holds all of them, a micro-batch's tokens the budget;
     how it was bound)."""
     r, stage, name = p.replicas, p.strategy.stage, p.stage_system.name
-    model_at, first = decode_model(p.cfg, name, stage, (r,), p.isl, p.osl, p.kw, p.queries)
+    queries, gained = step_shape(p.spec)
+    model_at, first = decode_model(p.cfg, name, stage, (r,), p.isl, p.osl, p.kw, queries)
     _, fits_n = kv_pool(model_at, first, r, r, p.isl, p.osl, p.kv_fraction, p.admission,
                         draft_memory(p.spec, first, name, stage, r, p.isl, p.osl, p.kw))
-    budget_n = int(p.max_num_tokens // (p.queries + p.gained * p.isl / p.osl))
+    budget_n = int(p.max_num_tokens // (queries + gained * p.isl / p.osl))
     n = min(fits_n, p.stages * budget_n) * r
     if n < r:
         raise ConfigError(f"not one sequence of {p.isl} + {p.osl} tokens fits a stage's KV pool beside its weights; "
@@ -151,7 +144,8 @@ def pipelined(serving, model, system: str, strategy: str, isl: int, osl: int, ba
 
 def _at(p: _Pipeline, serving, n: int, note: str) -> Serving:
     """The pipeline's steady state of n sequences (module docstring)."""
-    sys_, stages, r, gained = p.system, p.stages, p.replicas, p.gained
+    sys_, stages, r = p.system, p.stages, p.replicas
+    queries, gained = step_shape(p.spec)
     micro = max(min(stages, n // r), 1)  # micro-batches in flight
     m = math.ceil(n / r / micro) * r  # sequences in each
     st = serving(p.cfg, p.stage_system.name, p.strategy.stage, p.isl, p.osl, m, p.kv_fraction, p.max_num_tokens,
@@ -159,7 +153,7 @@ def _at(p: _Pipeline, serving, n: int, note: str) -> Serving:
                  p.spec.draft if p.spec else "mtp", **p.kw)
     rates = setup(p.cfg, p.stage_system.name, p.strategy.stage, batch=r, prompt=p.isl, context=p.isl, **p.kw).rates
     overhead = rates.overhead_s if rates else 0.0
-    sent = m * p.queries * p.cfg.hidden * p.cfg.bits(p.cfg.dtype) / 8  # a micro-batch's activations, a boundary
+    sent = m * queries * p.cfg.hidden * p.cfg.bits(p.cfg.dtype) / 8  # a micro-batch's activations, a boundary
     send, link = _send(sys_, rates, p.per_stage, sent)
 
     def round_of(stage_s: float, draft_s: float = 0.0) -> float:
@@ -171,7 +165,7 @@ def _at(p: _Pipeline, serving, n: int, note: str) -> Serving:
     share = rnd * st.output_share_s / st.iteration_s
     out_per, in_per = n * gained, n * gained * p.isl / p.osl
     usd_per_s = sys_.usd_per_chip_hour * sys_.n_chips / 3600
-    ttft = math.ceil(p.isl / max(p.max_num_tokens - m * p.queries // r, 1)) * rnd
+    ttft = math.ceil(p.isl / max(p.max_num_tokens - m * queries // r, 1)) * rnd
     piped = (f"pipeline: {stages} stages of {p.per_stage} chip{'s' if p.per_stage > 1 else ''} "
              f"({p.stage_system.name}, {p.cfg.n_layers} layers the slowest, the last, with the LM head: every stage "
              f"priced as it, an upper bound), {micro} micro-batch{'es' if micro > 1 else ''} of {m} in flight"

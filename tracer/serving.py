@@ -63,7 +63,7 @@ from tracer.serving_steps import (
     kv_pool,
     prefill_phase,
 )
-from tracer.speculation import Speculation, check_speculation, draft_memory, draft_seconds
+from tracer.speculation import Speculation, check_speculation, draft_memory, draft_seconds, step_shape
 from tracer.step import Workload
 
 ADMISSIONS = ("paged", "reserve")  # sequences hold their context as it grows; or reserve ISL + OSL (TensorRT-LLM)
@@ -108,12 +108,7 @@ class _Setting:
 
     @property
     def queries(self) -> int:
-        return self.spec.k + 1 if self.spec else 1
-
-    @property
-    def gained(self) -> float:
-        """Output tokens a sequence gains an iteration."""
-        return self.spec.tokens_per_step if self.spec else 1.0
+        return step_shape(self.spec)[0]
 
 
 def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "tp", isl: int = 1000,
@@ -135,7 +130,7 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
         return pipelined(serving, model, system, strategy, isl, osl, batch, kv_fraction, max_num_tokens, admission,
                          speculative, acceptance, draft, kw, tpot_ms, ttft_ms)
     replicas = strat.ways("batch", strat.mesh_shape(get_system(system)))
-    queries, gained = (spec.k + 1, spec.tokens_per_step) if spec else (1, 1.0)
+    queries, gained = step_shape(spec)
     per_seq = queries + (0 if decode_only else gained * isl / osl)  # tokens a sequence puts in an iteration
     budget_n = int(max_num_tokens // per_seq)  # running sequences per replica the token budget allows
     if budget_n < 1:
@@ -246,7 +241,7 @@ def _figures(setting: _Setting, n: int, model_at: StepModel, first, note: str, n
     derived = model_at.at(n, mean, first.compiler)
     s_mean = dataclasses.replace(first, work=Workload(n, isl, mean, setting.queries))
     decode = price(s_mean, {"decode": derived}, find_max_batch=False).phases["decode"]
-    gained = setting.gained  # output tokens a sequence an iteration
+    gained = step_shape(spec)[1]  # output tokens a sequence an iteration
     draft_s = draft_seconds(spec, first, setting.system, setting.strategy, isl, osl, setting.kw, model_at.batches,
                             n) if spec else 0.0
     f = n * gained / replicas / osl  # prompts per device per iteration

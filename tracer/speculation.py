@@ -36,6 +36,11 @@ class Speculation:
         return dataclasses.replace(cfg, n_layers=cfg.period, first_dense=0, name=f"{cfg.name} MTP")
 
 
+def step_shape(spec: "Speculation | None") -> tuple[int, float]:
+    """(positions a sequence runs in a decode step, output tokens it gains an iteration): (1, 1) without a draft."""
+    return (spec.k + 1, spec.tokens_per_step) if spec else (1, 1.0)
+
+
 def check_speculation(speculative, acceptance, draft) -> "Speculation | None":
     """The speculation asked for (None: none), or a one-line error."""
     if speculative in (None, 0):
