@@ -74,6 +74,10 @@ class Strategy:
                               f"of {system.name}; size the axes to use every chip, or add an axis = \"rest\"")
         return {axis: sizes.get(axis, system.n_chips // fixed) for axis, _ in self.mesh}
 
+    def replicas(self, system: System) -> int:
+        """Independent copies of the model on the system: the ways its sequences split."""
+        return self.ways("batch", self.mesh_shape(system))
+
     def axes(self, logical: str | None, weights: bool = False) -> tuple[str, ...]:
         """The mesh axes a logical axis is split over."""
         if logical is None:

@@ -260,8 +260,7 @@ def trace_choosing_batch(model, system: str, strategy: str, batch: int | str, tp
         return None if fitted is None else seconds
 
     setup_kw = {k: v for k, v in kw.items() if k in SETUP_ARGS}
-    strat = get_strategy(strategy)
-    return choose_batch(trace_at, batch, tpot_ms, strat.ways("batch", strat.mesh_shape(get_system(system))), derive)
+    return choose_batch(trace_at, batch, tpot_ms, get_strategy(strategy).replicas(get_system(system)), derive)
 
 
 SETUP_ARGS = ("dtype", "usd_per_chip_hour", "weights", "kv_cache", "capacity_factor", "compiler", "routing", "fusion",

@@ -104,11 +104,7 @@ def _workload_options(p: argparse.ArgumentParser, batch_type=_trace_batch, batch
     p.add_argument("--fusion", default=FUSIONS[0], choices=FUSIONS,
                    help="HBM bytes as serving engines' fused kernels move them (default; tracer/read/fusion.py), or as "
                         "the compiled program's own kernels do")
-    p.add_argument("--ideal", action="store_true",
-                   help="price every kernel at the chip's peaks (the pure roofline) instead of the achieved rates of "
-                        "the chip's rates file (meshes/rates/)")
-    p.add_argument("--calibration", metavar="FILE", help="a rates file of your own for the system's chip (tracer "
-                                                         "calibrate --out FILE writes one)")
+    commands.time_model_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

@@ -52,12 +52,17 @@ def serving_parser(sub):
     v.add_argument("--ttft-ms", type=float, help="run the most sequences whose time to first token meets this")
     v.add_argument("--compiler", default="cpu", choices=list(COMPILERS), help="as for `tracer trace`")
     v.add_argument("--price", type=float, help="USD per chip-hour (overrides the system's dated default)")
-    v.add_argument("--ideal", action="store_true",
+    time_model_options(v)
+    v.add_argument("--json", action="store_true", help="print JSON")
+
+
+def time_model_options(p):
+    """--ideal and --calibration: what prices a step's kernels (trace, compare and serving share them)."""
+    p.add_argument("--ideal", action="store_true",
                    help="price every kernel at the chip's peaks (the pure roofline) instead of the achieved rates of "
                         "the chip's rates file (meshes/rates/)")
-    v.add_argument("--calibration", metavar="FILE", help="a rates file of your own for the system's chip (tracer "
+    p.add_argument("--calibration", metavar="FILE", help="a rates file of your own for the system's chip (tracer "
                                                          "calibrate --out FILE writes one)")
-    v.add_argument("--json", action="store_true", help="print JSON")
 
 
 def serving(args) -> str:

@@ -31,6 +31,7 @@ from meshes.strategies import get_strategy
 from meshes.systems import get_system, whole_domain
 from tracer.serving import serving
 from tracer.serving_steps import DEFAULT_KV_FRACTION, DEFAULT_MAX_NUM_TOKENS, Serving, prefill_alone, prefill_phase
+from tracer.timing import scale_out_link
 
 MOST = 8  # instances of each kind `auto` tries
 
@@ -96,7 +97,7 @@ def _link(system, rates, p: int, d: int) -> tuple[str, float]:
     where they all fit one scale-up domain of the chip, else each chip's NIC."""
     if "*" not in system.name and (p + d) * system.n_chips <= whole_domain(system.chip):
         return "scale-up", system.n_chips * system.chip.scale_up_bw
-    return "scale-out", system.n_chips * system.chip.scale_out_bw * (rates.scale_out_fraction if rates else 1)
+    return "scale-out", system.n_chips * scale_out_link(system.chip, rates)[0]
 
 
 def disaggregated(model: str = "llama3-8b", system: str = "h200x8", strategy: str = "tp", isl: int = 1000,
@@ -111,8 +112,7 @@ def disaggregated(model: str = "llama3-8b", system: str = "h200x8", strategy: st
                   speculative, acceptance, draft, decode_only=True, **kw)
     whole = serving(model, system, strategy, isl, osl, batch, kv_fraction, max_num_tokens, tpot_ms, ttft_ms,
                     admission, speculative, acceptance, draft, **kw)  # the same targets, served whole
-    strat = get_strategy(strategy)
-    replicas = strat.ways("batch", strat.mesh_shape(get_system(system)))
+    replicas = get_strategy(strategy).replicas(get_system(system))
     pre, s_pre = prefill_phase(model, system, strategy, isl, replicas, kw)
     sys_ = s_pre.system
     f = max_num_tokens // isl if isl <= max_num_tokens else max_num_tokens / isl  # prompts per replica an iteration

@@ -30,7 +30,8 @@ from models.config import ModelConfig
 from models.files import get_model
 from tracer.api import setup
 from tracer.serving_steps import Serving, decode_model, kv_pool
-from tracer.speculation import check_speculation, draft_memory, step_shape
+from tracer.speculation import check_speculation, draft_memory, iteration_tokens, step_shape
+from tracer.timing import scale_out_link
 
 
 def last_stage(cfg: ModelConfig, stages: int) -> ModelConfig:
@@ -66,8 +67,7 @@ class _Pipeline:
 
     @property
     def replicas(self) -> int:
-        stage = self.strategy.stage
-        return stage.ways("batch", stage.mesh_shape(self.stage_system))
+        return self.strategy.stage.replicas(self.stage_system)
 
 
 def _pipeline(model, system: str, strategy: str, isl: int, osl: int, kv_fraction: float, max_num_tokens: int,
@@ -88,11 +88,10 @@ def _most(p: _Pipeline) -> tuple[int, str]:
     """(the most sequences the stages hold: a stage's KV pool holds all of them, a micro-batch's tokens the budget;
     how it was bound)."""
     r, stage, name = p.replicas, p.strategy.stage, p.stage_system.name
-    queries, gained = step_shape(p.spec)
-    model_at, first = decode_model(p.cfg, name, stage, (r,), p.isl, p.osl, p.kw, queries)
+    model_at, first = decode_model(p.cfg, name, stage, (r,), p.isl, p.osl, p.kw, step_shape(p.spec)[0])
     _, fits_n = kv_pool(model_at, first, r, r, p.isl, p.osl, p.kv_fraction, p.admission,
                         draft_memory(p.spec, first, name, stage, r, p.isl, p.osl, p.kw))
-    budget_n = int(p.max_num_tokens // (queries + gained * p.isl / p.osl))
+    budget_n = int(p.max_num_tokens // iteration_tokens(p.spec, p.isl, p.osl))
     n = min(fits_n, p.stages * budget_n) * r
     if n < r:
         raise ConfigError(f"not one sequence of {p.isl} + {p.osl} tokens fits a stage's KV pool beside its weights; "
@@ -107,8 +106,7 @@ def _send(system, rates, per_stage: int, sent: float) -> tuple[float, str]:
     chip = system.chip
     if system.domain_size >= system.n_chips:
         return sent / (per_stage * chip.scale_up_bw) + chip.scale_up_latency, "NVLink"
-    bw = chip.scale_out_bw * (rates.scale_out_fraction if rates else 1)
-    latency = rates.scale_out_latency_s if rates else chip.scale_out_latency
+    bw, latency = scale_out_link(chip, rates)
     return sent / (per_stage * bw) + latency, "the scale-out network"
 
 

@@ -63,7 +63,7 @@ from tracer.serving_steps import (
     kv_pool,
     prefill_phase,
 )
-from tracer.speculation import Speculation, check_speculation, draft_memory, draft_seconds, step_shape
+from tracer.speculation import Speculation, check_speculation, draft_memory, draft_seconds, iteration_tokens, step_shape
 from tracer.step import Workload
 
 ADMISSIONS = ("paged", "reserve")  # sequences hold their context as it grows; or reserve ISL + OSL (TensorRT-LLM)
@@ -129,9 +129,9 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
             raise ConfigError(f"strategy {strat.name} pipelines the layers: --disagg takes a strategy without stages")
         return pipelined(serving, model, system, strategy, isl, osl, batch, kv_fraction, max_num_tokens, admission,
                          speculative, acceptance, draft, kw, tpot_ms, ttft_ms)
-    replicas = strat.ways("batch", strat.mesh_shape(get_system(system)))
-    queries, gained = step_shape(spec)
-    per_seq = queries + (0 if decode_only else gained * isl / osl)  # tokens a sequence puts in an iteration
+    replicas = strat.replicas(get_system(system))
+    queries = step_shape(spec)[0]
+    per_seq = iteration_tokens(spec, isl, osl, decode_only)
     budget_n = int(max_num_tokens // per_seq)  # running sequences per replica the token budget allows
     if budget_n < 1:
         raise ConfigError(f"--max-num-tokens {max_num_tokens} cannot hold one sequence's share of decode and "
@@ -184,7 +184,7 @@ def from_steps(model, system: str, strategy: str, isl: int, osl: int, n: int, de
     model_at = StepModel.fit("decode", decode)
     pool, fits_n = kv_pool(model_at, first, n, replicas, isl, osl, kv_fraction)
     setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, pre, kw)
-    budget_n = int(max_num_tokens // (1 + isl / osl))
+    budget_n = int(max_num_tokens // iteration_tokens(None, isl, osl))
     result = _figures(setting, n, model_at, first, "as given", _over(n, replicas, budget_n, fits_n, setting))
     return dataclasses.replace(result, compiled=provenance)
 

@@ -124,8 +124,7 @@ def iteration_time(decode: Phase, prefill: Phase, f: float, system, rates, draft
         comms, overhead = d.comms_s + f * p.comms_s, rates.overhead_s
         both = iteration_kernels_s(decode.step, prefill.step, f, system, rates) + comms + overhead + draft_s
         return both, d.step_s + draft_s, alone
-    weights_s = prefill.step.cost.total.argument_bytes / system.chip.hbm_bw  # its weight reads, shared with decode's
-    extra = max(p.memory_s - weights_s, 0.0)  # its other traffic
+    extra = _prefill_memory(prefill, system)[1]
     both = max(d.compute_s + f * p.compute_s, d.memory_s + f * extra) + d.comms_s + f * p.comms_s + draft_s
     return both, d.step_s + draft_s, alone
 
@@ -136,6 +135,12 @@ def prefill_alone(prefill: Phase, f: float, system, rates) -> float:
     p = prefill.time
     if rates is not None:
         return iteration_kernels_s(None, prefill.step, f, system, rates) + f * p.comms_s + rates.overhead_s
-    weights_s = prefill.step.cost.total.argument_bytes / system.chip.hbm_bw
-    extra = max(p.memory_s - weights_s, 0.0)
+    weights_s, extra = _prefill_memory(prefill, system)
     return max(f * p.compute_s, weights_s + f * extra) + f * p.comms_s
+
+
+def _prefill_memory(prefill: Phase, system) -> tuple[float, float]:
+    """At the ideal roofline, (seconds of the prefill's weight reads, which decode's matmuls stream already in a
+    mixed iteration; seconds of its other HBM traffic)."""
+    weights_s = prefill.step.cost.total.argument_bytes / system.chip.hbm_bw
+    return weights_s, max(prefill.time.memory_s - weights_s, 0.0)

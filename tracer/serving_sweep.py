@@ -79,8 +79,7 @@ def _replicas(p: ServingPoint) -> int:
     from meshes.strategies import get_strategy
     from meshes.systems import get_system
 
-    strategy = get_strategy(p.strategy)
-    return strategy.ways("batch", strategy.mesh_shape(get_system(p.system)))
+    return get_strategy(p.strategy).replicas(get_system(p.system))
 
 
 def _pipelined(p: ServingPoint) -> bool:

@@ -41,6 +41,13 @@ def step_shape(spec: "Speculation | None") -> tuple[int, float]:
     return (spec.k + 1, spec.tokens_per_step) if spec else (1, 1.0)
 
 
+def iteration_tokens(spec: "Speculation | None", isl: int, osl: int, decode_only: bool = False) -> float:
+    """Tokens a running sequence puts in an iteration on average (what the token budget must hold): its decode
+    positions and, unless its prompt is prefilled elsewhere, its share of prefill, ISL for every OSL it gains."""
+    queries, gained = step_shape(spec)
+    return queries + (0 if decode_only else gained * isl / osl)
+
+
 def check_speculation(speculative, acceptance, draft) -> "Speculation | None":
     """The speculation asked for (None: none), or a one-line error."""
     if speculative in (None, 0):

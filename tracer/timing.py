@@ -62,6 +62,14 @@ def link(system: System, collective: Collective) -> str:
     return "scale-up" if inside else "scale-out"
 
 
+def scale_out_link(chip, rates: Rates | None) -> tuple[float, float]:
+    """(bytes a second one chip's NIC sends, seconds a message waits first): at the rates file's achieved fraction
+    and latency, or (no rates) the datasheet rate and the ideal model's assumed latency."""
+    if rates is None:
+        return chip.scale_out_bw, chip.scale_out_latency
+    return chip.scale_out_bw * rates.scale_out_fraction, rates.scale_out_latency_s
+
+
 def collective_time(system: System, c: Collective, rates: Rates | None = None) -> float:
     """Seconds per step: wire bytes over the links the groups span, plus latency. Ideal: the link's bandwidth and a
     latency per step of the algorithm. Achieved: inside a domain, each call takes what a measured 8-GPU all-reduce
@@ -78,8 +86,8 @@ def collective_time(system: System, c: Collective, rates: Rates | None = None) -
     elif inside:  # each call as the measured 8-GPU all-reduce that sends as many bytes a device
         return c.count * rates.all_reduce_s(c.wire_bytes_per_device / c.count / (2 * 7 / 8)) if c.count else 0.0
     else:
-        out_bw = out_bw * rates.scale_out_fraction
-        out_latency = c.count * rates.scale_out_latency_s
+        out_bw, latency = scale_out_link(chip, rates)
+        out_latency = c.count * latency
     if inside:
         return up_latency + c.wire_bytes_per_device / up_bw
     if c.op == "all-to-all":
