@@ -260,6 +260,7 @@ def test_speculative_decoding_by_hand(tiny):
     (["--speculative", "3", "--acceptance", "1.5"], r"in \[0, 1\]"), (["--speculative", "99", "--acceptance", "0.5"],
                                                                       "1..16"),
     (["--disagg", "0:1"], "give P:D"), (["--disagg", "two"], "give P:D"),
+    (["--speculative", "2", "--acceptance", "0.5", "--draft", "nosuch"], "unknown model 'nosuch'"),
 ])
 def test_speculation_and_disagg_errors(args, says, capsys):
     assert main(["serving", "--model", "tiny", "--system", "h100x1", *args]) == 2

@@ -62,6 +62,8 @@ def check_speculation(speculative, acceptance, draft) -> "Speculation | None":
                           f"{acceptance!r}")
     if not isinstance(draft, str) or not draft:
         raise ConfigError(f"--draft must be 'mtp' or a model (a preset or a model file), got {draft!r}")
+    if draft != "mtp":
+        get_model(draft)  # an unknown name or a bad file: its one-line error now, before anything compiles
     return Speculation(int(speculative), float(acceptance), draft)
 
 
