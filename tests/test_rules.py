@@ -76,6 +76,21 @@ rhs_batch_dims={0}, rhs_contracting_dims={1}""")
     assert cost.flops_by_dtype == {"bfloat16": 2097152}  # 2 x (4 x 64) x 32 x 128
     assert d.shape == (256, 32, 128)  # M = 4 x 64 x 128 / K(128) = 256; N = 4 x 64 x 32 / 256 = 32; K = 128
     assert (d.cost.bytes_read, d.cost.bytes_written) == (98304, 16384)  # 4x64x128x2 + 4x128x32x2; 4x64x32x2
+    assert d.gemms == 4  # four GEMMs of 64 rows
+
+
+def test_weights_first_swap_to_n():
+    """The CPU compiler puts an expert's weights first: dot(w [4, 32, 128], x [4, 64, 128]) -> [4, 32, 64]. M is
+    the tokens' side again: 4 groups x 64 rows = 256; N = 32 (the weights'), K = 128; the FLOPs stay 2 M N K."""
+    text = hlo("""  %w = bf16[4,32,128]{2,1,0} parameter(0)
+  %p = bf16[4,64,128]{2,1,0} parameter(1)
+  %x = bf16[4,64,128]{2,1,0} multiply(%p, %p)
+  ROOT %d = bf16[4,32,64]{2,1,0} dot(%w, %x), lhs_batch_dims={0}, lhs_contracting_dims={2}, \
+rhs_batch_dims={0}, rhs_contracting_dims={2}""")
+    cost = read(text)
+    d = kernel(cost, "d")
+    assert (d.shape, d.gemms) == ((256, 32, 128), 4)  # unswapped it would read (128, 64, 128)
+    assert d.cost.flops_by_dtype == (("bfloat16", 2.0 * 256 * 32 * 128),)
 
 
 def test_dot_contracting_over_two_dims():

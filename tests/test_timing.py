@@ -1,6 +1,7 @@
 """The achieved-rate time model (tracer.timing, tracer.rates) against arithmetic done here by hand, the rates files
 that ship, and `tracer calibrate` on CPU (the file's shape; a GPU run measures)."""
 
+import dataclasses
 import json
 import math
 
@@ -12,7 +13,7 @@ from tracer.cli import main
 from tracer.rates import RATES_DIR, Rates, load_rates, rates_for
 from tracer.read import Collective, Cost, Kernel, ProgramCost
 from tracer.step import CompiledStep, XlaMemory
-from tracer.timing import collective_time, iteration_kernels_s, step_time
+from tracer.timing import collective_time, iteration_kernels_s, kernel_time, moe_row, step_time
 
 H100 = get_system("h100x8")
 RATES = Rates("H100 SXM", "a test", "-", (1.0, 100.0), {"bfloat16": (0.1, 0.8)}, 0.9, 0.6, 0.8, 4e-6,
@@ -165,3 +166,58 @@ def test_two_micro_batches_hide_all_to_alls_by_hand():
     assert ideal.comms_s == 0.0 and ideal.hidden_s == pytest.approx(1.75e6 / 450e9 + 1e-6)
     assert ideal.step_s == pytest.approx(gemm.cost.hbm_bytes / 3.35e12)
     assert STRATEGIES["wide-ep"].overlap == ("all-to-all",) and STRATEGIES["ep"].overlap == ()
+
+
+def _experts(m, n, k, experts, dtypes=("bf16", "bf16"), weight_bytes=2.0) -> Kernel:
+    """A routed experts' GEMM of `experts` GEMMs, m / experts tokens each, n x k weights each."""
+    w = experts * n * k * weight_bytes
+    moved = Cost.of({"bfloat16": 2.0 * m * n * k}, w + m * k * 2.0, m * n * 2.0, w)
+    return Kernel("dot", "matmul", "experts", 1, moved, (m, n, k), dtypes, gemms=experts)
+
+
+MOE_RATES = dataclasses.replace(RATES, moe_m=(1.0, 100.0), moe={"bfloat16": (0.5, 0.9), "w4a16": (0.25, 0.5)})
+
+
+def test_routed_expert_gemms_by_hand():
+    """128 experts of 768 x 2048, 512 rows (4 tokens each) on an H100 (989 TFLOP/s, 3.35 TB/s): roofline
+    max(2 x 512 x 768 x 2048 = 1.61 GFLOP / 989e12 = 1.63 us, (128 x 768 x 2048 x 2 + 512 x 2048 x 2 + 512 x 768 x 2
+    = 405.4 MB) / 3.35e12 = 121.0 us) = 121.0 us, over the [moe] fraction at 4 tokens an expert: 0.5 + 0.4 x
+    log(4) / log(100) = 0.6204, so 195.1 us. As a dense GEMM (no [moe] table): the bytes at 0.9 of HBM bandwidth.
+    MXFP4 experts (4-bit weights, bf16 FLOPs) take the w4a16 row; a precision the table lacks, the dense pricing."""
+    k = _experts(512, 768, 2048, 128)
+    roofline = max(2 * 512 * 768 * 2048 / 989e12, k.cost.hbm_bytes / 3.35e12)
+    assert roofline == pytest.approx(405.4e6 / 3.35e12, rel=1e-3)
+    fraction = 0.5 + 0.4 * math.log(4) / math.log(100)
+    assert MOE_RATES.moe_fraction("bfloat16", 4) == pytest.approx(fraction)
+    assert kernel_time(k, H100, MOE_RATES, "decode") == pytest.approx(roofline / fraction, rel=1e-9)
+    assert kernel_time(k, H100, RATES, "decode") == pytest.approx(k.cost.hbm_bytes / (0.9 * 3.35e12), rel=1e-9)
+    fp4 = _experts(512, 768, 2048, 128, ("f4e2m1fn", "bf16"), 0.53125)
+    assert moe_row(fp4) == "w4a16" and moe_row(k) == "bfloat16" and moe_row(_gemm(512, 768, 2048)) is None
+    fp4_roofline = max(2 * 512 * 768 * 2048 / 989e12, fp4.cost.hbm_bytes / 3.35e12)
+    assert kernel_time(fp4, H100, MOE_RATES, "decode") == pytest.approx(
+        fp4_roofline / (0.25 + 0.25 * math.log(4) / math.log(100)), rel=1e-9)
+    f8 = dataclasses.replace(k, cost=Cost.of({"float8": 2.0 * 512 * 768 * 2048}, k.cost.bytes_read,
+                                             k.cost.bytes_written, k.cost.argument_bytes))
+    assert kernel_time(f8, H100, MOE_RATES, "decode") == kernel_time(f8, H100, RATES, "decode")
+    # in a mixed iteration the decode's 4 tokens an expert and a quarter of a prefill's 32 make 12
+    p = _experts(4096, 768, 2048, 128)
+    both = iteration_kernels_s(_step(k), _step(p), 0.25, H100, MOE_RATES)
+    moved = k.cost.hbm_bytes + 0.25 * (p.cost.hbm_bytes - p.cost.argument_bytes)
+    roof = max(2 * (512 + 1024) * 768 * 2048 / 989e12, moved / 3.35e12)
+    assert both == pytest.approx(roof / MOE_RATES.moe_fraction("bfloat16", 12), rel=1e-9)
+
+
+def test_moe_tables_ship_and_round_trip(tmp_path):
+    """Every GPU rates file has a [moe] table with bf16, fp8 and w4a16 rows (Blackwell: fp4 too), a source, and
+    writes and reads back the same; a row of an unknown kind is an error that names the kinds."""
+    for chip in ("h100", "h200", "b200", "gb200"):
+        rates = load_rates(RATES_DIR / f"{chip}.toml")
+        assert {"bfloat16", "float8", "w4a16"} <= set(rates.moe) and len(rates.sources["moe"]) > 100, chip
+        assert ("float4" in rates.moe) == chip.endswith("b200")
+        path = tmp_path / f"{chip}.toml"
+        path.write_text(rates.to_toml())
+        assert dataclasses.replace(load_rates(path), path=rates.path) == rates
+    bad = tmp_path / "bad.toml"
+    bad.write_text((RATES_DIR / "h100.toml").read_text().replace("\nw4a16 = ", "\nint3 = "))
+    with pytest.raises(ConfigError, match=r"\[moe\] has a row 'int3'; rows are bfloat16, float8, float4, w4a16"):
+        load_rates(bad)

@@ -2,12 +2,14 @@
 and fit arithmetic by hand, and the report end to end on two rows of the tiny model."""
 
 import csv
+import dataclasses
 import json
 
 import pytest
 
 from base.inputs import ConfigError
 from tracer.cli import main
+from tracer.reports.validation import why
 from tracer.validation import FIELDS, Measured, Prediction, fit_overhead, load_measured, mape
 
 
@@ -41,6 +43,14 @@ def test_errors_and_the_overhead_fit_by_hand():
     assert fit_overhead([*cal, held]) == pytest.approx(0.0025)
     assert cal[1].at_overhead(0.0025) == pytest.approx(100 / 0.0225)
     assert mape([10.0, -30.0]) == 20.0
+
+
+def test_reasons_read_the_notes_as_written():
+    """"speculative decoding=off" and "no PD disaggregation" give no reason; "speculative decoding=MTP ON" does."""
+    off = dataclasses.replace(_row("held-out", 1), notes="no PD disaggregation; speculative decoding=off")
+    on = dataclasses.replace(off, notes="random dataset; speculative decoding=MTP ON; dp-attention off")
+    assert why(Prediction(off, 1, 1)) == "not known"
+    assert why(Prediction(on, 1, 1)).startswith("speculative decoding (MTP) on in the measured run")
 
 
 def test_bad_measured_files_say_what_to_fix(tmp_path):

@@ -17,6 +17,9 @@ figure (meshes.systems.Chip), so a file serves every system of that chip:
                                         #   best of NCCL and the engines' one-shot kernels), log-log between points
                     scale_out_fraction, scale_out_latency_s  # across domains: of the NIC's rate, a latency a call
     [iteration]     overhead_s          # an engine's host work per step (scheduling, sampling) not hidden
+    [moe]           m, bfloat16, ...    # optional: a routed expert GEMM's time as a fraction of its own roofline
+                                        #   (max(FLOPs at peak, bytes at HBM bandwidth)), by tokens per expert, per
+                                        #   kind of expert weights (MOE_ROWS); without it experts are dense GEMMs
     each table has `source` (where its figures come from).
 """
 
@@ -33,6 +36,19 @@ TABLES = {"matmul": ("m",), "memory": ("fraction",), "attention": ("prefill", "d
 FRACTIONS = ("fraction", "prefill", "decode", "scale_out_fraction")
 LISTS = ("m", "scale_up_bytes", "scale_up_s")
 NEAREST = {"float32": "bfloat16", "int8": "float8", "float4": "float8"}  # a precision without a row of its own
+# [moe] rows, by how the compiled program holds and computes the expert weights (tracer.timing.moe_row)
+MOE_ROWS = ("bfloat16", "float8", "float4", "w4a16")
+
+
+def log_linear(xs, ys, x: float) -> float:
+    """ys at x, log-linear in x between the points xs (rising), flat beyond them."""
+    if x <= xs[0]:
+        return ys[0]
+    for i in range(1, len(xs)):
+        if x <= xs[i]:
+            t = (math.log(x) - math.log(xs[i - 1])) / (math.log(xs[i]) - math.log(xs[i - 1]))
+            return ys[i - 1] + t * (ys[i] - ys[i - 1])
+    return ys[-1]
 
 
 @dataclass(frozen=True)
@@ -52,19 +68,21 @@ class Rates:
     scale_out_latency_s: float
     overhead_s: float
     sources: dict  # table -> its source
+    moe_m: tuple[float, ...] = ()  # tokens per expert of the [moe] table's points (empty: no [moe] table)
+    moe: dict | None = None  # MOE_ROWS name -> fractions of a routed expert GEMM's roofline at moe_m
 
     def matmul_fraction(self, dtype: str, m: float) -> float:
         """Of the dense peak of `dtype`, a GEMM whose smaller output side is m (log-linear between the table's
         points, flat beyond them)."""
         row = self.matmul.get(dtype) or self.matmul.get(NEAREST.get(dtype, "")) or self.matmul["bfloat16"]
-        xs = self.matmul_m
-        if m <= xs[0]:
-            return row[0]
-        for i in range(1, len(xs)):
-            if m <= xs[i]:
-                t = (math.log(m) - math.log(xs[i - 1])) / (math.log(xs[i]) - math.log(xs[i - 1]))
-                return row[i - 1] + t * (row[i] - row[i - 1])
-        return row[-1]
+        return log_linear(self.matmul_m, row, m)
+
+    def moe_fraction(self, row: str, m: float) -> float | None:
+        """Of its roofline, a routed expert GEMM whose experts get m tokens each (log-linear between the [moe]
+        table's points, flat beyond); None where the table has no such row (the GEMM is then priced as a dense
+        one)."""
+        fractions = (self.moe or {}).get(row)
+        return None if fractions is None else log_linear(self.moe_m, fractions, m)
 
     def all_reduce_s(self, operand_bytes: float) -> float:
         """Seconds of one 8-GPU all-reduce of `operand_bytes` inside a domain: log-log between the measured points,
@@ -99,6 +117,8 @@ class Rates:
                             "scale_out_fraction": self.scale_out_fraction,
                             "scale_out_latency_s": self.scale_out_latency_s},
             "iteration": {"overhead_s": self.overhead_s}}
+        if self.moe:
+            tables["moe"] = {"m": list(self.moe_m), **{k: list(v) for k, v in self.moe.items()}}
         lines = [f"chip = {value(self.chip)}", f"origin = {value(self.origin)}"]
         for name, table in tables.items():
             lines += ["", f"[{name}]"] + [f"{k} = {value(v)}" for k, v in table.items()]
@@ -148,13 +168,32 @@ def load_rates(path: str | Path, chip_name: str | None = None, shown: str | None
     if chip_name is not None and data["chip"] != chip_name:
         raise ConfigError(f"{where} holds rates of the {data['chip']}, not the system's {chip_name}; use one "
                           f"measured on a {chip_name} (tracer calibrate), or leave out --calibration")
+    moe_m, moe = _moe(data.get("moe"), where)
     a = data["attention"]
     return Rates(data["chip"], data["origin"], shown or str(path), tuple(float(x) for x in xs),
                  {k: tuple(float(x) for x in v) for k, v in rows.items()}, float(data["memory"]["fraction"]),
                  float(a["prefill"]), float(a["decode"]), float(data["kernel"]["floor_s"]),
                  tuple(float(x) for x in sizes), tuple(float(x) for x in times), float(c["scale_out_fraction"]),
                  float(c["scale_out_latency_s"]), float(data["iteration"]["overhead_s"]),
-                 {t: str(data[t].get("source", "")) for t in TABLES})
+                 {t: str(data[t].get("source", "")) for t in (*TABLES, "moe") if t in data}, moe_m, moe)
+
+
+def _moe(table, where: str) -> tuple[tuple[float, ...], dict | None]:
+    """The optional [moe] table, checked: (its points, its rows) or ((), None) without one."""
+    if table is None:
+        return (), None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [moe] must be a table with m, rows of fractions and source")
+    xs = table.get("m")
+    if not (isinstance(xs, list) and xs and all(is_number(x) and x > 0 for x in xs) and xs == sorted(set(xs))):
+        raise ConfigError(f"{where}: [moe] m must be a rising list of positive tokens per expert, got {xs!r}")
+    rows = {k: v for k, v in table.items() if k not in ("m", "source")}
+    for name, row in rows.items():
+        if name not in MOE_ROWS:
+            raise ConfigError(f"{where}: [moe] has a row {name!r}; rows are {', '.join(MOE_ROWS)}")
+        if not (isinstance(row, list) and len(row) == len(xs) and all(is_number(x) and 0 < x <= 1.5 for x in row)):
+            raise ConfigError(f"{where}: [moe] {name} must list {len(xs)} fractions in (0, 1.5], one per m")
+    return tuple(float(x) for x in xs), {k: tuple(float(x) for x in v) for k, v in rows.items()}
 
 
 def rates_for(chip, calibration: str | None = None, ideal: bool = False) -> tuple[Rates | None, str]:

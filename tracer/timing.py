@@ -5,6 +5,9 @@ Achieved (issue 16, section 2). Kernels run one after another, as a serving engi
     kernel  = count x max(FLOPs / (peak x fraction), HBM bytes / (HBM bandwidth x fraction), floor)
       matmul: the fraction of its precision's dense peak at its shape (the smaller of M and N; batch dims folded
               into M, so a grouped expert GEMM counts its groups' rows together), bytes at the memory fraction;
+      routed expert GEMM (with a [moe] table): max(FLOPs at peak, bytes at HBM bandwidth) over the fraction of that
+              roofline the engine's fused MoE kernel reaches at the tokens each expert gets (M over the GEMMs
+              its batch holds) for the kind of its weights (moe_row); without a [moe] row, as a dense matmul;
       attention: prefill at the attention prefill fraction of the dense peak; decode's bytes at the decode
               attention fraction of HBM bandwidth (paged kernels' gather);
       other (elementwise, norms, gathers): FLOPs at the large-GEMM fraction, bytes at the memory fraction, and the
@@ -23,6 +26,7 @@ Ideal: step = max(FLOPs at peak, HBM bytes at peak bandwidth) + collectives at l
 from dataclasses import dataclass
 
 from meshes.systems import System
+from models.scopes import SCOPES
 from tracer.rates import Rates
 from tracer.read import Collective, Kernel
 from tracer.step import CompiledStep
@@ -104,10 +108,38 @@ def _compute_s(flops, system: System, rates: Rates, side: float = 1e12) -> float
     return sum(f / (system.chip.flops_for(d) * rates.matmul_fraction(d, side)) for d, f in flops)
 
 
+FOUR_BIT = ("f4e2m1fn", "s4", "u4")  # stored 4-bit weights (HLO spellings)
+
+
+def moe_row(k: Kernel) -> str | None:
+    """The [moe] row (tracer.rates.MOE_ROWS) a routed expert GEMM is priced by: its FLOPs' precision, or w4a16 for
+    4-bit weights computed in bf16 (MXFP4 or int4 experts times bf16 activations); None for any other kernel."""
+    if k.kind != "matmul" or not k.shape or k.scope != SCOPES.routed_experts:
+        return None
+    dtypes = {d for d, f in k.cost.flops_by_dtype if f}
+    if dtypes == {"bfloat16"} and any(d in FOUR_BIT for d in k.dtypes):
+        return "w4a16"
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
+def _moe_terms(flops, bytes_: float, tokens_per_expert: float, row: str | None, system: System,
+               rates: Rates) -> tuple[float, float] | None:
+    """(compute, memory) seconds of a routed expert GEMM at its [moe] fraction, or None without one."""
+    fraction = rates.moe_fraction(row, tokens_per_expert) if row else None
+    if fraction is None:
+        return None
+    chip = system.chip
+    return sum(f / chip.flops_for(d) for d, f in flops) / fraction, bytes_ / chip.hbm_bw / fraction
+
+
 def kernel_terms(k: Kernel, system: System, rates: Rates, phase: str) -> tuple[float, float]:
     """(compute seconds, memory seconds) of one execution of a kernel at the achieved rates (module docstring)."""
     chip = system.chip
     cost = k.cost
+    moe = _moe_terms(cost.flops_by_dtype, cost.hbm_bytes, k.shape[0] / k.gemms, moe_row(k), system,
+                     rates) if k.kind == "matmul" and k.shape else None
+    if moe is not None:
+        return moe
     if k.kind == "matmul" and k.shape:
         compute = _compute_s(cost.flops_by_dtype, system, rates, min(k.shape[0], k.shape[1]) or 1)
     elif k.kind == "attention" and phase == "prefill":
@@ -182,9 +214,11 @@ def iteration_kernels_s(decode: CompiledStep | None, prefill: CompiledStep | Non
     total = 0.0
     paired: set[int] = set()
 
-    def gemm(count, flops, bytes_, m, n) -> float:
-        compute = _compute_s(flops.items(), system, rates, min(m, n) or 1)
-        return count * max(compute, bytes_ / (chip.hbm_bw * rates.memory), rates.kernel_floor_s)
+    def gemm(k, count, flops, bytes_, m, n, per_expert) -> float:  # per_expert: a routed expert's tokens
+        terms = _moe_terms(flops.items(), bytes_, per_expert, moe_row(k), system, rates)
+        if terms is None:
+            terms = _compute_s(flops.items(), system, rates, min(m, n) or 1), bytes_ / (chip.hbm_bw * rates.memory)
+        return count * max(*terms, rates.kernel_floor_s)
 
     for k in (decode.cost.kernels if decode else ()):
         partners = pending.get(_key(k)) if k.kind == "matmul" and k.shape else None
@@ -198,13 +232,15 @@ def iteration_kernels_s(decode: CompiledStep | None, prefill: CompiledStep | Non
         for d, v in p.cost.flops_by_dtype:
             flops[d] = flops.get(d, 0.0) + f * v
         moved = k.cost.hbm_bytes + f * (p.cost.hbm_bytes - p.cost.argument_bytes)
-        total += gemm(k.count, flops, moved, k.shape[0] + f * p.shape[0], k.shape[1])
+        total += gemm(k, k.count, flops, moved, k.shape[0] + f * p.shape[0], k.shape[1],
+                      k.shape[0] / k.gemms + f * p.shape[0] / p.gemms)
     for k in (prefill.cost.kernels if prefill else ()):
         if k.kind == "collective" or id(k) in paired:
             continue
         if decode is None and k.kind == "matmul" and k.shape:  # alone: its weights once, f of the rest
             moved = k.cost.argument_bytes + f * (k.cost.hbm_bytes - k.cost.argument_bytes)
-            total += gemm(k.count, {d: f * v for d, v in k.cost.flops_by_dtype}, moved, f * k.shape[0], k.shape[1])
+            total += gemm(k, k.count, {d: f * v for d, v in k.cost.flops_by_dtype}, moved, f * k.shape[0], k.shape[1],
+                          f * k.shape[0] / k.gemms)
         else:
             total += kernel_time(k, system, rates, "prefill", share=f, floored=decode is None)
     return total

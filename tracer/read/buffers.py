@@ -237,6 +237,15 @@ class Buffers:
         source = comp.by_name.get(self.buffer(comp, name))
         return source is not None and source.opcode in ("parameter", "get-tuple-element")
 
+    def from_argument(self, comp: Computation, name: str, outers: tuple = ()) -> bool:
+        """is_argument, followed out through the parameters of the fusions `outers` (pairs of computation and
+        fusion entered so far) that `name` is inside."""
+        source = comp.by_name.get(self.buffer(comp, name))
+        if source is not None and source.opcode == "parameter" and outers:
+            outer_comp, fusion = outers[-1]
+            return self.from_argument(outer_comp, fusion.operands[int(source.args)], outers[:-1])
+        return self.is_argument(comp, name)
+
     def instr_bytes(self, comp: Computation, instr: Instr) -> tuple[float, float, float]:
         """(bytes read, bytes written, of the reads those of the step's arguments)."""
         if instr.opcode in NO_TRAFFIC or self.is_view(instr):

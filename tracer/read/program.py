@@ -67,7 +67,8 @@ class Reader:
         cost = work.cost + Cost(bytes_read=read, bytes_written=written, argument_bytes=arguments)
         if not cost:
             return []
-        return [Kernel(instr.name, work.kind, self.scoper.scope(comp, instr), times, cost, work.shape, work.dtypes)]
+        return [Kernel(instr.name, work.kind, self.scoper.scope(comp, instr), times, cost, work.shape, work.dtypes,
+                       gemms=work.gemms)]
 
     def grouped(self, comp: Computation, kernel_of: dict[str, str], works: dict[str, Work], times: int,
                 scope, kind: str | None = None) -> list[Kernel]:
@@ -87,7 +88,7 @@ class Reader:
                                                                    argument_bytes=arguments))
             work = joined([works[i.name] for i in instrs]) or works[lead.name]
             out.append(Kernel(lead.name, kind or work.kind, scope(lead), times, cost, work.shape, work.dtypes,
-                              len(instrs)))
+                              len(instrs), gemms=work.gemms))
         return out
 
     def serving_kernels(self, comp: Computation, members: set[str], works: dict[str, Work],

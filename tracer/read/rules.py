@@ -42,6 +42,7 @@ class Work:
     cost: Cost = Cost()  # FLOPs only: bytes are the buffers' rules
     shape: tuple[int, int, int] | None = None  # a matmul's (M, N, K)
     dtypes: tuple[str, ...] = ()  # a matmul's operands as stored
+    gemms: int = 1  # a matmul's batch: the GEMMs of its batch dims (an expert each, for grouped experts)
 
 
 RULES: dict[str, Callable] = {}
@@ -91,9 +92,11 @@ class Counter:
         return Cost.of({self.vector_dtype: float(elements)})
 
     def matmul(self, comp: Computation, instr: Instr, outers: tuple, k: float, share: float = 1.0,
-               n: int | None = None) -> Work:
+               n: int | None = None, gemms: int = 1) -> Work:
         """2 M N K, in the precision of the wider operand as stored (W8A8 runs in fp8 or int8; MXFP4 weights times
-        bf16 activations in bf16). M: the lhs's elements over K, or (given N) the output's over N."""
+        bf16 activations in bf16). M: the lhs's elements over K, or (given N) the output's over N; `gemms` (the
+        batch dims) folded into M. When the lhs alone is a step argument (the CPU compiler puts an expert's weights
+        first), the sides swap, so that M is the tokens' side and N the weights'."""
         names = []
         for operand in instr.operands[:2]:
             a = self.buffers.stored(comp, operand, outers) or comp.by_name[operand].arrays[0]
@@ -102,14 +105,24 @@ class Counter:
         out = instr.arrays[0].elements
         m = (out / n if n else comp.by_name[instr.operands[0]].arrays[0].elements / k) if k else 0
         shape = (round(m), round(out / m) if m else 0, round(k))
-        return Work("matmul", Cost.of({FLOP_DTYPES.get(wide, "float32"): 2.0 * out * k * share}), shape, tuple(names))
+        gemms = max(gemms, 1)
+        if m and n is None and len(instr.operands) > 1 and [self.buffers.from_argument(comp, o, outers)
+                                                            for o in instr.operands[:2]] == [True, False]:
+            shape = (round(out / m * gemms), round(m / gemms), round(k))
+        return Work("matmul", Cost.of({FLOP_DTYPES.get(wide, "float32"): 2.0 * out * k * share}), shape, tuple(names),
+                    gemms)
+
+
+def _dims(text: str | None) -> list[int]:
+    return [int(d) for d in re.findall(r"\d+", text or "")]
 
 
 @rule("dot")
 def _dot(counter: Counter, comp: Computation, instr: Instr, outers: tuple) -> Work:
     lhs = comp.by_name[instr.operands[0]].arrays[0]
-    contracting = [int(d) for d in (instr.attr("lhs_contracting_dims") or "{}").strip("{}").split(",") if d]
-    return counter.matmul(comp, instr, outers, math.prod(lhs.dims[d] for d in contracting))
+    contracting = _dims(instr.attr("lhs_contracting_dims"))
+    gemms = math.prod(lhs.dims[d] for d in _dims(instr.attr("lhs_batch_dims")))
+    return counter.matmul(comp, instr, outers, math.prod(lhs.dims[d] for d in contracting), gemms=gemms)
 
 
 @rule("custom-call")
@@ -123,7 +136,8 @@ def _custom_call(counter: Counter, comp: Computation, instr: Instr, outers: tupl
     lhs = comp.by_name[instr.operands[0]].arrays[0]
     m = re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]', instr.attrs)
     k = math.prod(lhs.dims[int(d)] for d in re.findall(r"\d+", m.group(1))) if m else lhs.dims[-1]
-    return counter.matmul(comp, instr, outers, k)
+    b = re.search(r'"lhs_batch_dimensions":\[([^\]]*)\]', instr.attrs)
+    return counter.matmul(comp, instr, outers, k, gemms=math.prod(lhs.dims[d] for d in _dims(b and b.group(1))))
 
 
 @rule("convolution")
@@ -171,7 +185,7 @@ def _fusion(counter: Counter, comp: Computation, instr: Instr, outers: tuple) ->
     cost = sum((w.cost for w in works), Cost())
     matmul = joined(works)
     if matmul is not None:
-        return Work("matmul", cost, matmul.shape, matmul.dtypes)
+        return Work("matmul", cost, matmul.shape, matmul.dtypes, matmul.gemms)
     kinds = {w.kind for w in works}
     kind = next((k for k in ("scatter", "gather", "reduce", "elementwise", "copy") if k in kinds), "other")
     return Work(kind, cost)
@@ -188,7 +202,7 @@ def joined(works: list[Work]) -> Work | None:
     flops = sum(w.cost.flops for w in matmuls)
     if len(matmuls) > 1 and m and k:
         n = round(flops / (2 * m * k))
-    return Work("matmul", Cost(), (m, n, k), first.dtypes)
+    return Work("matmul", Cost(), (m, n, k), first.dtypes, first.gemms)
 
 
 def _no_flops(kind: str):

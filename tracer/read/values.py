@@ -68,6 +68,7 @@ class Kernel:
     dtypes: tuple[str, ...] = ()  # of its matmul's operands as stored, else of its result
     members: int = 1  # compiled kernels it stands for (a fused kernel: more than one)
     launches: int = 0  # executions a record summed from several kernels stands for (tracer.derive); 0: its count
+    gemms: int = 1  # a matmul's batch: its shape's M holds this many GEMMs' rows (an expert each, grouped experts)
 
     @property
     def total(self) -> Cost:

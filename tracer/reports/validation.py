@@ -3,6 +3,7 @@ mean absolute percentage error per system, model and engine, on the held-out set
 and a predicted-against-measured plot."""
 
 import csv
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,17 +18,16 @@ def why(p: Prediction) -> str:
     """What is known of a row's miss: engine features and workloads the model does not price."""
     r, notes = p.row, p.row.notes.lower()
     reasons = []
-    if "mtp" in notes or "speculative" in notes:
-        reasons.append("speculative decoding (MTP) on: not priced")
+    if re.search(r"speculative decoding=(mtp )?on|\bmtp on\b", notes):
+        reasons.append("speculative decoding (MTP) on in the measured run: predicted without it (the run's acceptance "
+                       "rate is not published, and --speculative needs one)")
     if "sharegpt" in notes or "random" in notes and "range" in notes:
         reasons.append("lengths vary around the stated means: priced at the means")
     if r.concurrency != "max" and isinstance(r.concurrency, int) and r.concurrency <= 8:
         reasons.append("a few sequences: host work and per-kernel latency dominate, which the model prices coarsely")
     if r.model.startswith("gpt-oss") and r.system.startswith("h"):
-        reasons.append("MXFP4 experts on Hopper (no FP4 tensor cores): priced as bf16 GEMMs at the bf16 table's "
-                       "efficiency, while engines dequantize in their own MoE kernels")
-    if "disaggregat" in notes:
-        reasons.append("prefill and decode on separate GPUs: not modelled (--disagg is not built)")
+        reasons.append("MXFP4 experts on Hopper (no FP4 tensor cores): priced at TRT-LLM's measured W4A16 MoE kernel "
+                       "(the [moe] table), which other engines' kernels need not match")
     return "; ".join(reasons) or "not known"
 
 
