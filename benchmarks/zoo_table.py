@@ -9,7 +9,9 @@ from tracer.api import trace
 RUNS = (("mixtral-8x7b", "h100x8", "tp-ep", 64), ("qwen3-30b-a3b", "h100x8", "tp-ep", 64),
         ("qwen3-235b-a22b", "h200x8", "tp-ep", 64), ("gpt-oss-20b", "h100x8", "tp-ep", 64),
         ("gpt-oss-120b", "h100x8", "tp-ep", 64), ("deepseek-v3", "h200x8", "tp-ep", 64),
-        ("kimi-k2", "gb200-nvl72", "ep", 4608), ("llama3-70b", "h100x8", "tp", 64))
+        ("kimi-k2", "gb200-nvl72", "ep", 4608), ("llama3-70b", "h100x8", "tp", 64),
+        ("qwen2.5-72b", "h100x8", "tp", 64), ("qwen3-32b", "h100x8", "tp", 64),
+        ("mistral-large-2", "h200x8", "tp", 64), ("mistral-nemo", "h100x1", "tp", 64))
 
 print("| model | system, strategy | prefill FLOPs / analytic | decode bytes / analytic | input USD/Mtok "
       "| output USD/Mtok | output / input | largest batch |")

@@ -157,6 +157,9 @@ _COMMON = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_head
 # Keys each architecture needs beyond _COMMON; a tuple inside is a set of alternatives.
 _REQUIRED = {
     "LlamaForCausalLM": (),
+    "Qwen2ForCausalLM": (),
+    "Qwen3ForCausalLM": (),
+    "MistralForCausalLM": (),
     "MixtralForCausalLM": ("num_local_experts", "num_experts_per_tok"),
     "Qwen3MoeForCausalLM": ("num_experts", "num_experts_per_tok", "moe_intermediate_size"),
     "DeepseekV3ForCausalLM": ("n_routed_experts", "num_experts_per_tok", "n_shared_experts", "moe_intermediate_size",
@@ -262,6 +265,34 @@ def _llama(hf: _HF, values: dict) -> dict:
     return dict(qkv_bias=hf.get("attention_bias", bool, False))
 
 
+def _no_sliding_window(hf: _HF):
+    if hf.get("use_sliding_window", bool, False):
+        hf.fail("use_sliding_window = true: Qwen's per-layer sliding window layout (max_window_layers) is not "
+                f"supported; set it to false (the published models' setting), or write a .toml with window_pattern "
+                f"(see {EXAMPLE})")
+
+
+def _qwen2(hf: _HF, values: dict) -> dict:
+    """Qwen2 and Qwen2.5: biases on the q, k and v projections (priced with one on the output projection too, as
+    qkv_bias has it: `hidden` values a layer)."""
+    _no_sliding_window(hf)
+    return dict(qkv_bias=True, notes=("the output projection's bias counted with q, k and v's (hidden values a "
+                                      "layer, < 0.001% of the weights)",))
+
+
+def _qwen3(hf: _HF, values: dict) -> dict:
+    _no_sliding_window(hf)
+    return dict(qkv_bias=hf.get("attention_bias", bool, False),
+                notes=("q/k RMSNorms over head_dim values not priced (a few FLOPs a head)",))
+
+
+def _mistral(hf: _HF, values: dict) -> dict:
+    """Mistral, Mistral-Nemo, Mistral Large: head_dim apart from hidden / heads (read in _hf_common), an optional
+    sliding window on every layer."""
+    window = hf.int("sliding_window", None)
+    return dict(window_pattern=(window,)) if window else {}
+
+
 def _mixtral(hf: _HF, values: dict) -> dict:
     extra = dict(n_experts=hf.count("num_local_experts"), n_active=hf.count("num_experts_per_tok"),
                  expert_ffn=values["ffn"])
@@ -339,7 +370,8 @@ def _window_pattern(windows: list[int], hf: _HF) -> tuple[int, ...]:
     return pattern if any(pattern) else ()
 
 
-_ARCH_FIELDS = {"LlamaForCausalLM": _llama, "MixtralForCausalLM": _mixtral, "Qwen3MoeForCausalLM": _qwen3_moe,
+_ARCH_FIELDS = {"LlamaForCausalLM": _llama, "Qwen2ForCausalLM": _qwen2, "Qwen3ForCausalLM": _qwen3,
+                "MistralForCausalLM": _mistral, "MixtralForCausalLM": _mixtral, "Qwen3MoeForCausalLM": _qwen3_moe,
                 "DeepseekV3ForCausalLM": _deepseek_v3, "GptOssForCausalLM": _gpt_oss}
 ARCHITECTURES = tuple(_ARCH_FIELDS)
 

@@ -8,6 +8,18 @@ LLAMA3_70B = ModelConfig("llama3-70b", vocab_size=128256, hidden=8192, n_layers=
                          head_dim=128, ffn=28672)
 LLAMA3_405B = ModelConfig("llama3-405b", vocab_size=128256, hidden=16384, n_layers=126, n_heads=128, n_kv_heads=8,
                           head_dim=128, ffn=53248)
+# Qwen/Qwen2.5-72B-Instruct config.json: biases on q, k and v (qkv_bias also puts one on the output projection:
+# 8192 values a layer); Qwen/Qwen3-32B config.json (q/k RMSNorms of 128 values ignored).
+QWEN25_72B = ModelConfig("qwen2.5-72b", vocab_size=152064, hidden=8192, n_layers=80, n_heads=64, n_kv_heads=8,
+                         head_dim=128, ffn=29568, rope_theta=1e6, norm_eps=1e-6, qkv_bias=True)
+QWEN3_32B = ModelConfig("qwen3-32b", vocab_size=151936, hidden=5120, n_layers=64, n_heads=64, n_kv_heads=8,
+                        head_dim=128, ffn=25600, rope_theta=1e6, norm_eps=1e-6)
+# mistralai/Mistral-Large-Instruct-2411 and Mistral-Nemo-Instruct-2407 config.json (Nemo: head_dim 128, not
+# 5120 / 32 = 160).
+MISTRAL_LARGE_2 = ModelConfig("mistral-large-2", vocab_size=32768, hidden=12288, n_layers=88, n_heads=96,
+                              n_kv_heads=8, head_dim=128, ffn=28672, rope_theta=1e6)
+MISTRAL_NEMO = ModelConfig("mistral-nemo", vocab_size=131072, hidden=5120, n_layers=40, n_heads=32, n_kv_heads=8,
+                           head_dim=128, ffn=14336, rope_theta=1e6)
 # mistralai/Mixtral-8x7B-v0.1 config.json
 MIXTRAL_8X7B = ModelConfig("mixtral-8x7b", vocab_size=32000, hidden=4096, n_layers=32, n_heads=32, n_kv_heads=8,
                            head_dim=128, ffn=14336, rope_theta=1e6, n_experts=8, n_active=2, expert_ffn=14336)
@@ -40,5 +52,6 @@ KIMI_K2 = ModelConfig("kimi-k2", vocab_size=163840, n_heads=64, n_experts=384, f
 # A tiny config for tests: head_dim deliberately not hidden // n_heads.
 TINY = ModelConfig("tiny", vocab_size=512, hidden=128, n_layers=4, n_heads=8, n_kv_heads=8, head_dim=32, ffn=256)
 
-PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, MIXTRAL_8X7B, QWEN3_30B_A3B, QWEN3_235B_A22B,
+PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, QWEN25_72B, QWEN3_32B, MISTRAL_LARGE_2,
+                               MISTRAL_NEMO, MIXTRAL_8X7B, QWEN3_30B_A3B, QWEN3_235B_A22B,
                                GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V3, KIMI_K2, TINY)}

@@ -12,7 +12,8 @@ from models.presets import LLAMA3_8B, PRESETS
 from tracer.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"
-HF_MODELS = ("llama3-70b", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3", "gpt-oss-120b")
+HF_MODELS = ("llama3-70b", "qwen2.5-72b", "qwen3-32b", "mistral-large-2", "mistral-nemo", "mixtral-8x7b",
+             "qwen3-30b-a3b", "deepseek-v3", "gpt-oss-120b")
 
 
 def hf_config(name: str) -> dict:
@@ -162,6 +163,18 @@ def test_non_repeating_layer_types(tmp_path):
     fails(write_json(tmp_path, cfg), "layer_types do not repeat")
     cfg["layer_types"] = cfg["layer_types"][:-1]
     fails(write_json(tmp_path, cfg, "short"), "35 entries but num_hidden_layers is 36")
+
+
+def test_dense_families(tmp_path):
+    """Qwen2 always has q/k/v biases; Qwen3 reads attention_bias; Mistral's head_dim stands apart from hidden /
+    heads (Nemo: 128, not 160) and a sliding window covers every layer; Qwen's per-layer windows are refused."""
+    assert load_model_file(str(DATA / "qwen2.5-72b")).qkv_bias
+    assert not load_model_file(str(DATA / "qwen3-32b")).qkv_bias
+    assert load_model_file(str(DATA / "mistral-nemo")).head_dim == 128
+    windowed = load_model_file(write_json(tmp_path, {**hf_config("mistral-nemo"), "sliding_window": 4096}))
+    assert windowed.window_pattern == (4096,)
+    fails(write_json(tmp_path, {**hf_config("qwen3-32b"), "use_sliding_window": True}, "q"),
+          "use_sliding_window = true: Qwen's per-layer sliding window layout")
 
 
 def test_unsupported_layouts(tmp_path):

@@ -21,7 +21,11 @@ TP8 = splits(get_strategy("tp"), {"dp": 1, "tp": 8})
 
 # (total, active, whether the publisher counts the embedding table as active): model cards and papers
 # (../shared/reference/models.md). Qwen and Mistral count the embedding; OpenAI, DeepSeek and Moonshot do not.
-PUBLISHED = {"mixtral-8x7b": (46.7e9, 12.9e9, True), "qwen3-30b-a3b": (30.5e9, 3.3e9, True),
+# Dense: Qwen2.5-72B-Instruct and Qwen3-32B model cards (72.7B, 32.8B); Mistral Large 2 (123B, mistral.ai news
+# 2024-07-24) and Mistral-Nemo (12.2B, its Hugging Face model page).
+PUBLISHED = {"qwen2.5-72b": (72.7e9, 72.7e9, True), "qwen3-32b": (32.8e9, 32.8e9, True),
+             "mistral-large-2": (123e9, 123e9, True), "mistral-nemo": (12.2e9, 12.2e9, True),
+             "mixtral-8x7b": (46.7e9, 12.9e9, True), "qwen3-30b-a3b": (30.5e9, 3.3e9, True),
              "qwen3-235b-a22b": (235e9, 22e9, True), "gpt-oss-20b": (20.9e9, 3.6e9, False),
              "gpt-oss-120b": (116.8e9, 5.1e9, False), "deepseek-v3": (671e9, 37e9, False),
              "kimi-k2": (1.04e12, 32e9, False)}
@@ -51,6 +55,10 @@ def test_model_holds_the_counted_parameters(name):
 
 def test_kv_bytes_per_token():
     assert PRESETS["llama3-70b"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 80 == 327_680
+    assert PRESETS["qwen2.5-72b"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 80 == 327_680
+    assert PRESETS["qwen3-32b"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 64 == 262_144
+    assert PRESETS["mistral-large-2"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 88 == 360_448
+    assert PRESETS["mistral-nemo"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 40 == 163_840  # head_dim 128, not 160
     assert PRESETS["deepseek-v3"].kv_bytes_per_token == (512 + 64) * 2 * 61 == 70_272  # the latent, bf16
     oss = PRESETS["gpt-oss-120b"]
     assert oss.kv_bytes_per_token == 18 * 2 * 8 * 64 * 2 == 36_864  # 18 full-attention layers
