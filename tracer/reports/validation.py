@@ -26,8 +26,8 @@ def why(p: Prediction) -> str:
     if r.concurrency != "max" and isinstance(r.concurrency, int) and r.concurrency <= 8:
         reasons.append("a few sequences: host work and per-kernel latency dominate, which the model prices coarsely")
     if r.model.startswith("gpt-oss") and r.system.startswith("h"):
-        reasons.append("MXFP4 experts on Hopper (no FP4 tensor cores): priced at TRT-LLM's measured W4A16 MoE kernel "
-                       "(the [moe] table), which other engines' kernels need not match")
+        reasons.append("MXFP4 experts on Hopper (no FP4 tensor cores): priced at TRT-LLM's measured W4A16 Triton MoE "
+                       "kernel (the [moe] table), which predicts them faster than the engines ran; not known why")
     return "; ".join(reasons) or "not known"
 
 
