@@ -109,10 +109,6 @@ class ModelConfig:
                      "expert's slots hold every assignment); give a factor between 0 and that")
         if not 0 <= self.first_dense <= self.n_layers:
             fail(f"first_dense={self.first_dense} must be within 0..n_layers={self.n_layers}")
-        period = self.period
-        if self.first_dense % period or (self.n_layers - self.first_dense) % period:
-            fail(f"the window pattern (period {period}) must tile the dense ({self.first_dense}) and "
-                 f"MoE ({self.n_layers - self.first_dense}) layer runs")
 
     # --- features ---
     @property

@@ -20,6 +20,19 @@ MISTRAL_LARGE_2 = ModelConfig("mistral-large-2", vocab_size=32768, hidden=12288,
                               n_kv_heads=8, head_dim=128, ffn=28672, rope_theta=1e6)
 MISTRAL_NEMO = ModelConfig("mistral-nemo", vocab_size=131072, hidden=5120, n_layers=40, n_heads=32, n_kv_heads=8,
                            head_dim=128, ffn=14336, rope_theta=1e6)
+# google/gemma-2-27b-it config.json: layers alternate a 4096-token window and full attention; tied embeddings;
+# google/gemma-3-27b-it config.json's text_config: 5 layers of a 1024-token window, then a full one (62 layers: 10
+# periods and 2 windowed layers more); vocab_size and rope_theta from transformers' Gemma3TextConfig defaults. GeGLU
+# MLPs, extra norms and soft-capping add no matmul.
+GEMMA2_27B = ModelConfig("gemma2-27b", vocab_size=256000, hidden=4608, n_layers=46, n_heads=32, n_kv_heads=16,
+                         head_dim=128, ffn=36864, rope_theta=10_000.0, norm_eps=1e-6, tie_embeddings=True,
+                         window_pattern=(4096, 0))
+GEMMA3_27B = ModelConfig("gemma3-27b", vocab_size=262208, hidden=5376, n_layers=62, n_heads=32, n_kv_heads=16,
+                         head_dim=128, ffn=21504, rope_theta=1e6, norm_eps=1e-6, tie_embeddings=True,
+                         window_pattern=(1024, 1024, 1024, 1024, 1024, 0))
+# microsoft/phi-4 config.json (Phi3ForCausalLM: fused qkv and gate/up projections, the same weights).
+PHI_4 = ModelConfig("phi-4", vocab_size=100352, hidden=5120, n_layers=40, n_heads=40, n_kv_heads=10, head_dim=128,
+                    ffn=17920, rope_theta=250_000.0)
 # mistralai/Mixtral-8x7B-v0.1 config.json
 MIXTRAL_8X7B = ModelConfig("mixtral-8x7b", vocab_size=32000, hidden=4096, n_layers=32, n_heads=32, n_kv_heads=8,
                            head_dim=128, ffn=14336, rope_theta=1e6, n_experts=8, n_active=2, expert_ffn=14336)
@@ -53,5 +66,5 @@ KIMI_K2 = ModelConfig("kimi-k2", vocab_size=163840, n_heads=64, n_experts=384, f
 TINY = ModelConfig("tiny", vocab_size=512, hidden=128, n_layers=4, n_heads=8, n_kv_heads=8, head_dim=32, ffn=256)
 
 PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, QWEN25_72B, QWEN3_32B, MISTRAL_LARGE_2,
-                               MISTRAL_NEMO, MIXTRAL_8X7B, QWEN3_30B_A3B, QWEN3_235B_A22B,
-                               GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V3, KIMI_K2, TINY)}
+                               MISTRAL_NEMO, GEMMA2_27B, GEMMA3_27B, PHI_4, MIXTRAL_8X7B, QWEN3_30B_A3B,
+                               QWEN3_235B_A22B, GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V3, KIMI_K2, TINY)}

@@ -28,12 +28,16 @@ def module_names(arch: str, mla: bool, q_lora: bool) -> dict[str, tuple[str, ...
     if mla:
         q = ("self_attn.q_a_proj", "self_attn.q_b_proj") if q_lora else ("self_attn.q_proj",)
         attention = (*q, "self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj", "self_attn.o_proj")
+    elif arch == "Phi3ForCausalLM":  # fused projections
+        attention = ("self_attn.qkv_proj", "self_attn.o_proj")
     else:
         attention = tuple(f"self_attn.{p}_proj" for p in "qkvo")
     experts = {"MixtralForCausalLM": tuple(f"block_sparse_moe.experts.0.w{i}" for i in (1, 2, 3)),
                "GptOssForCausalLM": ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")}.get(
         arch, tuple(f"mlp.experts.0.{p}_proj" for p in ("gate", "up", "down")))
-    return {"attention": attention, "mlp": tuple(f"mlp.{p}_proj" for p in ("gate", "up", "down")),
+    mlp = ("mlp.gate_up_proj", "mlp.down_proj") if arch == "Phi3ForCausalLM" else tuple(
+        f"mlp.{p}_proj" for p in ("gate", "up", "down"))
+    return {"attention": attention, "mlp": mlp,
             "shared": tuple(f"mlp.shared_experts.{p}_proj" for p in ("gate", "up", "down")), "experts": experts}
 
 

@@ -45,16 +45,26 @@ class Block(nnx.Module):
 
 
 class Unit(nnx.Module):
-    """One period of the window pattern: consecutive layers that differ only in their window."""
+    """One period of the window pattern (or the `width` layers a run ends with, short of a period): consecutive
+    layers that differ only in their window."""
 
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, *, moe: bool):
-        self.blocks = nnx.List([Block(cfg, rngs, moe) for _ in range(cfg.period)])
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, *, moe: bool, width: int):
+        self.blocks = nnx.List([Block(cfg, rngs, moe) for _ in range(width)])
 
 
-def segments(cfg: ModelConfig) -> list[tuple[int, int, bool]]:
-    """(first layer, units, MoE) per run of identical units: a dense prefix (first_dense), then the rest."""
-    runs = [(0, cfg.first_dense, False), (cfg.first_dense, cfg.n_layers - cfg.first_dense, cfg.is_moe)]
-    return [(first, count // cfg.period, moe) for first, count, moe in runs if count]
+def segments(cfg: ModelConfig) -> list[tuple[int, int, bool, int]]:
+    """(first layer, units, MoE, layers a unit) per run of identical units: a dense prefix (first_dense), then the
+    rest; a run the window pattern does not tile ends in one unit of the layers left (Gemma 3 27B: 62 layers, 10
+    periods of 5 local and 1 global layer, then 2 local ones)."""
+    out = []
+    for first, count, moe in ((0, cfg.first_dense, False),
+                              (cfg.first_dense, cfg.n_layers - cfg.first_dense, cfg.is_moe)):
+        whole, rest = divmod(count, cfg.period)
+        if whole:
+            out.append((first, whole, moe, cfg.period))
+        if rest:
+            out.append((first + whole * cfg.period, 1, moe, rest))
+    return out
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=["stacks"], meta_fields=[])
@@ -68,7 +78,7 @@ class KVCache:
 def cache_shapes(cfg: ModelConfig, batch: int, capacity: int) -> tuple[dict[str, tuple[tuple, tuple]], ...]:
     """Per stack: name -> (shape, logical axes). Windowed layers hold min(window, capacity) positions."""
     return tuple(cache_arrays(cfg, units, batch, cache_capacity(cfg, first + j, capacity))
-                 for first, units, _ in segments(cfg) for j in range(cfg.period))
+                 for first, units, _, width in segments(cfg) for j in range(width))
 
 
 class Transformer(nnx.Module):
@@ -78,12 +88,12 @@ class Transformer(nnx.Module):
         vocab = DTYPES[cfg.vocab]
         self.embed = param(rngs, (cfg.vocab_size, cfg.hidden), ("vocab", "embed"), vocab, scale=1.0)
         stacks = []
-        for _, units, moe in segments(cfg):
+        for _, units, moe, width in segments(cfg):
             if cfg.scan_layers:  # one Unit whose weights carry a leading layer axis
-                make = nnx.vmap(partial(Unit, cfg, moe=moe), in_axes=0, out_axes=0)
+                make = nnx.vmap(partial(Unit, cfg, moe=moe, width=width), in_axes=0, out_axes=0)
                 stacks.append(nnx.split_rngs(splits=units)(make)(rngs))
             else:
-                stacks.append(nnx.List([Unit(cfg, rngs, moe=moe) for _ in range(units)]))
+                stacks.append(nnx.List([Unit(cfg, rngs, moe=moe, width=width) for _ in range(units)]))
         self.segments = nnx.List(stacks)
         self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps, act)
         if not cfg.tie_embeddings:
@@ -97,9 +107,9 @@ class Transformer(nnx.Module):
             return constrain(matmul("bd,dv->bv", x, w, None, self.cfg.jnp_dtype), "batch", "vocab")
 
     def run_layers(self, x, cache: KVCache, step: Step):
-        cfg, period, out = self.cfg, self.cfg.period, []
-        for s, ((first, _, _), stack) in enumerate(zip(segments(cfg), self.segments, strict=True)):
-            windows = [cfg.window(first + j) for j in range(period)]
+        cfg, out = self.cfg, []
+        for (first, _, _, width), stack in zip(segments(cfg), self.segments, strict=True):
+            windows = [cfg.window(first + j) for j in range(width)]
 
             def unit_fn(unit, x, caches, i, windows=windows):
                 caches = list(caches)
@@ -107,7 +117,7 @@ class Transformer(nnx.Module):
                     x, caches[j] = block(x, caches[j], i, step, windows[j])
                 return x, tuple(caches)
 
-            caches = cache.stacks[s * period:(s + 1) * period]
+            caches = cache.stacks[len(out):len(out) + width]
             if cfg.scan_layers:
                 graphdef, stacked = nnx.split(stack)
 

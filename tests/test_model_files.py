@@ -12,8 +12,8 @@ from models.presets import LLAMA3_8B, PRESETS
 from tracer.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"
-HF_MODELS = ("llama3-70b", "qwen2.5-72b", "qwen3-32b", "mistral-large-2", "mistral-nemo", "mixtral-8x7b",
-             "qwen3-30b-a3b", "deepseek-v3", "gpt-oss-120b")
+HF_MODELS = ("llama3-70b", "qwen2.5-72b", "qwen3-32b", "mistral-large-2", "mistral-nemo", "gemma2-27b",
+             "gemma3-27b", "phi-4", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3", "gpt-oss-120b")
 
 
 def hf_config(name: str) -> dict:
@@ -173,8 +173,26 @@ def test_dense_families(tmp_path):
     assert load_model_file(str(DATA / "mistral-nemo")).head_dim == 128
     windowed = load_model_file(write_json(tmp_path, {**hf_config("mistral-nemo"), "sliding_window": 4096}))
     assert windowed.window_pattern == (4096,)
+    phi3_mini = load_model_file(write_json(tmp_path, {**hf_config("phi-4"), "sliding_window": 2047}, "p"))
+    assert phi3_mini.window_pattern == (2047,)  # Phi-3-mini windows every layer
     fails(write_json(tmp_path, {**hf_config("qwen3-32b"), "use_sliding_window": True}, "q"),
           "use_sliding_window = true: Qwen's per-layer sliding window layout")
+
+
+def test_gemma(tmp_path):
+    """Gemma 2 alternates windowed and full layers; Gemma 3's text_config (inside Gemma3ForConditionalGeneration)
+    has 5 windowed layers to a full one, transformers' defaults filling what it leaves out, and says the vision
+    tower is not priced; soft-capping is read into the notes; layer_types, where given, decide."""
+    g2 = load_model_file(str(DATA / "gemma2-27b"))
+    assert (g2.window_pattern, g2.tie_embeddings) == ((4096, 0), True)
+    assert any("soft-capping at 50.0" in n for n in g2.notes)
+    g3 = load_model_file(str(DATA / "gemma3-27b"))
+    assert g3.window_pattern == (1024,) * 5 + (0,) and g3.vocab_size == 262208
+    assert any("vision tower is not" in n for n in g3.notes)
+    cfg = hf_config("gemma2-27b")
+    types_ = ["sliding_attention", "sliding_attention", "full_attention"] * 15 + ["sliding_attention"]
+    assert load_model_file(write_json(tmp_path, {**cfg, "layer_types": types_})).window_pattern == (4096, 4096, 0)
+    fails(write_json(tmp_path, {**hf_config("gemma3-27b"), "text_config": None}, "t"), "needs its text model's")
 
 
 def test_unsupported_layouts(tmp_path):

@@ -23,7 +23,11 @@ TP8 = splits(get_strategy("tp"), {"dp": 1, "tp": 8})
 # (../shared/reference/models.md). Qwen and Mistral count the embedding; OpenAI, DeepSeek and Moonshot do not.
 # Dense: Qwen2.5-72B-Instruct and Qwen3-32B model cards (72.7B, 32.8B); Mistral Large 2 (123B, mistral.ai news
 # 2024-07-24) and Mistral-Nemo (12.2B, its Hugging Face model page).
+# Gemma 2 and 3 technical reports (Table 1: 27B, 1,181M embedding + 26,047M non-embedding; 3 27B: 1,416M + 25,600M,
+# the 417M vision encoder apart, which is not priced).
 PUBLISHED = {"qwen2.5-72b": (72.7e9, 72.7e9, True), "qwen3-32b": (32.8e9, 32.8e9, True),
+             "phi-4": (14.7e9, 14.7e9, True),  # microsoft/phi-4's Hugging Face page: 14.7B
+             "gemma2-27b": (27.228e9, 27.228e9, True), "gemma3-27b": (27.016e9, 27.016e9, True),
              "mistral-large-2": (123e9, 123e9, True), "mistral-nemo": (12.2e9, 12.2e9, True),
              "mixtral-8x7b": (46.7e9, 12.9e9, True), "qwen3-30b-a3b": (30.5e9, 3.3e9, True),
              "qwen3-235b-a22b": (235e9, 22e9, True), "gpt-oss-20b": (20.9e9, 3.6e9, False),
@@ -59,6 +63,19 @@ def test_kv_bytes_per_token():
     assert PRESETS["qwen3-32b"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 64 == 262_144
     assert PRESETS["mistral-large-2"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 88 == 360_448
     assert PRESETS["mistral-nemo"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 40 == 163_840  # head_dim 128, not 160
+    assert PRESETS["phi-4"].kv_bytes_per_token == 2 * 10 * 128 * 2 * 40 == 204_800
+    gemma2, gemma3 = PRESETS["gemma2-27b"], PRESETS["gemma3-27b"]
+    assert gemma2.kv_bytes_per_token == 23 * 2 * 16 * 128 * 2 == 188_416  # the 23 odd (full) layers of 46
+    assert gemma2.kv_window_bytes_per_sequence == 23 * 4096 * 8192 == 771_751_936  # 23 even ones, 4096 tokens
+    assert gemma3.kv_bytes_per_token == 10 * 2 * 16 * 128 * 2 == 81_920  # layers 5, 11, ..., 59
+    assert gemma3.kv_window_bytes_per_sequence == 52 * 1024 * 8192 == 436_207_616  # the other 52, 1024 tokens
+
+
+def test_a_window_pattern_that_does_not_tile_the_layers():
+    """Gemma 3 27B: 62 layers, 10 periods of 5 windowed layers and a full one, then 2 windowed layers: 8 cache
+    stacks, 6 of 10 layers and 2 of one, the full layers holding the whole context and the rest 1024 positions."""
+    stacks = cache_shapes(PRESETS["gemma3-27b"], 1, 8192)
+    assert [s["k"][0][:3] for s in stacks] == [(10, 1, 1024)] * 5 + [(10, 1, 8192)] + [(1, 1, 1024)] * 2
     assert PRESETS["deepseek-v3"].kv_bytes_per_token == (512 + 64) * 2 * 61 == 70_272  # the latent, bf16
     oss = PRESETS["gpt-oss-120b"]
     assert oss.kv_bytes_per_token == 18 * 2 * 8 * 64 * 2 == 36_864  # 18 full-attention layers
@@ -90,7 +107,11 @@ def test_dtype_overrides_change_bytes():
 WORK = Workload(batch=8, prompt=256, context=256)
 
 
-@pytest.fixture(scope="module", params=[MOE, MLA, WINDOWED], ids=lambda c: c.name)
+# a window pattern of 3 over 5 layers: one period, then 2 windowed layers (as Gemma 3's 62 layers end)
+TAIL = dataclasses.replace(WINDOWED, name="tiny-windowed-tail", n_layers=5, window_pattern=(4, 4, 0))
+
+
+@pytest.fixture(scope="module", params=[MOE, MLA, WINDOWED, TAIL], ids=lambda c: c.name)
 def compiled(request):
     return request.param, compile_steps(request.param, get_system("h100x8"), get_strategy("tp"), WORK)
 
