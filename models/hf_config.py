@@ -26,6 +26,9 @@ _REQUIRED = {
     "DeepseekV3ForCausalLM": ("n_routed_experts", "num_experts_per_tok", "n_shared_experts", "moe_intermediate_size",
                               "first_k_dense_replace", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
                               "qk_rope_head_dim", "v_head_dim"),
+    "DeepseekV2ForCausalLM": ("n_routed_experts", "num_experts_per_tok", "n_shared_experts", "moe_intermediate_size",
+                              "first_k_dense_replace", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+                              "qk_rope_head_dim", "v_head_dim"),
     "GptOssForCausalLM": ("num_local_experts", ("num_experts_per_tok", "experts_per_token"), "layer_types"),
 }
 # Keys a published config.json may leave out because transformers' config class supplies them (Gemma3TextConfig's
@@ -188,13 +191,15 @@ def _qwen3_moe(hf: _HF, values: dict) -> dict:
                 n_active=hf.count("num_experts_per_tok"), expert_ffn=hf.count("moe_intermediate_size"))
 
 
-def _deepseek_v3(hf: _HF, values: dict) -> dict:
+def _deepseek_v3(hf: _HF, values: dict, scoring: str = "sigmoid") -> dict:
+    """DeepSeek-V3 and V2 (V2 and V2-Lite: `scoring`'s softmax where the file gives no scoring_func; V2-Lite has no
+    query compression, q_lora_rank null)."""
     if hf.int("moe_layer_freq", 1) != 1:
         hf.fail("moe_layer_freq != 1 (dense layers among the MoE layers) is not supported; only the first "
                 "first_k_dense_replace layers may be dense, so set moe_layer_freq = 1 or write a .toml "
                 f"(see {EXAMPLE})")
     nope, rope = hf.count("qk_nope_head_dim"), hf.count("qk_rope_head_dim")
-    scoring = hf.cfg.get("scoring_func", "sigmoid")  # transformers' own DeepseekV3 (no key) scores with a sigmoid
+    scoring = hf.cfg.get("scoring_func", scoring)  # transformers' own DeepseekV3 (no key) scores with a sigmoid
     if scoring not in ("sigmoid", "softmax"):
         hf.fail(f"scoring_func {scoring!r} is not sigmoid or softmax; correct the value")
     notes = []
@@ -282,5 +287,6 @@ _ARCH_FIELDS = {"LlamaForCausalLM": _llama, "Qwen2ForCausalLM": _qwen2, "Qwen3Fo
                 "Gemma2ForCausalLM": lambda hf, v: _gemma(hf, v, 2),
                 "Gemma3ForCausalLM": lambda hf, v: _gemma(hf, v, hf.int("sliding_window_pattern")),
                 "MixtralForCausalLM": _mixtral, "Qwen3MoeForCausalLM": _qwen3_moe,
-                "DeepseekV3ForCausalLM": _deepseek_v3, "GptOssForCausalLM": _gpt_oss}
+                "DeepseekV3ForCausalLM": _deepseek_v3,
+                "DeepseekV2ForCausalLM": lambda hf, v: _deepseek_v3(hf, v, "softmax"), "GptOssForCausalLM": _gpt_oss}
 ARCHITECTURES = tuple(_ARCH_FIELDS)

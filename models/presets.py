@@ -62,9 +62,20 @@ DEEPSEEK_V3 = ModelConfig("deepseek-v3", vocab_size=129280, n_heads=128, n_exper
                           **{**_DEEPSEEK, "n_kv_heads": 128})
 KIMI_K2 = ModelConfig("kimi-k2", vocab_size=163840, n_heads=64, n_experts=384, first_dense=1,
                       **{**_DEEPSEEK, "rope_theta": 50_000.0, "n_kv_heads": 64})
+# deepseek-ai/DeepSeek-V2 and DeepSeek-V2-Lite config.json: MLA (V2-Lite without query compression), softmax
+# routing (V2: group-limited, the same number of experts), 2 shared experts, the first layer dense; bf16 weights.
+_DEEPSEEK_V2 = dict(vocab_size=102400, n_kv_heads=0, head_dim=192, rope_theta=10_000.0, norm_eps=1e-6,
+                    kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, n_active=6,
+                    n_shared=2, first_dense=1)
+DEEPSEEK_V2 = ModelConfig("deepseek-v2", hidden=5120, n_layers=60, n_heads=128, ffn=12288, q_lora_rank=1536,
+                          n_experts=160, expert_ffn=1536, **{**_DEEPSEEK_V2, "n_kv_heads": 128},
+                          notes=("group-limited routing (n_group, topk_group) picks the same number of experts",))
+DEEPSEEK_V2_LITE = ModelConfig("deepseek-v2-lite", hidden=2048, n_layers=27, n_heads=16, ffn=10944, n_experts=64,
+                               expert_ffn=1408, **{**_DEEPSEEK_V2, "n_kv_heads": 16})
 # A tiny config for tests: head_dim deliberately not hidden // n_heads.
 TINY = ModelConfig("tiny", vocab_size=512, hidden=128, n_layers=4, n_heads=8, n_kv_heads=8, head_dim=32, ffn=256)
 
 PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, QWEN25_72B, QWEN3_32B, MISTRAL_LARGE_2,
                                MISTRAL_NEMO, GEMMA2_27B, GEMMA3_27B, PHI_4, MIXTRAL_8X7B, QWEN3_30B_A3B,
-                               QWEN3_235B_A22B, GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V3, KIMI_K2, TINY)}
+                               QWEN3_235B_A22B, GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V2, DEEPSEEK_V2_LITE, DEEPSEEK_V3,
+                               KIMI_K2, TINY)}

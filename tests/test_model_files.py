@@ -13,7 +13,8 @@ from tracer.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"
 HF_MODELS = ("llama3-70b", "qwen2.5-72b", "qwen3-32b", "mistral-large-2", "mistral-nemo", "gemma2-27b",
-             "gemma3-27b", "phi-4", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3", "gpt-oss-120b")
+             "gemma3-27b", "phi-4", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2", "deepseek-v2-lite",
+             "deepseek-v3", "gpt-oss-120b")
 
 
 def hf_config(name: str) -> dict:
@@ -66,6 +67,8 @@ def test_hf_features():
     assert oss.window_pattern == (128, 0) and oss.attn_sinks and oss.qkv_bias and oss.expert_bias
     assert (oss.weights, oss.experts) == ("bfloat16", "mxfp4")
     assert load_model_file(str(DATA / "qwen3-30b-a3b")).name == "qwen3-30b-a3b"  # a folder holding config.json
+    v2, lite = (load_model_file(str(DATA / n)) for n in ("deepseek-v2", "deepseek-v2-lite"))
+    assert (v2.router, v2.q_lora_rank, lite.q_lora_rank, lite.n_shared) == ("softmax", 1536, 0, 2)  # Lite: no q LoRA
 
 
 def test_hf_defaults_and_name(tmp_path):
