@@ -47,4 +47,10 @@ GPU_TARGETS = {
     "H200 SXM": GpuTarget("NVIDIA H200 141GB HBM3e", (9, 0), 132, 1.98, 151_397_597_184, 4.8e12, 52_428_800),
     "B200": GpuTarget("NVIDIA B200", (10, 0), 148, 1.965, 191_514_411_008, 7.67232e12, 132_644_864),
     "B200 (GB200)": GpuTarget("NVIDIA GB200", (10, 0), 152, 2.062, 197_897_748_480, 7.928064e12, 135_528_448),
+    # Parts XLA carries no spec for here: the nearest shape it does, with the part's own memory size and bandwidth
+    # (the H800 is the H100's GPU; the H20's and B300's SM counts are not published in a stored source).
+    "H800 SXM": GpuTarget("NVIDIA H800", (9, 0), 132, 1.98, 84_942_979_072, 3.35232e12, 52_428_800),
+    "H20": GpuTarget("NVIDIA H20", (9, 0), 132, 1.98, 102_005_473_280, 4.0e12, 52_428_800),
+    "B300": GpuTarget("NVIDIA B300", (10, 0), 148, 1.965, 288_000_000_000, 8.0e12, 132_644_864),
+    "B300 (GB300)": GpuTarget("NVIDIA GB300", (10, 0), 152, 2.062, 279_000_000_000, 8.0e12, 135_528_448),
 }

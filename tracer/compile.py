@@ -72,6 +72,12 @@ def choose_compiler(compiler: str, system: System) -> tuple[str, str]:
     if compiler not in COMPILERS:
         raise ConfigError(f"unknown compiler {compiler!r}; choose one of: {', '.join(COMPILERS)}")
     own = system.chip.compiler
+    if own == "cpu":  # no compiler here targets it (AMD GPUs; a TPU the pinned libtpu does not know)
+        if compiler not in ("cpu", "auto"):
+            raise ConfigError(f"--compiler {compiler} cannot target {system.name} ({system.chip.name}): no compiler "
+                              "here does; use --compiler cpu (emulated devices with its figures)")
+        return "cpu", (f"no compiler here targets the {system.chip.name}: emulated CPU devices with its figures, "
+                       "its own compiler's fusion and memory choices unseen")
     if compiler == "auto":
         reason = missing_extra(own)
         if reason is None:

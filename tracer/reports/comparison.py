@@ -16,7 +16,7 @@ def rows(points: list[ComparedLayout]) -> list[dict]:
             continue
         r = p.result
         pre, dec = r.phases["prefill"], r.phases["decode"]
-        out.append({**row, "mesh": " x ".join(f"{k}={v}" for k, v in r.mesh.items()),
+        out.append({**row, "time_model": r.time_model, "mesh": " x ".join(f"{k}={v}" for k, v in r.mesh.items()),
                     "fits": dec.memory.fits, "batch": r.work.batch,
                     "max_batch": p.max_batch if p.max_batch is not None else r.max_batch,
                     "batch_note": p.batch_note,
@@ -55,5 +55,10 @@ def compare_text(rows: list[dict]) -> str:
                       "$/Mtok in": f"{r['usd_per_mtok_in']:.4g}", "$/Mtok out": f"{r['usd_per_mtok_out']:.4g}"})
     notes = [f"- {' '.join(str(v) for v in head(r).values())}: batch {r['batch_note']}" for r in rows
              if r.get("batch_note")]
+    models = {r["time_model"] for r in rows if "time_model" in r}
+    if len(models) > 1:  # a row at the peaks beside rows at achieved rates is not like for like
+        notes.append("NOT LIKE FOR LIKE: the rows are priced by different time models; --ideal prices every row at "
+                     "its chip's peaks:")
+        notes += [f"- {r['system']}: {r['time_model']}" for r in rows if "time_model" in r]
     return (table(shown) + "\n\nStep times: total (compute/memory/comms) per step; comms: share of the decode step; "
             "tok/s/chip: decode.\n" + "\n".join(notes))

@@ -117,5 +117,16 @@ def systems_rows(systems: list[System]) -> list[dict]:
              "usd_per_chip_hour": s.usd_per_chip_hour, "price_note": s.price_note} for s in systems]
 
 
+def systems_text(systems: list[System]) -> str:
+    """The systems table, then each chip's sources and how its steps are timed and compiled."""
+    chips = {s.chip.name: s.chip for s in systems}
+    lines = [f"- {c.name}: {c.source}; " + ("achieved rates, meshes/rates/" + c.rates + ".toml" if c.rates else
+                                             "no achieved-rate data: priced at its peaks")
+             + ("" if c.compiler != "cpu" else "; no compiler here targets it: emulated CPU devices")
+             for c in chips.values()]
+    return table(systems_rows(systems)) + "\n\nChips, their figures' sources, and how they are timed:\n" + \
+        "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     return tabulate([list(r.values()) for r in rows], headers=list(rows[0]) if rows else [])
