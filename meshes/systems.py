@@ -148,6 +148,11 @@ TPU_PRICE = {"TPU v5e": (1.20, "GCP list, Feb 2025"), "TPU v5p": (4.20, "GCP lis
              "TPU v6e": (2.70, "GCP on demand, Dec 2024")}
 
 
+def _domain(name: str, chip: Chip, n: int, price: float, note: str, description: str) -> System:
+    """n chips in one scale-up domain, at `price` USD per chip-hour (`note`: where it comes from)."""
+    return System(name, chip, n, n, price, note, description)
+
+
 def _tpu(name: str, chip: Chip, n: int, topology: str, description: str) -> System:
     price, note = TPU_PRICE[chip.name]
     return System(name, chip, n, n, price, note, description, tpu_topology=topology)
@@ -155,32 +160,32 @@ def _tpu(name: str, chip: Chip, n: int, topology: str, description: str) -> Syst
 
 SYSTEMS = {s.name: s for s in (
     # H100 median across 37 providers, May 2026 (mercatus-ai GPU pricing).
-    System("h100x8", H100, 8, 8, 2.95, "median of 37 providers, May 2026", "HGX H100: 8 x H100 SXM, NVLink4"),
+    _domain("h100x8", H100, 8, 2.95, "median of 37 providers, May 2026", "HGX H100: 8 x H100 SXM, NVLink4"),
     # H200 specialty clouds $3.50-4.50, May 2026 (aimultiple GPU index): midpoint.
-    System("h200x8", H200, 8, 8, 4.00, "specialty-cloud midpoint, May 2026", "HGX H200: 8 x H200 SXM, NVLink4"),
+    _domain("h200x8", H200, 8, 4.00, "specialty-cloud midpoint, May 2026", "HGX H200: 8 x H200 SXM, NVLink4"),
     # Single GPUs at the same prices, for models that fit one chip and for checks against a real card.
-    System("h100x1", H100, 1, 1, 2.95, "median of 37 providers, May 2026", "one H100 SXM"),
-    System("h200x1", H200, 1, 1, 4.00, "specialty-cloud midpoint, May 2026", "one H200 SXM"),
+    _domain("h100x1", H100, 1, 2.95, "median of 37 providers, May 2026", "one H100 SXM"),
+    _domain("h200x1", H200, 1, 4.00, "specialty-cloud midpoint, May 2026", "one H200 SXM"),
     # B200 cheapest on-demand ~$3.75 (Jun 2026); hyperscalers $8-14. A mid-market figure.
-    System("b200x8", B200, 8, 8, 5.50, "assumed: between $3.75 on-demand low and $8 hyperscaler, Jun 2026",
+    _domain("b200x8", B200, 8, 5.50, "assumed: between $3.75 on-demand low and $8 hyperscaler, Jun 2026",
            "HGX B200: 8 x B200, NVLink5"),
     # GB200: no reliable public per-GPU price (hardware.md); assumed 1.2x a B200 for the NVL72 fabric and power.
-    System("gb200-nvl72", GB200, 72, 72, 6.60, "assumed: 1.2 x the b200x8 default; no public per-GPU price",
+    _domain("gb200-nvl72", GB200, 72, 6.60, "assumed: 1.2 x the b200x8 default; no public per-GPU price",
            "GB200 NVL72: 72 x B200 in one NVLink5 domain"),
-    System("h800x8", H800, 8, 8, 2.95, "assumed: the h100x8 default (the same GPU); no published price found",
+    _domain("h800x8", H800, 8, 2.95, "assumed: the h100x8 default (the same GPU); no published price found",
            "HGX H800: 8 x H800 SXM, NVLink at 400 GB/s"),
-    System("h20x8", H20, 8, 8, 2.95, "assumed: the h100x8 default; no published price found", "HGX H20: 8 x H20"),
-    System("b300x8", B300, 8, 8, 6.60, "assumed: 1.2 x the b200x8 default; no published price found",
+    _domain("h20x8", H20, 8, 2.95, "assumed: the h100x8 default; no published price found", "HGX H20: 8 x H20"),
+    _domain("b300x8", B300, 8, 6.60, "assumed: 1.2 x the b200x8 default; no published price found",
            "HGX B300: 8 x B300, NVLink5"),
-    System("gb300-nvl72", GB300, 72, 72, 7.92, "assumed: 1.2 x the b300x8 default; no public per-GPU price",
+    _domain("gb300-nvl72", GB300, 72, 7.92, "assumed: 1.2 x the b300x8 default; no public per-GPU price",
            "GB300 NVL72: 72 x B300 in one NVLink5 domain"),
-    System("mi300x8", MI300X, 8, 8, 1.85, "Vultr on demand, via cliffcenter.com research note, 2026-05-18",
+    _domain("mi300x8", MI300X, 8, 1.85, "Vultr on demand, via cliffcenter.com research note, 2026-05-18",
            "8 x AMD Instinct MI300X, Infinity Fabric"),
-    System("mi325x8", MI325X, 8, 8, 1.95, "TensorWave, via cliffcenter.com research note, 2026-05-18",
+    _domain("mi325x8", MI325X, 8, 1.95, "TensorWave, via cliffcenter.com research note, 2026-05-18",
            "8 x AMD Instinct MI325X, Infinity Fabric"),
-    System("mi355x8", MI355X, 8, 8, 5.50, "assumed: the b200x8 default; no published price found",
+    _domain("mi355x8", MI355X, 8, 5.50, "assumed: the b200x8 default; no published price found",
            "8 x AMD Instinct MI355X, Infinity Fabric"),
-    System("v7x-8", V7X, 8, 8, 12.00, "unconfirmed: a third-party file's GCP on-demand us-central1 figure",
+    _domain("v7x-8", V7X, 8, 12.00, "unconfirmed: a third-party file's GCP on-demand us-central1 figure",
            "TPU v7x (Ironwood), 8 chips on ICI, emulated on CPU (the pinned libtpu has no v7x)"),
     _tpu("v5e-8", V5E, 8, "v5e:2x4", "TPU v5e slice, 2x4 chips on ICI"),
     _tpu("v5e-256", V5E, 256, "v5e:16x16", "TPU v5e pod, 16x16 chips on a 2D ICI torus"),
