@@ -29,6 +29,8 @@ _REQUIRED = {
     "DeepseekV2ForCausalLM": ("n_routed_experts", "num_experts_per_tok", "n_shared_experts", "moe_intermediate_size",
                               "first_k_dense_replace", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
                               "qk_rope_head_dim", "v_head_dim"),
+    "Glm4MoeForCausalLM": ("n_routed_experts", "num_experts_per_tok", "n_shared_experts", "moe_intermediate_size",
+                           "first_k_dense_replace"),
     "GptOssForCausalLM": ("num_local_experts", ("num_experts_per_tok", "experts_per_token"), "layer_types"),
 }
 # Keys a published config.json may leave out because transformers' config class supplies them (Gemma3TextConfig's
@@ -215,6 +217,19 @@ def _deepseek_v3(hf: _HF, values: dict, scoring: str = "sigmoid") -> dict:
                 router=scoring, notes=tuple(notes))
 
 
+def _glm4_moe(hf: _HF, values: dict) -> dict:
+    """GLM-4.5/4.6/4.7: GQA attention with q, k and v biases (priced with an output bias too: `hidden` values a
+    layer), partial RoPE and q/k norms (no cost), sigmoid-scored routed experts and shared ones, the first layers
+    dense; the multi-token-prediction layer is not served."""
+    notes = ["partial rotary embedding and q/k RMSNorms: no cost counted"]
+    if hf.int("num_nextn_predict_layers", 0):
+        notes.append("the multi-token-prediction layer is not part of the served model")
+    return dict(qkv_bias=hf.get("attention_bias", bool, False), n_experts=hf.count("n_routed_experts"),
+                n_active=hf.count("num_experts_per_tok"), n_shared=hf.int("n_shared_experts"),
+                expert_ffn=hf.count("moe_intermediate_size"), first_dense=hf.int("first_k_dense_replace"),
+                router="sigmoid", notes=tuple(notes))
+
+
 def _layer_windows(hf: _HF, n_layers: int, every: int = 0) -> tuple[int, ...]:
     """The window pattern from `layer_types` (sliding_attention or full_attention per layer), or, without it, every
     `every`-th layer full and the rest sliding (Gemma's layout: layer i full when (i + 1) % every == 0)."""
@@ -288,5 +303,6 @@ _ARCH_FIELDS = {"LlamaForCausalLM": _llama, "Qwen2ForCausalLM": _qwen2, "Qwen3Fo
                 "Gemma3ForCausalLM": lambda hf, v: _gemma(hf, v, hf.int("sliding_window_pattern")),
                 "MixtralForCausalLM": _mixtral, "Qwen3MoeForCausalLM": _qwen3_moe,
                 "DeepseekV3ForCausalLM": _deepseek_v3,
-                "DeepseekV2ForCausalLM": lambda hf, v: _deepseek_v3(hf, v, "softmax"), "GptOssForCausalLM": _gpt_oss}
+                "DeepseekV2ForCausalLM": lambda hf, v: _deepseek_v3(hf, v, "softmax"), "Glm4MoeForCausalLM": _glm4_moe,
+                "GptOssForCausalLM": _gpt_oss}
 ARCHITECTURES = tuple(_ARCH_FIELDS)

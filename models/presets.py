@@ -72,10 +72,15 @@ DEEPSEEK_V2 = ModelConfig("deepseek-v2", hidden=5120, n_layers=60, n_heads=128, 
                           notes=("group-limited routing (n_group, topk_group) picks the same number of experts",))
 DEEPSEEK_V2_LITE = ModelConfig("deepseek-v2-lite", hidden=2048, n_layers=27, n_heads=16, ffn=10944, n_experts=64,
                                expert_ffn=1408, **{**_DEEPSEEK_V2, "n_kv_heads": 16})
+# zai-org/GLM-4.5 config.json: GQA with q/k/v biases, 160 routed experts (top 8, sigmoid) and 1 shared, the first 3
+# layers dense; partial RoPE and q/k norms cost nothing here; its MTP layer is not served.
+GLM_45 = ModelConfig("glm-4.5", vocab_size=151552, hidden=5120, n_layers=92, n_heads=96, n_kv_heads=8, head_dim=128,
+                     ffn=12288, rope_theta=1e6, qkv_bias=True, n_experts=160, n_active=8, n_shared=1,
+                     expert_ffn=1536, first_dense=3, router="sigmoid")
 # A tiny config for tests: head_dim deliberately not hidden // n_heads.
 TINY = ModelConfig("tiny", vocab_size=512, hidden=128, n_layers=4, n_heads=8, n_kv_heads=8, head_dim=32, ffn=256)
 
 PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, QWEN25_72B, QWEN3_32B, MISTRAL_LARGE_2,
                                MISTRAL_NEMO, GEMMA2_27B, GEMMA3_27B, PHI_4, MIXTRAL_8X7B, QWEN3_30B_A3B,
-                               QWEN3_235B_A22B, GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V2, DEEPSEEK_V2_LITE, DEEPSEEK_V3,
-                               KIMI_K2, TINY)}
+                               QWEN3_235B_A22B, GLM_45, GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V2, DEEPSEEK_V2_LITE,
+                               DEEPSEEK_V3, KIMI_K2, TINY)}

@@ -14,7 +14,7 @@ from tracer.errors import ConfigError
 DATA = Path(__file__).parent / "data"
 HF_MODELS = ("llama3-70b", "qwen2.5-72b", "qwen3-32b", "mistral-large-2", "mistral-nemo", "gemma2-27b",
              "gemma3-27b", "phi-4", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2", "deepseek-v2-lite",
-             "deepseek-v3", "gpt-oss-120b")
+             "glm-4.5", "deepseek-v3", "gpt-oss-120b")
 
 
 def hf_config(name: str) -> dict:

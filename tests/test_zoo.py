@@ -34,7 +34,10 @@ PUBLISHED = {"qwen2.5-72b": (72.7e9, 72.7e9, True), "qwen3-32b": (32.8e9, 32.8e9
              "gpt-oss-120b": (116.8e9, 5.1e9, False), "deepseek-v3": (671e9, 37e9, False),
              "kimi-k2": (1.04e12, 32e9, False),
              # DeepSeek-V2 paper (arXiv 2405.04434): 236B total, 21B active; V2-Lite 15.7B, 2.4B
-             "deepseek-v2": (236e9, 21e9, False), "deepseek-v2-lite": (15.7e9, 2.4e9, False)}
+             "deepseek-v2": (236e9, 21e9, False), "deepseek-v2-lite": (15.7e9, 2.4e9, False),
+             # GLM-4.5 model card: 355B total (its MTP layer included), 32B active, which leaves out the LM head too
+             # (ours 32.86B with it, 32.08B without)
+             "glm-4.5": (355e9, 32e9, False)}
 
 
 def close(ours: float, published: float) -> bool:
@@ -69,6 +72,7 @@ def test_kv_bytes_per_token():
     assert PRESETS["mistral-nemo"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 40 == 163_840  # head_dim 128, not 160
     assert PRESETS["phi-4"].kv_bytes_per_token == 2 * 10 * 128 * 2 * 40 == 204_800
     assert PRESETS["deepseek-v2"].kv_bytes_per_token == (512 + 64) * 2 * 60 == 69_120  # the latent, bf16
+    assert PRESETS["glm-4.5"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 92 == 376_832
     assert PRESETS["deepseek-v2-lite"].kv_bytes_per_token == (512 + 64) * 2 * 27 == 31_104
     gemma2, gemma3 = PRESETS["gemma2-27b"], PRESETS["gemma3-27b"]
     assert gemma2.kv_bytes_per_token == 23 * 2 * 16 * 128 * 2 == 188_416  # the 23 odd (full) layers of 46
