@@ -300,7 +300,7 @@ def _window_pattern(windows: list[int], hf: _HF) -> tuple[int, ...]:
 _ARCH_FIELDS = {"LlamaForCausalLM": _llama, "Qwen2ForCausalLM": _qwen2, "Qwen3ForCausalLM": _qwen3,
                 "MistralForCausalLM": _mistral, "Phi3ForCausalLM": _phi3,
                 "Gemma2ForCausalLM": lambda hf, v: _gemma(hf, v, 2),
-                "Gemma3ForCausalLM": lambda hf, v: _gemma(hf, v, hf.int("sliding_window_pattern")),
+                "Gemma3ForCausalLM": lambda hf, v: _gemma(hf, v, hf.count("sliding_window_pattern")),
                 "MixtralForCausalLM": _mixtral, "Qwen3MoeForCausalLM": _qwen3_moe,
                 "DeepseekV3ForCausalLM": _deepseek_v3,
                 "DeepseekV2ForCausalLM": lambda hf, v: _deepseek_v3(hf, v, "softmax"), "Glm4MoeForCausalLM": _glm4_moe,

@@ -196,6 +196,9 @@ def test_gemma(tmp_path):
     types_ = ["sliding_attention", "sliding_attention", "full_attention"] * 15 + ["sliding_attention"]
     assert load_model_file(write_json(tmp_path, {**cfg, "layer_types": types_})).window_pattern == (4096, 4096, 0)
     fails(write_json(tmp_path, {**hf_config("gemma3-27b"), "text_config": None}, "t"), "needs its text model's")
+    g3 = hf_config("gemma3-27b")
+    fails(write_json(tmp_path, {**g3, "text_config": {**g3["text_config"], "sliding_window_pattern": 0}}, "z"),
+          "sliding_window_pattern must be a positive integer")
 
 
 def test_unsupported_layouts(tmp_path):

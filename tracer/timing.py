@@ -136,8 +136,8 @@ def kernel_terms(k: Kernel, system: System, rates: Rates, phase: str) -> tuple[f
     """(compute seconds, memory seconds) of one execution of a kernel at the achieved rates (module docstring)."""
     chip = system.chip
     cost = k.cost
-    moe = _moe_terms(cost.flops_by_dtype, cost.hbm_bytes, k.shape[0] / k.gemms, moe_row(k), system,
-                     rates) if k.kind == "matmul" and k.shape else None
+    row = moe_row(k)  # None unless a routed expert GEMM (which has a shape)
+    moe = _moe_terms(cost.flops_by_dtype, cost.hbm_bytes, k.shape[0] / k.gemms, row, system, rates) if row else None
     if moe is not None:
         return moe
     if k.kind == "matmul" and k.shape:

@@ -106,8 +106,8 @@ class Counter:
         m = (out / n if n else comp.by_name[instr.operands[0]].arrays[0].elements / k) if k else 0
         shape = (round(m), round(out / m) if m else 0, round(k))
         gemms = max(gemms, 1)
-        if m and n is None and len(instr.operands) > 1 and [self.buffers.from_argument(comp, o, outers)
-                                                            for o in instr.operands[:2]] == [True, False]:
+        if (m and n is None and len(instr.operands) > 1 and self.buffers.from_argument(comp, instr.operands[0], outers)
+                and not self.buffers.from_argument(comp, instr.operands[1], outers)):
             shape = (round(out / m * gemms), round(m / gemms), round(k))
         return Work("matmul", Cost.of({FLOP_DTYPES.get(wide, "float32"): 2.0 * out * k * share}), shape, tuple(names),
                     gemms)
@@ -135,7 +135,7 @@ def _custom_call(counter: Counter, comp: Computation, instr: Instr, outers: tupl
         return Work("other")
     lhs = comp.by_name[instr.operands[0]].arrays[0]
     m = re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]', instr.attrs)
-    k = math.prod(lhs.dims[int(d)] for d in re.findall(r"\d+", m.group(1))) if m else lhs.dims[-1]
+    k = math.prod(lhs.dims[d] for d in _dims(m.group(1))) if m else lhs.dims[-1]
     b = re.search(r'"lhs_batch_dimensions":\[([^\]]*)\]', instr.attrs)
     return counter.matmul(comp, instr, outers, k, gemms=math.prod(lhs.dims[d] for d in _dims(b and b.group(1))))
 
