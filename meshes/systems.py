@@ -78,6 +78,21 @@ GB200 = Chip("B200 (GB200)", {"bfloat16": 2500e12, "float8": 5000e12, "int8": 50
              hbm_bytes=186 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB, scale_out_bw=50 * GB, rates="gb200",
              source="NVIDIA GB200 NVL72 page; aiwiki GB200 NVL72")
 
+# Blackwell Ultra: B300 (HGX) 2.25 PFLOP/s bf16, 4.5 fp8, 13 NVFP4 dense (glennklockwood.com B300; fibermall.com HGX
+# B300 table, halved from sparse); in GB300 NVL72 2.5 bf16, 5 fp8, 15 NVFP4 dense (NVIDIA technical blog "Inside
+# NVIDIA Blackwell Ultra", 2025); INT8 cut to ~0.15-0.165 POPS (verda.com GB300 architecture); 288 GB HBM3e (279
+# usable in the NVL72) at 8 TB/s; NVLink5 900 GB/s per direction; ConnectX-8 800 Gb/s = 100 GB/s per GPU.
+B300 = Chip("B300", {"bfloat16": 2250e12, "float8": 4500e12, "int8": 150e12, "float4": 13000e12,
+                     "float32": 2250e12 / 2}, hbm_bytes=288 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB,
+            scale_out_bw=100 * GB, rates="b300",
+            source="glennklockwood.com B300; fibermall.com HGX B300 (sparse, halved); verda.com (INT8, NVLink); "
+                   "acecloud.ai (288 GB, 800 Gb/s NIC)")
+GB300 = Chip("B300 (GB300)", {"bfloat16": 2500e12, "float8": 5000e12, "int8": 165e12, "float4": 15000e12,
+                             "float32": 2500e12 / 2}, hbm_bytes=279 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB,
+             scale_out_bw=100 * GB, rates="gb300",
+             source="NVIDIA technical blog, Inside NVIDIA Blackwell Ultra (15 PF dense NVFP4); verda.com GB300 NVL72 "
+                    "(bf16, fp8, INT8); hardware.md (279 GB usable)")
+
 # Chips without published achieved rates here: priced at their peaks (the output says so) until a measurement or
 # `tracer calibrate` gives them a rates file.
 # H800 SXM: the H100's GPU (compute, 80 GB at 3.35 TB/s) with NVLink cut to 400 GB/s both ways, 200 per direction
@@ -89,18 +104,6 @@ H20 = Chip("H20", {"bfloat16": 148e12, "float8": 296e12, "int8": 296e12, "float3
            hbm_bw=4.0 * TB, scale_up_bw=450 * GB, scale_out_bw=50 * GB,
            source="tweaktown.com, 2024-01 (96 GB HBM3 at 4.0 TB/s, NVLink 900 GB/s); zangshuxian.com (148 TFLOP/s "
                   "fp16 dense, 296 int8); fp8 taken as the int8 rate, as on other Hoppers")
-# Blackwell Ultra: B300 (HGX) 2.25 PFLOP/s bf16, 4.5 fp8, 13 NVFP4 dense (glennklockwood.com B300; fibermall.com HGX
-# B300 table, halved from sparse); in GB300 NVL72 2.5 bf16, 5 fp8, 15 NVFP4 dense (NVIDIA technical blog "Inside
-# NVIDIA Blackwell Ultra", 2025); INT8 cut to ~0.15-0.165 POPS (verda.com GB300 architecture); 288 GB HBM3e (279
-# usable in the NVL72) at 8 TB/s; NVLink5 900 GB/s per direction; ConnectX-8 800 Gb/s = 100 GB/s per GPU.
-B300 = Chip("B300", {"bfloat16": 2250e12, "float8": 4500e12, "int8": 150e12, "float4": 13000e12,
-                     "float32": 2250e12 / 2}, hbm_bytes=288 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB,
-            scale_out_bw=100 * GB, source="glennklockwood.com B300; fibermall.com HGX B300 (sparse, halved); "
-                                          "verda.com (INT8, NVLink); acecloud.ai (288 GB, 800 Gb/s NIC)")
-GB300 = Chip("B300 (GB300)", {"bfloat16": 2500e12, "float8": 5000e12, "int8": 165e12, "float4": 15000e12,
-                             "float32": 2500e12 / 2}, hbm_bytes=279 * GB, hbm_bw=8.0 * TB, scale_up_bw=900 * GB,
-             scale_out_bw=100 * GB, source="NVIDIA technical blog, Inside NVIDIA Blackwell Ultra (15 PF dense NVFP4); "
-                                           "verda.com GB300 NVL72 (bf16, fp8, INT8); hardware.md (279 GB usable)")
 # AMD Instinct (8 GPUs a node, fully connected by 7 Infinity Fabric links a GPU). No compiler targets AMD here: the
 # steps compile on emulated CPU devices with these figures.
 # MI300X: matrix BF16 1307.4, FP8 and INT8 2614.9 TFLOP/s dense (2048 and 4096 FLOPs a clock a CU x 304 CUs x 2.1

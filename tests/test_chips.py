@@ -48,7 +48,7 @@ def test_chips_no_compiler_targets_compile_on_cpu_and_say_so():
 
 
 def test_chips_without_measured_rates_are_priced_at_their_peaks_and_say_so():
-    for name in ("mi300x8", "h20x8", "h800x8", "b300x8", "gb300-nvl72", "v7x-8"):
+    for name in ("mi300x8", "h20x8", "h800x8", "v7x-8"):  # B300 and GB300 have AIConfigurator's (test_timing)
         rates, words = rates_for(SYSTEMS[name].chip)
         assert rates is None and words.startswith("ideal roofline: no achieved-rate data")
 

@@ -91,9 +91,10 @@ def test_a_mixed_iteration_by_hand():
 
 
 def test_every_gpu_chip_has_a_sourced_rates_file():
-    """The GPUs with published measurements (AIConfigurator's H100, H200, B200 and GB200 data) have a rates file;
-    the newer chips (tests/test_chips.py) are priced at their peaks until one is written, and say so."""
-    measured = ("H100 SXM", "H200 SXM", "B200", "B200 (GB200)")
+    """The GPUs with published measurements (AIConfigurator's H100, H200, B200, GB200, B300 and GB300 data) have a
+    rates file; the other newer chips (tests/test_chips.py) are priced at their peaks until one is written, and say
+    so."""
+    measured = ("H100 SXM", "H200 SXM", "B200", "B200 (GB200)", "B300", "B300 (GB300)")
     chips = [s.chip for s in SYSTEMS.values() if s.chip.name in measured]
     assert {c.name for c in chips} == set(measured)
     for chip in chips:
@@ -214,10 +215,10 @@ def test_routed_expert_gemms_by_hand():
 def test_moe_tables_ship_and_round_trip(tmp_path):
     """Every GPU rates file has a [moe] table with bf16, fp8 and w4a16 rows (Blackwell: fp4 too), a source, and
     writes and reads back the same; a row of an unknown kind is an error that names the kinds."""
-    for chip in ("h100", "h200", "b200", "gb200"):
+    for chip in ("h100", "h200", "b200", "gb200", "b300", "gb300"):
         rates = load_rates(RATES_DIR / f"{chip}.toml")
         assert {"bfloat16", "float8", "w4a16"} <= set(rates.moe) and len(rates.sources["moe"]) > 100, chip
-        assert ("float4" in rates.moe) == chip.endswith("b200")
+        assert ("float4" in rates.moe) == chip.startswith(("b", "gb"))
         path = tmp_path / f"{chip}.toml"
         path.write_text(rates.to_toml())
         assert dataclasses.replace(load_rates(path), path=rates.path) == rates
@@ -225,3 +226,22 @@ def test_moe_tables_ship_and_round_trip(tmp_path):
     bad.write_text((RATES_DIR / "h100.toml").read_text().replace("\nw4a16 = ", "\nint3 = "))
     with pytest.raises(ConfigError, match=r"\[moe\] has a row 'int3'; rows are bfloat16, float8, float4, w4a16"):
         load_rates(bad)
+
+
+def test_blackwell_ultra_rates_by_hand_from_aiconfigurator():
+    """Figures of meshes/rates/b300.toml and gb300.toml redone by hand from AIConfigurator's rows (commit 095f58a5,
+    TRT-LLM 1.3.0rc20; benchmarks/rates_tables.py derives the tables), at the peaks of meshes/systems.py."""
+    b300, gb300 = (rates_for(SYSTEMS[name].chip)[0] for name in ("b300x8", "gb300-nvl72"))
+    n = k = 8192
+    # b300_sxm gemm_perf: bf16, m = 16384, n = k = 8192 in 1.3566826 ms, of 2250 TFLOP/s
+    assert b300.matmul["bfloat16"][-1] == round(2 * 16384 * n * k / 1.3566826e-3 / 2250e12, 3) == 0.72
+    # nvfp4, m = 1 in 0.0207693 ms, of the B300's 13 PFLOP/s (AIConfigurator's yaml says 14): 4 decimals, not 0
+    assert b300.matmul["float4"][0] == round(2 * 1 * n * k / 0.0207693e-3 / 13000e12, 4) == 0.0005
+    # gb300 gemm_perf: fp8 (per-tensor), m = 4096 in 0.1982098 ms, of 5000 TFLOP/s
+    assert gb300.matmul["float8"][10] == round(2 * 4096 * n * k / 0.1982098e-3 / 5000e12, 3) == 0.555
+    # context attention, 32 q / 8 kv heads, head dim 128, one 16384-token prompt, causal: B300 1.623381 ms
+    assert b300.attention_prefill == round(4 * 16384**2 * 32 * 128 / 2 / 1.623381e-3 / 2250e12, 2) == 0.60
+    # decode over 64 x 4095 cached tokens of 8 kv heads x 128 x (k, v) x 2 bytes: GB300 0.160581 ms, of 8 TB/s
+    assert gb300.attention_decode == round(64 * 4095 * 8 * 128 * 2 * 2 / 0.160581e-3 / 8e12, 2) == 0.84
+    # 8-GPU all-reduce of 16 MiB (8388608 bf16 elements): TRT-LLM's custom one, 0.083150 ms, faster than NCCL's 0.09755
+    assert b300.all_reduce_s(16777216) == gb300.all_reduce_s(16777216) == pytest.approx(83.2e-6)
