@@ -110,16 +110,22 @@ def write_cache(cache: dict, new: dict, layer, step: Step) -> dict:
         return out
 
 
-def causal_blocks(q, k, v, window: int, scale: float, sinks=None):
+def causal_blocks(q, k, v, window: int, scale: float, sinks=None, chunked: bool = False):
     """Prefill attention, one query block at a time over the keys it can see: causal blocks of
     PREFILL_QUERY_BLOCK queries; with a window shorter than the prompt, blocks of `window` queries that each see
-    their own block and the one before (a banded flash kernel's work: about 2 x window keys per query).
+    their own block and the one before (a banded flash kernel's work: about 2 x window keys per query); with chunks
+    (`chunked`), each chunk of `window` positions on its own, causal within it.
     q [B, P, K, G, H], k [B, P, K, H], v [B, P, K, Hv] -> [B, P, K, G, Hv]."""
     batch, prompt = q.shape[:2]
     if (s := stripes("seq", prompt)) > 1:
-        return _striped(q, k, v, window, scale, sinks, s)
+        return _striped(q, k, v, window, scale, sinks, s, chunked)
     if window and window < prompt:
-        return _banded(q, k, v, window, scale, sinks)
+        return _chunks(q, k, v, window, scale, sinks) if chunked else _banded(q, k, v, window, scale, sinks)
+    return _causal(q, k, v, scale, sinks)
+
+
+def _causal(q, k, v, scale: float, sinks=None):
+    batch, prompt = q.shape[:2]
     block = min(PREFILL_QUERY_BLOCK, prompt)
     outs = []
     for start in range(0, prompt, block):
@@ -130,11 +136,27 @@ def causal_blocks(q, k, v, window: int, scale: float, sinks=None):
     return jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
 
 
-def _striped(q, k, v, window: int, scale: float, sinks, s: int):
+def _chunks(q, k, v, chunk: int, scale: float, sinks=None):
+    """Chunked attention (Llama 4's local layers): the whole chunks folded into the batch, each causal on its own,
+    then the last, partial chunk."""
+    batch, prompt = q.shape[:2]
+    whole = prompt // chunk * chunk
+
+    def fold(x):
+        return x[:, :whole].reshape(batch * (whole // chunk), chunk, *x.shape[2:])
+
+    out = _causal(fold(q), fold(k), fold(v), scale, sinks)
+    outs = [out.reshape(batch, whole, *out.shape[2:])]
+    if whole < prompt:
+        outs.append(_causal(q[:, whole:], k[:, whole:], v[:, whole:], scale, sinks))
+    return jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
+
+
+def _striped(q, k, v, window: int, scale: float, sinks, s: int, chunked: bool = False):
     """Context-parallel prefill over a prompt striped across s devices (index i x n + j holds position j x s + i):
     keys and values are gathered whole, and each device takes blocks of its own queries, j in [j0, j1), against
-    the keys of every stripe up to j1 (from j0 - window / s under a window). Every device sees the same key range,
-    so causal work is balanced: about P^2 / 2s query-key pairs each."""
+    the keys of every stripe up to j1 (from j0 - window / s under a window or chunks). Every device sees the same key
+    range, so causal work is balanced: about P^2 / 2s query-key pairs each."""
     batch, prompt = q.shape[:2]
     n = prompt // s
     k, v = constrain(k, "batch", None, "kv_heads", None), constrain(v, "batch", None, "kv_heads", None)
@@ -149,7 +171,9 @@ def _striped(q, k, v, window: int, scale: float, sinks, s: int):
         q_pos = (jnp.arange(j0, j1)[None, :] * s + stripe[:, None]).reshape(-1)  # [s x jb]
         k_pos = (jnp.arange(lo, j1)[None, :] * s + stripe[:, None]).reshape(-1)
         visible = k_pos[None, :] <= q_pos[:, None]
-        if window and window < prompt:
+        if window and window < prompt and chunked:
+            visible &= k_pos[None, :] // window == q_pos[:, None] // window
+        elif window and window < prompt:
             visible &= k_pos[None, :] > q_pos[:, None] - window
         mask = jnp.broadcast_to(visible, (batch, *visible.shape))
         qb = qs[:, :, j0:j1].reshape(batch, -1, *q.shape[2:])
@@ -187,14 +211,17 @@ def _banded(q, k, v, window: int, scale: float, sinks=None):
     return out.reshape(batch, blocks * window, *out.shape[2:])[:, :prompt]
 
 
-def decode_mask(cache_arr, step: Step):
+def decode_mask(cache_arr, step: Step, chunk: int = 0):
     """[B, T, C]: the slots each query position sees: those written up to its own position (all of them once a
-    ring has wrapped)."""
+    ring has wrapped); with chunks of `chunk` positions, only those of its own chunk."""
     cap = cache_arr.shape[2]
     held = slot_positions(cap, stripes("cache_seq", cap))
-    if step.positions.shape[1] > 1:
-        return held[None, None, :] <= step.positions[:, :, None]
-    return (held[None, :] <= step.positions[:, :1])[:, None, :]
+    positions = step.positions if step.positions.shape[1] > 1 else step.positions[:, :1]
+    p = positions[:, :, None]
+    if not chunk:
+        return held[None, None, :] <= p
+    position = p - (p - held[None, None, :]) % cap  # the latest position <= p that the slot's ring index holds
+    return (position >= 0) & (position // chunk == p // chunk)
 
 
 class GQA(nnx.Module):
@@ -222,9 +249,9 @@ class GQA(nnx.Module):
         cache = write_cache(cache, {"k": k, "v": v}, layer, step)
         if step.decode:
             kc, vc = cache["k"][layer], cache["v"][layer]  # [B, C, K, H]
-            o = attend(q, kc, vc, decode_mask(cache["k"], step), scale, sinks)
+            o = attend(q, kc, vc, decode_mask(cache["k"], step, window if cfg.chunked else 0), scale, sinks)
         else:
-            o = causal_blocks(q, k, v, window, scale, sinks)
+            o = causal_blocks(q, k, v, window, scale, sinks, cfg.chunked)
         return self.wo(o.reshape(*o.shape[:2], cfg.n_heads * cfg.head_dim)), cache
 
 
@@ -276,7 +303,8 @@ class MLA(nnx.Module):
             q_lat = self.wk_b.apply("btnh,rnh->btnr", q_nope)  # [B, 1, N, R]
             qc = constrain(jnp.concatenate([q_lat, q_pe], axis=-1)[:, :, None], "batch", "seq", None, "heads", None)
             latent = cache["latent"][layer]  # [B, C, R + rope]
-            o_lat = attend(qc, latent[:, :, None], latent[:, :, None, :r], decode_mask(cache["latent"], step), scale)
+            mask = decode_mask(cache["latent"], step, window if cfg.chunked else 0)
+            o_lat = attend(qc, latent[:, :, None], latent[:, :, None, :r], mask, scale)
             o = self.wv_b.apply("btnr,rnh->btnh", o_lat[:, :, 0])  # [B, 1, N, v]
         else:
             seq = "seq"
@@ -286,7 +314,7 @@ class MLA(nnx.Module):
                                                                                     k_pe.shape[-1]))], axis=-1)
             k, v = constrain(k, "batch", seq, "heads", None), constrain(self.wv_b(c), "batch", seq, "heads", None)
             qh = jnp.concatenate([q_nope, q_pe], axis=-1)[:, :, :, None]  # [B, P, N, 1, qk]
-            o = causal_blocks(qh, k, v, window, scale)[:, :, :, 0]
+            o = causal_blocks(qh, k, v, window, scale, chunked=cfg.chunked)[:, :, :, 0]
         return self.wo(o.reshape(*o.shape[:2], -1)), cache
 
 

@@ -1,10 +1,12 @@
 """A model's configuration: one frozen dataclass, with its parameter and KV-cache arithmetic (presets in
 models.presets, stored formats in models.formats).
 Features are switched by fields, never by a model's name: `n_experts > 0` (mixture of experts), `kv_lora_rank > 0`
-(multi-head latent attention), `window_pattern` (sliding-window layers), `attn_sinks`.
+(multi-head latent attention), `window_pattern` (sliding-window layers, or fixed chunks with `chunked`),
+`moe_every` (MoE layers interleaved with dense ones), `attn_sinks`.
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from base.inputs import ConfigError, is_int, is_number
@@ -41,6 +43,7 @@ class ModelConfig:
     v_head_dim: int = 0
     # --- sliding windows: layer i attends over the last window_pattern[i % len] tokens; 0 = full attention ---
     window_pattern: tuple[int, ...] = ()
+    chunked: bool = False  # the windows are fixed chunks: a token attends to its own chunk's earlier tokens (Llama 4)
     attn_sinks: bool = False  # one learned logit per head that takes softmax mass (gpt-oss)
     # --- mixture of experts: on when n_experts > 0 ---
     n_experts: int = 0  # routed experts E
@@ -48,6 +51,7 @@ class ModelConfig:
     n_shared: int = 0  # shared experts every token passes through, each of size expert_ffn
     expert_ffn: int = 0
     first_dense: int = 0  # the first layers keep a dense MLP of size `ffn`
+    moe_every: int = 1  # past first_dense, layer i is MoE when (i + 1) % moe_every == 0, dense (`ffn`) otherwise
     router: str = "softmax"  # softmax top-k, or sigmoid scores with normalised top-k weights (DeepSeek-V3)
     expert_bias: bool = False  # biases on expert projections and router (gpt-oss)
     capacity_factor: float = 1.0  # expert slots per expert = ceil(tokens x k / E x factor)
@@ -60,7 +64,8 @@ class ModelConfig:
 
         for key in ("dtype", "weight_dtype", "attn_dtype", "expert_dtype", "kv_dtype", "vocab_dtype"):
             object.__setattr__(self, key, canonical_dtype(getattr(self, key)))  # bf16, fp8, fp4, ... as typed
-        for key in ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn", "int4_group"):
+        for key in ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn", "int4_group",
+                    "moe_every"):
             value = getattr(self, key)
             if not is_int(value) or value <= 0:
                 fail(f"{key} must be a positive integer, got {value!r}")
@@ -69,7 +74,8 @@ class ModelConfig:
             value = getattr(self, key)
             if not is_int(value) or value < 0:
                 fail(f"{key} must be an integer >= 0 (0: the feature is off), got {value!r}")
-        for key in ("tie_embeddings", "qkv_bias", "attn_sinks", "expert_bias", "scan_layers", "fp4_activations"):
+        for key in ("tie_embeddings", "qkv_bias", "attn_sinks", "expert_bias", "scan_layers", "fp4_activations",
+                    "chunked"):
             if not isinstance(getattr(self, key), bool):
                 fail(f"{key} must be true or false, got {getattr(self, key)!r}")
         for key in ("rope_theta", "norm_eps", "capacity_factor"):
@@ -109,6 +115,13 @@ class ModelConfig:
                      "expert's slots hold every assignment); give a factor between 0 and that")
         if not 0 <= self.first_dense <= self.n_layers:
             fail(f"first_dense={self.first_dense} must be within 0..n_layers={self.n_layers}")
+        self._check_layout(fail)
+
+    def _check_layout(self, fail):
+        if self.moe_every > 1 and not self.is_moe:
+            fail("moe_every interleaves MoE layers with dense ones: it needs n_experts > 0 (or give moe_every = 1)")
+        if self.chunked and not any(self.window_pattern):
+            fail("chunked attention needs a window_pattern whose non-zero entries give the chunk size")
 
     # --- features ---
     @property
@@ -121,22 +134,23 @@ class ModelConfig:
 
     @property
     def period(self) -> int:
-        """Layers per repeated unit: the window pattern's length (1 without one)."""
-        return max(1, len(self.window_pattern))
+        """Layers per repeated unit: the least common multiple of the window pattern's length and moe_every (1
+        without either)."""
+        return math.lcm(max(1, len(self.window_pattern)), self.moe_every)
 
     def window(self, layer: int) -> int:
-        return self.window_pattern[layer % self.period] if self.window_pattern else 0
+        return self.window_pattern[layer % len(self.window_pattern)] if self.window_pattern else 0
 
     def layer_is_moe(self, layer: int) -> bool:
-        return self.is_moe and layer >= self.first_dense
+        return self.is_moe and layer >= self.first_dense and (layer + 1) % self.moe_every == 0
 
     @property
     def attention_kind(self) -> str:
         kind = "MLA" if self.is_mla else ("MHA" if self.n_kv_heads == self.n_heads else "GQA")
         windows = sorted({w for w in self.window_pattern if w})
         if windows:
-            kind += f", window {'/'.join(map(str, windows))} on {sum(1 for w in self.window_pattern if w)}" \
-                    f"/{self.period} layers"
+            kind += f", {'chunk' if self.chunked else 'window'} {'/'.join(map(str, windows))} on " \
+                    f"{sum(1 for w in self.window_pattern if w)}/{len(self.window_pattern)} layers"
         return kind + (", sinks" if self.attn_sinks else "")
 
     # --- dtypes ---

@@ -32,13 +32,17 @@ _REQUIRED = {
     "Glm4MoeForCausalLM": ("n_routed_experts", "num_experts_per_tok", "n_shared_experts", "moe_intermediate_size",
                            "first_k_dense_replace"),
     "GptOssForCausalLM": ("num_local_experts", ("num_experts_per_tok", "experts_per_token"), "layer_types"),
+    "Llama4ForCausalLM": ("num_local_experts", "num_experts_per_tok", "intermediate_size_mlp"),
 }
 # Keys a published config.json may leave out because transformers' config class supplies them (Gemma3TextConfig's
 # defaults; google/gemma-3-27b-it's text_config gives neither vocab_size nor rope_theta).
 _DEFAULTS = {"Gemma3ForCausalLM": {"vocab_size": 262208, "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6,
-                                   "sliding_window_pattern": 6}}
+                                   "sliding_window_pattern": 6},
+             "Llama4ForCausalLM": {"attention_chunk_size": 8192, "interleave_moe_layer_step": 1,
+                                   "no_rope_layer_interval": 4}}  # Llama4TextConfig's
 # Multimodal wrappers whose text model is one of the architectures here: (its config's key, the architecture).
-_WRAPPERS = {"Gemma3ForConditionalGeneration": ("text_config", "Gemma3ForCausalLM")}
+_WRAPPERS = {"Gemma3ForConditionalGeneration": ("text_config", "Gemma3ForCausalLM"),
+             "Llama4ForConditionalGeneration": ("text_config", "Llama4ForCausalLM")}
 _NULLABLE = {"q_lora_rank", "n_shared_experts"}  # null means none (DeepSeek-V2-Lite has no query compression)
 
 
@@ -113,7 +117,9 @@ def from_hf(cfg, where: str, name: str, path: Path) -> ModelConfig:
     values = _hf_common(hf)
     values.update(_ARCH_FIELDS[arch](hf, values))
     moe = values.get("n_experts", 0) > 0
-    layers = ["moe" if moe and i >= values.get("first_dense", 0) else "dense" for i in range(values["n_layers"])]
+    every = values.get("moe_every", 1)
+    layers = ["moe" if moe and i >= values.get("first_dense", 0) and (i + 1) % every == 0 else "dense"
+              for i in range(values["n_layers"])]
     names = module_names(arch, values.get("kv_lora_rank", 0) > 0, values.get("q_lora_rank", 0) > 0)
     quant, notes = read_quantization(outer, path, layers, names, values["dtype"], where)
     values.update(quant, notes=(*wrapped, *values.get("notes", ()), *notes))
@@ -282,6 +288,34 @@ def _gemma(hf: _HF, values: dict, every: int) -> dict:
                        *(f"{c}: not priced (a tanh a logit)" for c in caps)))
 
 
+def _llama4(hf: _HF, values: dict) -> dict:
+    """Llama 4 (Scout, Maverick): a routed expert (top-1, sigmoid score) and a shared one of intermediate_size on
+    every interleave_moe_layer_step-th layer, dense MLPs of intermediate_size_mlp between; chunked attention on the
+    RoPE layers (layer_types, else no_rope_layers, else every no_rope_layer_interval-th layer global)."""
+    n, every = values["n_layers"], hf.count("interleave_moe_layer_step")
+    moe_layers = hf.get("moe_layers", list, None)
+    if moe_layers is not None and moe_layers != list(range(every - 1, n, every)):
+        hf.fail(f"moe_layers {moe_layers} is not every interleave_moe_layer_step = {every}-th layer; only that "
+                f"layout is supported, so remove moe_layers or write a .toml (see {EXAMPLE})")
+    chunk = hf.count("attention_chunk_size")
+    kinds = hf.get("layer_types", list, None)
+    if kinds is None:
+        rope = hf.get("no_rope_layers", list, None) or [
+            int((i + 1) % hf.count("no_rope_layer_interval") != 0) for i in range(n)]
+        kinds = ["chunked_attention" if r else "full_attention" for r in rope]
+    if len(kinds) != n or not set(kinds) <= {"chunked_attention", "full_attention"}:
+        hf.fail("layer_types (or no_rope_layers) must give chunked_attention or full_attention (1 or 0) for each of "
+                f"the {n} layers; correct the list")
+    return dict(ffn=hf.count("intermediate_size_mlp"), expert_ffn=hf.count("intermediate_size"),
+                n_experts=hf.count("num_local_experts"), n_active=hf.count("num_experts_per_tok"), n_shared=1,
+                moe_every=every, router="sigmoid", chunked=True, qkv_bias=hf.get("attention_bias", bool, False),
+                window_pattern=_window_pattern([chunk if k == "chunked_attention" else 0 for k in kinds], hf),
+                notes=("chunked layers' decode reads its ring of min(chunk, context) positions, an upper bound: an "
+                       "engine reads the current chunk's tokens only (half a chunk on average past the first)",
+                       "no RoPE on the global layers, L2 q/k norms and attention temperature tuning: no cost counted",
+                       "the router is counted with a bias of one value an expert, which Llama 4's lacks"))
+
+
 def _window_pattern(windows: list[int], hf: _HF) -> tuple[int, ...]:
     """The shortest period the per-layer windows repeat with (a last, partial period allowed: Gemma 3 27B's 62
     layers are 10 periods of 6 and 2 layers more); () when no layer is windowed."""
@@ -304,5 +338,5 @@ _ARCH_FIELDS = {"LlamaForCausalLM": _llama, "Qwen2ForCausalLM": _qwen2, "Qwen3Fo
                 "MixtralForCausalLM": _mixtral, "Qwen3MoeForCausalLM": _qwen3_moe,
                 "DeepseekV3ForCausalLM": _deepseek_v3,
                 "DeepseekV2ForCausalLM": lambda hf, v: _deepseek_v3(hf, v, "softmax"), "Glm4MoeForCausalLM": _glm4_moe,
-                "GptOssForCausalLM": _gpt_oss}
+                "GptOssForCausalLM": _gpt_oss, "Llama4ForCausalLM": _llama4}
 ARCHITECTURES = tuple(_ARCH_FIELDS)

@@ -77,10 +77,20 @@ DEEPSEEK_V2_LITE = ModelConfig("deepseek-v2-lite", hidden=2048, n_layers=27, n_h
 GLM_45 = ModelConfig("glm-4.5", vocab_size=151552, hidden=5120, n_layers=92, n_heads=96, n_kv_heads=8, head_dim=128,
                      ffn=12288, rope_theta=1e6, qkv_bias=True, n_experts=160, n_active=8, n_shared=1,
                      expert_ffn=1536, first_dense=3, router="sigmoid")
+# meta-llama/Llama-4-Scout-17B-16E-Instruct and Llama-4-Maverick-17B-128E-Instruct config.json (text_config): a
+# routed expert (top 1, sigmoid) and a shared one of 8192 on every MoE layer (Scout: every layer; Maverick: every
+# second, dense MLPs of 16384 between); chunked attention (8192-token chunks) on 3 layers of 4, the 4th global.
+_LLAMA4 = dict(vocab_size=202048, hidden=5120, n_layers=48, n_heads=40, n_kv_heads=8, head_dim=128, ffn=16384,
+               n_active=1, n_shared=1, expert_ffn=8192, router="sigmoid", window_pattern=(8192, 8192, 8192, 0),
+               chunked=True,
+               notes=("chunked layers' decode reads its ring of min(chunk, context) positions, an upper bound: an "
+                      "engine reads the current chunk's tokens only (half a chunk on average past the first)",))
+LLAMA4_SCOUT = ModelConfig("llama4-scout", n_experts=16, **_LLAMA4)
+LLAMA4_MAVERICK = ModelConfig("llama4-maverick", n_experts=128, moe_every=2, **_LLAMA4)
 # A tiny config for tests: head_dim deliberately not hidden // n_heads.
 TINY = ModelConfig("tiny", vocab_size=512, hidden=128, n_layers=4, n_heads=8, n_kv_heads=8, head_dim=32, ffn=256)
 
 PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, QWEN25_72B, QWEN3_32B, MISTRAL_LARGE_2,
                                MISTRAL_NEMO, GEMMA2_27B, GEMMA3_27B, PHI_4, MIXTRAL_8X7B, QWEN3_30B_A3B,
                                QWEN3_235B_A22B, GLM_45, GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V2, DEEPSEEK_V2_LITE,
-                               DEEPSEEK_V3, KIMI_K2, TINY)}
+                               DEEPSEEK_V3, KIMI_K2, LLAMA4_SCOUT, LLAMA4_MAVERICK, TINY)}

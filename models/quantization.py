@@ -32,13 +32,16 @@ def module_names(arch: str, mla: bool, q_lora: bool) -> dict[str, tuple[str, ...
         attention = ("self_attn.qkv_proj", "self_attn.o_proj")
     else:
         attention = tuple(f"self_attn.{p}_proj" for p in "qkvo")
+    ff = "feed_forward" if arch == "Llama4ForCausalLM" else "mlp"
     experts = {"MixtralForCausalLM": tuple(f"block_sparse_moe.experts.0.w{i}" for i in (1, 2, 3)),
-               "GptOssForCausalLM": ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")}.get(
+               "GptOssForCausalLM": ("mlp.experts.gate_up_proj", "mlp.experts.down_proj"),
+               "Llama4ForCausalLM": ("feed_forward.experts.gate_up_proj", "feed_forward.experts.down_proj")}.get(
         arch, tuple(f"mlp.experts.0.{p}_proj" for p in ("gate", "up", "down")))
     mlp = ("mlp.gate_up_proj", "mlp.down_proj") if arch == "Phi3ForCausalLM" else tuple(
-        f"mlp.{p}_proj" for p in ("gate", "up", "down"))
-    return {"attention": attention, "mlp": mlp,
-            "shared": tuple(f"mlp.shared_experts.{p}_proj" for p in ("gate", "up", "down")), "experts": experts}
+        f"{ff}.{p}_proj" for p in ("gate", "up", "down"))
+    shared = "feed_forward.shared_expert" if arch == "Llama4ForCausalLM" else "mlp.shared_experts"
+    return {"attention": attention, "mlp": mlp, "shared": tuple(f"{shared}.{p}_proj" for p in ("gate", "up", "down")),
+            "experts": experts}
 
 
 KNOWN = "fp8, mxfp4, modelopt (FP8, NVFP4), compressed-tensors (FP8, INT8, INT4 W4A16, NVFP4), awq, gptq (4-bit)"

@@ -3,7 +3,8 @@ feed-forward (dense SwiGLU or mixture of experts), final norm and LM head.
 
 Every weight carries logical axis names (`logical_axes` metadata); activations are constrained by name through
 models.sharding. Layers are grouped into segments of identical units (a dense prefix, then the rest; a unit is one
-period of the window pattern), each scanned with lax.scan (one compiled body per kind of layer) or unrolled.
+period of the window pattern and the MoE interleaving), each scanned with lax.scan (one compiled body per kind of
+layer) or unrolled.
 
 `prefill` and `decode` are plain functions of (weights, ...) so the tracer can jit them over abstract arrays.
 """
@@ -45,25 +46,24 @@ class Block(nnx.Module):
 
 
 class Unit(nnx.Module):
-    """One period of the window pattern (or the `width` layers a run ends with, short of a period): consecutive
-    layers that differ only in their window."""
+    """One period of the model's layers (or the layers a run ends with, short of a period): consecutive layers that
+    differ only in their window and whether their feed-forward is MoE (`moe`, one flag a layer)."""
 
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, *, moe: bool, width: int):
-        self.blocks = nnx.List([Block(cfg, rngs, moe) for _ in range(width)])
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, *, moe: tuple[bool, ...]):
+        self.blocks = nnx.List([Block(cfg, rngs, m) for m in moe])
 
 
-def segments(cfg: ModelConfig) -> list[tuple[int, int, bool, int]]:
-    """(first layer, units, MoE, layers a unit) per run of identical units: a dense prefix (first_dense), then the
-    rest; a run the window pattern does not tile ends in one unit of the layers left (Gemma 3 27B: 62 layers, 10
-    periods of 5 local and 1 global layer, then 2 local ones)."""
+def segments(cfg: ModelConfig) -> list[tuple[int, int, tuple[bool, ...], int]]:
+    """(first layer, units, MoE flag of each layer of a unit, layers a unit) per run of identical units: a dense
+    prefix (first_dense), then the rest, in units of the period (the window pattern's and moe_every's); a run the
+    period does not tile ends in one unit of the layers left (Gemma 3 27B: 62 layers, 10 periods of 5 local and 1
+    global layer, then 2 local ones). Llama 4 Maverick: 12 units of 4 layers, MoE on the second and fourth."""
     out = []
-    for first, count, moe in ((0, cfg.first_dense, False),
-                              (cfg.first_dense, cfg.n_layers - cfg.first_dense, cfg.is_moe)):
+    for first, count in ((0, cfg.first_dense), (cfg.first_dense, cfg.n_layers - cfg.first_dense)):
         whole, rest = divmod(count, cfg.period)
-        if whole:
-            out.append((first, whole, moe, cfg.period))
-        if rest:
-            out.append((first + whole * cfg.period, 1, moe, rest))
+        for start, units, width in ((first, whole, cfg.period), (first + whole * cfg.period, 1, rest)):
+            if units and width:
+                out.append((start, units, tuple(cfg.layer_is_moe(start + j) for j in range(width)), width))
     return out
 
 
@@ -88,12 +88,12 @@ class Transformer(nnx.Module):
         vocab = DTYPES[cfg.vocab]
         self.embed = param(rngs, (cfg.vocab_size, cfg.hidden), ("vocab", "embed"), vocab, scale=1.0)
         stacks = []
-        for _, units, moe, width in segments(cfg):
+        for _, units, moe, _ in segments(cfg):
             if cfg.scan_layers:  # one Unit whose weights carry a leading layer axis
-                make = nnx.vmap(partial(Unit, cfg, moe=moe, width=width), in_axes=0, out_axes=0)
+                make = nnx.vmap(partial(Unit, cfg, moe=moe), in_axes=0, out_axes=0)
                 stacks.append(nnx.split_rngs(splits=units)(make)(rngs))
             else:
-                stacks.append(nnx.List([Unit(cfg, rngs, moe=moe, width=width) for _ in range(units)]))
+                stacks.append(nnx.List([Unit(cfg, rngs, moe=moe) for _ in range(units)]))
         self.segments = nnx.List(stacks)
         self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps, act)
         if not cfg.tie_embeddings:

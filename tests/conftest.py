@@ -20,6 +20,9 @@ MLA = dataclasses.replace(MOE, name="tiny-mla", n_kv_heads=8, head_dim=48, q_lor
                           qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32, router="sigmoid")
 WINDOWED = dataclasses.replace(MOE, name="tiny-windowed", n_layers=4, n_kv_heads=4, first_dense=0, n_shared=0,
                                window_pattern=(4, 0), attn_sinks=True, qkv_bias=True, expert_bias=True)
+# Llama 4's layout: chunked attention on 3 layers of 4, MoE (a routed expert and a shared one) on every second layer.
+CHUNKED = dataclasses.replace(MOE, name="tiny-chunked", n_layers=4, n_kv_heads=4, first_dense=0,
+                              window_pattern=(4, 4, 4, 0), chunked=True, moe_every=2, router="sigmoid")
 
 
 SMALL_TOML = """name = "sweep-small"

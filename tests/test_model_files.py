@@ -14,7 +14,7 @@ from tracer.errors import ConfigError
 DATA = Path(__file__).parent / "data"
 HF_MODELS = ("llama3-70b", "qwen2.5-72b", "qwen3-32b", "mistral-large-2", "mistral-nemo", "gemma2-27b",
              "gemma3-27b", "phi-4", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2", "deepseek-v2-lite",
-             "glm-4.5", "deepseek-v3", "gpt-oss-120b")
+             "glm-4.5", "deepseek-v3", "gpt-oss-120b", "llama4-scout", "llama4-maverick")
 
 
 def hf_config(name: str) -> dict:
@@ -199,6 +199,30 @@ def test_gemma(tmp_path):
     g3 = hf_config("gemma3-27b")
     fails(write_json(tmp_path, {**g3, "text_config": {**g3["text_config"], "sliding_window_pattern": 0}}, "z"),
           "sliding_window_pattern must be a positive integer")
+
+
+def test_llama4(tmp_path):
+    """Llama 4's text_config: Scout MoE on every layer, Maverick on every second (dense MLPs of
+    intermediate_size_mlp between); chunked attention on the RoPE layers, from no_rope_layers (empty: every 4th
+    layer global), layer_types where given; moe_layers must be the interleaving's own list."""
+    scout, maverick = (load_model_file(str(DATA / n)) for n in ("llama4-scout", "llama4-maverick"))
+    assert (scout.moe_every, maverick.moe_every, maverick.ffn, maverick.expert_ffn) == (1, 2, 16384, 8192)
+    assert scout.window_pattern == (8192, 8192, 8192, 0) and scout.chunked
+    assert [maverick.layer_is_moe(i) for i in range(4)] == [False, True, False, True]
+    assert any("vision tower is not" in n for n in scout.notes)
+    cfg = hf_config("llama4-maverick")
+    text = cfg["text_config"]
+
+    def with_text(folder, **changes):
+        return write_json(tmp_path, {**cfg, "text_config": {**text, **changes}}, folder)
+
+    rope = [1, 0] * 24  # every second layer global
+    assert load_model_file(with_text("a", no_rope_layers=rope)).window_pattern == (8192, 0)
+    kinds = ["chunked_attention", "chunked_attention", "full_attention"] * 16
+    assert load_model_file(with_text("b", layer_types=kinds)).window_pattern == (8192, 8192, 0)
+    assert load_model_file(with_text("c", moe_layers=list(range(1, 48, 2)))).total_params == maverick.total_params
+    fails(with_text("d", moe_layers=[1, 3]), "is not every interleave_moe_layer_step = 2-th layer")
+    fails(with_text("e", layer_types=["sliding_attention"] * 48), "must give chunked_attention or full_attention")
 
 
 def test_unsupported_layouts(tmp_path):

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import MLA, MOE, WINDOWED
+from conftest import CHUNKED, MLA, MOE, WINDOWED
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -65,16 +65,18 @@ def test_decode_continues_prefill(monkeypatch, scan):
     check_decode_continues_prefill(dataclasses.replace(TINY, dtype="float32", scan_layers=scan), 1e-4)
 
 
-@pytest.mark.parametrize("cfg", [MOE, MLA, WINDOWED], ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", [MOE, MLA, WINDOWED, CHUNKED], ids=lambda c: c.name)
 def test_decode_continues_prefill_every_feature(monkeypatch, cfg):
     """MoE dispatch (no token dropped: capacity for every assignment), MLA's absorbed decode against its expanded
-    prefill, and ring-buffer windows with sinks all give the logits of a longer prefill."""
+    prefill, ring-buffer windows with sinks, and chunks of 4 (the decoded position 9 in the chunk of 8-11, the
+    prefill of 10 folding two whole chunks and a partial one) all give the logits of a longer prefill."""
     monkeypatch.setattr(attention, "PREFILL_QUERY_BLOCK", 4)
     check_decode_continues_prefill(dataclasses.replace(cfg, dtype="float32", capacity_factor=float(cfg.n_experts)),
                                    2e-4)
 
 
-@pytest.mark.parametrize("cfg", [MLA, dataclasses.replace(WINDOWED, window_pattern=(8, 0))], ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", [MLA, dataclasses.replace(WINDOWED, window_pattern=(8, 0)),
+                                 dataclasses.replace(CHUNKED, window_pattern=(8, 8, 8, 0))], ids=lambda c: c.name)
 def test_context_parallel_equals_unsharded(monkeypatch, cfg):
     """Run (not just compiled) on 8 emulated devices under `sp`: the prompt striped over them, each device's
     cache holding every 8th position (MLA's latent gathered in prefill), a window of 8 as a striped ring, MoE

@@ -7,7 +7,7 @@ import math
 import jax
 import numpy as np
 import pytest
-from conftest import MLA, MOE, WINDOWED
+from conftest import CHUNKED, MLA, MOE, WINDOWED
 
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
@@ -37,7 +37,11 @@ PUBLISHED = {"qwen2.5-72b": (72.7e9, 72.7e9, True), "qwen3-32b": (32.8e9, 32.8e9
              "deepseek-v2": (236e9, 21e9, False), "deepseek-v2-lite": (15.7e9, 2.4e9, False),
              # GLM-4.5 model card: 355B total (its MTP layer included), 32B active, which leaves out the LM head too
              # (ours 32.86B with it, 32.08B without)
-             "glm-4.5": (355e9, 32e9, False)}
+             "glm-4.5": (355e9, 32e9, False),
+             # Meta's Llama 4 model cards: Scout 109B total, Maverick 400B, 17B active each. The totals count the
+             # whole checkpoint, vision encoder included, which is not priced: ours are the text models' (107.8B,
+             # 400.7B); the 17B active counts the embedding table (ours 17.17B with it, 16.14B without).
+             "llama4-scout": (109e9, 17e9, True), "llama4-maverick": (400e9, 17e9, True)}
 
 
 def close(ours: float, published: float) -> bool:
@@ -74,6 +78,9 @@ def test_kv_bytes_per_token():
     assert PRESETS["deepseek-v2"].kv_bytes_per_token == (512 + 64) * 2 * 60 == 69_120  # the latent, bf16
     assert PRESETS["glm-4.5"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 92 == 376_832
     assert PRESETS["deepseek-v2-lite"].kv_bytes_per_token == (512 + 64) * 2 * 27 == 31_104
+    for llama4 in ("llama4-scout", "llama4-maverick"):  # layers 3, 7, ..., 47 global; the other 36 chunked
+        assert PRESETS[llama4].kv_bytes_per_token == 12 * 2 * 8 * 128 * 2 == 49_152
+        assert PRESETS[llama4].kv_window_bytes_per_sequence == 36 * 8192 * 4096 == 1_207_959_552
     gemma2, gemma3 = PRESETS["gemma2-27b"], PRESETS["gemma3-27b"]
     assert gemma2.kv_bytes_per_token == 23 * 2 * 16 * 128 * 2 == 188_416  # the 23 odd (full) layers of 46
     assert gemma2.kv_window_bytes_per_sequence == 23 * 4096 * 8192 == 771_751_936  # 23 even ones, 4096 tokens
@@ -121,7 +128,7 @@ WORK = Workload(batch=8, prompt=256, context=256)
 TAIL = dataclasses.replace(WINDOWED, name="tiny-windowed-tail", n_layers=5, window_pattern=(4, 4, 0))
 
 
-@pytest.fixture(scope="module", params=[MOE, MLA, WINDOWED, TAIL], ids=lambda c: c.name)
+@pytest.fixture(scope="module", params=[MOE, MLA, WINDOWED, TAIL, CHUNKED], ids=lambda c: c.name)
 def compiled(request):
     return request.param, compile_steps(request.param, get_system("h100x8"), get_strategy("tp"), WORK)
 

@@ -56,10 +56,14 @@ def _memory_parts(step: CompiledStep, phase: str) -> tuple[float, float, float, 
     return step.weight_bytes, step.kv_cache_bytes, max(outputs, 0.0), temp
 
 
-def _keys_seen(prompt: int, window: int) -> float:
-    """Sum over the prompt's queries of the keys each attends to (causal, within the window)."""
+def _keys_seen(prompt: int, window: int, chunked: bool = False) -> float:
+    """Sum over the prompt's queries of the keys each attends to (causal, within the window, or within the query's
+    own chunk of `window` positions)."""
     if not window or window >= prompt:
         return prompt * (prompt + 1) / 2
+    if chunked:
+        rest = prompt % window
+        return prompt // window * window * (window + 1) / 2 + rest * (rest + 1) / 2
     return window * (window + 1) / 2 + (prompt - window) * window
 
 
@@ -157,7 +161,8 @@ def _weights_read(cfg: ModelConfig, work: Workload, phase: str, split: Splits, r
 def analytic(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routing: str = "uniform") -> Analytic:
     """Textbook estimates per device.
     FLOPs: 2 x active matmul parameters x tokens (routed experts: only the k a token uses) + attention over the keys
-    each query sees (windows included; MLA decode in its absorbed form), each kind of work divided by the ways the
+    each query sees (windows and chunks included, a chunked layer's decode over its ring of min(chunk, context)
+    positions as the program reads it; MLA decode in its absorbed form), each kind of work divided by the ways the
     layout splits it: a device computes its own sequences' share of each tensor-parallel matmul, and its share of
     all expert assignments. Weights with no axis to split (MLA's latent down-projections, the router) are computed
     by every device that holds the sequences' tokens.
@@ -196,7 +201,7 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routin
     pair = cfg.attn_pair_flops(decode=phase == "decode")
     b = work.batch
     if phase == "prefill":
-        keys = sum(_keys_seen(work.prompt, cfg.window(i)) for i in range(cfg.n_layers))
+        keys = sum(_keys_seen(work.prompt, cfg.window(i), cfg.chunked) for i in range(cfg.n_layers))
     else:
         keys = sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
     flops += pair * b * queries / split.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)

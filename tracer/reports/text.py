@@ -91,7 +91,8 @@ def _phase_text(p: Phase, breakdown: bool) -> list[str]:
 def models_rows(models: list[ModelConfig]) -> list[dict]:
     """One row per model: the figures `tracer models` prints (and --json gives, under these keys)."""
     return [{"name": m.name, "layers": m.n_layers, "hidden": m.hidden,
-             "experts": f"{m.n_experts}/{m.n_active}/{m.n_shared}" if m.is_moe else "dense",
+             "experts": (f"{m.n_experts}/{m.n_active}/{m.n_shared}"
+                         + (f" every {m.moe_every}" if m.moe_every > 1 else "") if m.is_moe else "dense"),
              "attention": m.attention_kind, "total_params": m.total_params, "active_params": m.active_params,
              "dtypes": f"{m.weights}/{m.experts}/{m.kv}" if m.is_moe else f"{m.weights}/{m.kv}",
              "weight_bytes": m.weight_bytes, "kv_bytes_per_token": m.kv_bytes_per_token,
