@@ -78,7 +78,10 @@ def _features(cfg: ModelConfig, routing: str) -> list[str]:
         out.append("MLA decode in the absorbed form: the latent cache (kv_lora_rank + rope values per token and "
                    "layer) is read, not per-head K and V; it has no head axis, so each device of a tensor-parallel "
                    "group holds its sequences' whole latent cache, and the latent down-projections are replicated")
-    if any(cfg.window_pattern):
+    if any(cfg.window_pattern) and cfg.chunked:
+        out.append("chunked-attention layers keep min(chunk, context) positions as a ring; prefill attends within "
+                   "each chunk, causally; decode reads the whole ring (an upper bound past the first chunk)")
+    elif any(cfg.window_pattern):
         out.append("sliding-window layers keep min(window, context) positions as a ring; prefill attends in bands "
                    "of the window (about 2 x window keys per query, as a banded flash kernel does)")
     return out
