@@ -245,3 +245,21 @@ def test_blackwell_ultra_rates_by_hand_from_aiconfigurator():
     assert gb300.attention_decode == round(64 * 4095 * 8 * 128 * 2 * 2 / 0.160581e-3 / 8e12, 2) == 0.84
     # 8-GPU all-reduce of 16 MiB (8388608 bf16 elements): TRT-LLM's custom one, 0.083150 ms, faster than NCCL's 0.09755
     assert b300.all_reduce_s(16777216) == gb300.all_reduce_s(16777216) == pytest.approx(83.2e-6)
+
+
+def test_gb200_rates_are_its_own_by_hand_from_aiconfigurator():
+    """meshes/rates/gb200.toml's [matmul], [memory] and [attention] are the GB200's own measurements now (commit
+    095f58a5, TRT-LLM 1.3.0rc20; they were the B200's), at the GB200's peaks; its 8-GPU all-reduce stays the B200's
+    (AIConfigurator's GB200 all-reduces stop at 4 GPUs)."""
+    b200, gb200 = (rates_for(SYSTEMS[name].chip)[0] for name in ("b200x8", "gb200-nvl72"))
+    n = k = 8192
+    # gb200 gemm_perf: bf16, m = 16384, n = k = 8192 in 1.388216 ms, of 2500 TFLOP/s (the B200's row had 0.615)
+    assert gb200.matmul["bfloat16"][-1] == round(2 * 16384 * n * k / 1.388216e-3 / 2500e12, 3) == 0.634
+    # fp8 (per-tensor), m = 4096 in 0.232519 ms, of 5000 TFLOP/s
+    assert gb200.matmul["float8"][10] == round(2 * 4096 * n * k / 0.232519e-3 / 5000e12, 3) == 0.473
+    # decode attention over 8 x 65535 cached tokens (2.15 GB of bf16 KV) in 0.292325 ms, of 8 TB/s
+    assert gb200.memory == round(8 * 65535 * 8 * 128 * 2 * 2 / 0.292325e-3 / 8e12, 2) == 0.92
+    # context attention, one 16384-token prompt, causal, in 1.637963 ms; decode over 64 x 4095 in 0.157963 ms
+    assert gb200.attention_prefill == round(4 * 16384**2 * 32 * 128 / 2 / 1.637963e-3 / 2500e12, 2) == 0.54
+    assert gb200.attention_decode == round(64 * 4095 * 8 * 128 * 2 * 2 / 0.157963e-3 / 8e12, 2) == 0.85
+    assert gb200.matmul != b200.matmul and gb200.scale_up_s == b200.scale_up_s
