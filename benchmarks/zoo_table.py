@@ -15,7 +15,7 @@ RUNS = (("mixtral-8x7b", "h100x8", "tp-ep", 64), ("qwen3-30b-a3b", "h100x8", "tp
         ("gemma2-27b", "h100x8", "tp", 64), ("gemma3-27b", "h100x8", "tp", 64), ("phi-4", "h100x2", "tp", 64),
         ("deepseek-v2", "h200x8", "tp-ep", 64), ("deepseek-v2-lite", "h100x1", "tp", 64),
         ("glm-4.5", "h200x8", "tp-ep", 64), ("llama4-scout", "h100x8", "tp-ep", 64),
-        ("llama4-maverick", "h200x8", "tp-ep", 64))
+        ("llama4-maverick", "h200x8", "tp-ep", 64), ("minimax-m2", "h200x8", "tp-ep", 64))
 
 print("| model | system, strategy | prefill FLOPs / analytic | decode bytes / analytic | input USD/Mtok "
       "| output USD/Mtok | output / input | largest batch |")

@@ -33,6 +33,7 @@ _REQUIRED = {
                            "first_k_dense_replace"),
     "GptOssForCausalLM": ("num_local_experts", ("num_experts_per_tok", "experts_per_token"), "layer_types"),
     "Llama4ForCausalLM": ("num_local_experts", "num_experts_per_tok", "intermediate_size_mlp"),
+    "MiniMaxM2ForCausalLM": ("num_local_experts", "num_experts_per_tok"),
 }
 # Keys a published config.json may leave out because transformers' config class supplies them (Gemma3TextConfig's
 # defaults; google/gemma-3-27b-it's text_config gives neither vocab_size nor rope_theta).
@@ -316,6 +317,27 @@ def _llama4(hf: _HF, values: dict) -> dict:
                        "the router is counted with a bias of one value an expert, which Llama 4's lacks"))
 
 
+def _minimax_m2(hf: _HF, values: dict) -> dict:
+    """MiniMax-M2 (and M2.1, M2.5): full attention on every layer (attn_type_list all 1), a MoE on every layer with
+    sigmoid-scored experts of intermediate_size and a routing bias, no shared expert; q/k norms over the whole
+    projection and partial RoPE cost nothing here; the multi-token-prediction modules are not served."""
+    kinds = hf.get("attn_type_list", list, [1] * values["n_layers"])
+    if any(k != 1 for k in kinds):
+        hf.fail("attn_type_list has layers other than full softmax attention (1): MiniMax's linear-attention "
+                f"layers are not supported; write a .toml (see {EXAMPLE})")
+    if hf.int("shared_intermediate_size", 0):
+        hf.fail("shared_intermediate_size > 0: a shared expert of another size than the routed ones is not "
+                f"supported; write a .toml (see {EXAMPLE})")
+    scoring = hf.cfg.get("scoring_func", "softmax")
+    if scoring not in ("sigmoid", "softmax"):
+        hf.fail(f"scoring_func {scoring!r} is not sigmoid or softmax; correct the value")
+    notes = ["q/k RMSNorms over the whole projections (7,168 values a layer) and partial RoPE: no cost counted"]
+    if hf.int("num_mtp_modules", 0):
+        notes.append("the multi-token-prediction modules are not part of the served model")
+    return dict(n_experts=hf.count("num_local_experts"), n_active=hf.count("num_experts_per_tok"),
+                expert_ffn=values["ffn"], router=scoring, notes=tuple(notes))
+
+
 def _window_pattern(windows: list[int], hf: _HF) -> tuple[int, ...]:
     """The shortest period the per-layer windows repeat with (a last, partial period allowed: Gemma 3 27B's 62
     layers are 10 periods of 6 and 2 layers more); () when no layer is windowed."""
@@ -338,5 +360,5 @@ _ARCH_FIELDS = {"LlamaForCausalLM": _llama, "Qwen2ForCausalLM": _qwen2, "Qwen3Fo
                 "MixtralForCausalLM": _mixtral, "Qwen3MoeForCausalLM": _qwen3_moe,
                 "DeepseekV3ForCausalLM": _deepseek_v3,
                 "DeepseekV2ForCausalLM": lambda hf, v: _deepseek_v3(hf, v, "softmax"), "Glm4MoeForCausalLM": _glm4_moe,
-                "GptOssForCausalLM": _gpt_oss, "Llama4ForCausalLM": _llama4}
+                "GptOssForCausalLM": _gpt_oss, "Llama4ForCausalLM": _llama4, "MiniMaxM2ForCausalLM": _minimax_m2}
 ARCHITECTURES = tuple(_ARCH_FIELDS)

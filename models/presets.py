@@ -87,10 +87,16 @@ _LLAMA4 = dict(vocab_size=202048, hidden=5120, n_layers=48, n_heads=40, n_kv_hea
                       "engine reads the current chunk's tokens only (half a chunk on average past the first)",))
 LLAMA4_SCOUT = ModelConfig("llama4-scout", n_experts=16, **_LLAMA4)
 LLAMA4_MAVERICK = ModelConfig("llama4-maverick", n_experts=128, moe_every=2, **_LLAMA4)
+# MiniMaxAI/MiniMax-M2 config.json: full attention on all 62 layers, 256 experts (top 8, sigmoid with a routing
+# bias), no shared expert; fp8 e4m3 weights in 128x128 blocks, router, embedding and LM head bf16.
+MINIMAX_M2 = ModelConfig("minimax-m2", vocab_size=200064, hidden=3072, n_layers=62, n_heads=48, n_kv_heads=8,
+                         head_dim=128, ffn=1536, rope_theta=5e6, norm_eps=1e-6, n_experts=256, n_active=8,
+                         expert_ffn=1536, router="sigmoid", weight_dtype="float8",
+                         notes=("the multi-token-prediction modules are not part of the served model",))
 # A tiny config for tests: head_dim deliberately not hidden // n_heads.
 TINY = ModelConfig("tiny", vocab_size=512, hidden=128, n_layers=4, n_heads=8, n_kv_heads=8, head_dim=32, ffn=256)
 
 PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, QWEN25_72B, QWEN3_32B, MISTRAL_LARGE_2,
                                MISTRAL_NEMO, GEMMA2_27B, GEMMA3_27B, PHI_4, MIXTRAL_8X7B, QWEN3_30B_A3B,
                                QWEN3_235B_A22B, GLM_45, GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V2, DEEPSEEK_V2_LITE,
-                               DEEPSEEK_V3, KIMI_K2, LLAMA4_SCOUT, LLAMA4_MAVERICK, TINY)}
+                               DEEPSEEK_V3, KIMI_K2, LLAMA4_SCOUT, LLAMA4_MAVERICK, MINIMAX_M2, TINY)}

@@ -33,7 +33,8 @@ def module_names(arch: str, mla: bool, q_lora: bool) -> dict[str, tuple[str, ...
     else:
         attention = tuple(f"self_attn.{p}_proj" for p in "qkvo")
     ff = "feed_forward" if arch == "Llama4ForCausalLM" else "mlp"
-    experts = {"MixtralForCausalLM": tuple(f"block_sparse_moe.experts.0.w{i}" for i in (1, 2, 3)),
+    mixtral = tuple(f"block_sparse_moe.experts.0.w{i}" for i in (1, 2, 3))
+    experts = {"MixtralForCausalLM": mixtral, "MiniMaxM2ForCausalLM": mixtral,
                "GptOssForCausalLM": ("mlp.experts.gate_up_proj", "mlp.experts.down_proj"),
                "Llama4ForCausalLM": ("feed_forward.experts.gate_up_proj", "feed_forward.experts.down_proj")}.get(
         arch, tuple(f"mlp.experts.0.{p}_proj" for p in ("gate", "up", "down")))

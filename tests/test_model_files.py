@@ -14,7 +14,8 @@ from tracer.errors import ConfigError
 DATA = Path(__file__).parent / "data"
 HF_MODELS = ("llama3-70b", "qwen2.5-72b", "qwen3-32b", "mistral-large-2", "mistral-nemo", "gemma2-27b",
              "gemma3-27b", "phi-4", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2", "deepseek-v2-lite",
-             "glm-4.5", "deepseek-v3", "gpt-oss-120b", "llama4-scout", "llama4-maverick")
+             "glm-4.5", "deepseek-v3", "gpt-oss-120b", "llama4-scout", "llama4-maverick",
+             "minimax-m2")
 
 
 def hf_config(name: str) -> dict:
@@ -205,7 +206,8 @@ def test_llama4(tmp_path):
     """Llama 4's text_config: Scout MoE on every layer, Maverick on every second (dense MLPs of
     intermediate_size_mlp between); chunked attention on the RoPE layers, from no_rope_layers (empty: every 4th
     layer global), layer_types where given; moe_layers must be the interleaving's own list."""
-    scout, maverick = (load_model_file(str(DATA / n)) for n in ("llama4-scout", "llama4-maverick"))
+    scout, maverick = (load_model_file(str(DATA / n)) for n in ("llama4-scout", "llama4-maverick",
+             "minimax-m2"))
     assert (scout.moe_every, maverick.moe_every, maverick.ffn, maverick.expert_ffn) == (1, 2, 16384, 8192)
     assert scout.window_pattern == (8192, 8192, 8192, 0) and scout.chunked
     assert [maverick.layer_is_moe(i) for i in range(4)] == [False, True, False, True]
@@ -223,6 +225,17 @@ def test_llama4(tmp_path):
     assert load_model_file(with_text("c", moe_layers=list(range(1, 48, 2)))).total_params == maverick.total_params
     fails(with_text("d", moe_layers=[1, 3]), "is not every interleave_moe_layer_step = 2-th layer")
     fails(with_text("e", layer_types=["sliding_attention"] * 48), "must give chunked_attention or full_attention")
+
+
+def test_minimax_m2(tmp_path):
+    """MiniMax-M2: sigmoid-routed experts of intermediate_size on every layer, fp8 blocks but for the router and
+    LM head; MiniMax's linear-attention layers (attn_type_list 0, MiniMax-Text-01) and shared experts are refused."""
+    m2 = load_model_file(str(DATA / "minimax-m2"))
+    assert (m2.router, m2.expert_ffn, m2.weights, m2.experts, m2.vocab) == ("sigmoid", 1536, "float8", "float8",
+                                                                            "bfloat16")
+    cfg = hf_config("minimax-m2")
+    fails(write_json(tmp_path, {**cfg, "attn_type_list": [0, 1] * 31}), "linear-attention layers are not supported")
+    fails(write_json(tmp_path, {**cfg, "shared_intermediate_size": 1536}, "b"), "shared expert of another size")
 
 
 def test_unsupported_layouts(tmp_path):

@@ -41,7 +41,9 @@ PUBLISHED = {"qwen2.5-72b": (72.7e9, 72.7e9, True), "qwen3-32b": (32.8e9, 32.8e9
              # Meta's Llama 4 model cards: Scout 109B total, Maverick 400B, 17B active each. The totals count the
              # whole checkpoint, vision encoder included, which is not priced: ours are the text models' (107.8B,
              # 400.7B); the 17B active counts the embedding table (ours 17.17B with it, 16.14B without).
-             "llama4-scout": (109e9, 17e9, True), "llama4-maverick": (400e9, 17e9, True)}
+             "llama4-scout": (109e9, 17e9, True), "llama4-maverick": (400e9, 17e9, True),
+             # MiniMax-M2's model card: 230B total, 10B active (ours 228.7B, its 3 MTP modules apart; 10.4B)
+             "minimax-m2": (230e9, 10e9, False)}
 
 
 def close(ours: float, published: float) -> bool:
@@ -78,6 +80,7 @@ def test_kv_bytes_per_token():
     assert PRESETS["deepseek-v2"].kv_bytes_per_token == (512 + 64) * 2 * 60 == 69_120  # the latent, bf16
     assert PRESETS["glm-4.5"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 92 == 376_832
     assert PRESETS["deepseek-v2-lite"].kv_bytes_per_token == (512 + 64) * 2 * 27 == 31_104
+    assert PRESETS["minimax-m2"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 62 == 253_952
     for llama4 in ("llama4-scout", "llama4-maverick"):  # layers 3, 7, ..., 47 global; the other 36 chunked
         assert PRESETS[llama4].kv_bytes_per_token == 12 * 2 * 8 * 128 * 2 == 49_152
         assert PRESETS[llama4].kv_window_bytes_per_sequence == 36 * 8192 * 4096 == 1_207_959_552
