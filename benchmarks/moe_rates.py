@@ -23,7 +23,8 @@ repetitions, which a served step does not see).
 
 Rows, by how the model's compiled program holds the expert weights and computes them (tracer.timing):
 - bfloat16: bf16 weights, bf16 FLOPs (AIConfigurator bfloat16);
-- float8: fp8 weights and FLOPs (fp8, per-tensor scales; block-scaled FP8 is slower: --block-fp8 prints it);
+- float8: fp8 weights and FLOPs (fp8, per-tensor scales; block-scaled FP8 runs slower on Hopper and faster or slower
+  by the tokens an expert on Blackwell, as the rates files' [moe] sources say: --block-fp8 prints it);
 - float4: NVFP4 weights and FLOPs (nvfp4; Blackwell only), at --peak-fp4 (4 x bf16 on B200 and GB200; Blackwell
   Ultra's is 5.8-6 x);
 - w4a16: 4-bit weights with 16-bit activations, FLOPs priced at the bf16 peak: w4a16_mxfp4 on Hopper; on
