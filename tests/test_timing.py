@@ -9,6 +9,7 @@ import pytest
 
 from base.inputs import ConfigError
 from meshes.systems import SYSTEMS, get_system
+from tracer.calibrate import _chip
 from tracer.cli import main
 from tracer.rates import RATES_DIR, Rates, load_rates, rates_for
 from tracer.read import Collective, Cost, Kernel, ProgramCost
@@ -263,3 +264,16 @@ def test_gb200_rates_are_its_own_by_hand_from_aiconfigurator():
     assert gb200.attention_prefill == round(4 * 16384**2 * 32 * 128 / 2 / 1.637963e-3 / 2500e12, 2) == 0.54
     assert gb200.attention_decode == round(64 * 4095 * 8 * 128 * 2 * 2 / 0.157963e-3 / 8e12, 2) == 0.85
     assert gb200.matmul != b200.matmul and gb200.scale_up_s == b200.scale_up_s
+
+
+@pytest.mark.parametrize("device_kind, chip", [
+    ("NVIDIA H100 80GB HBM3", "H100 SXM"), ("NVIDIA H200", "H200 SXM"), ("NVIDIA B200", "B200"),
+    ("NVIDIA GB200", "B200 (GB200)"), ("NVIDIA B300 SXM6 AC", "B300"), ("NVIDIA GB300", "B300 (GB300)"),
+])
+def test_calibrate_knows_the_chip_from_its_device_kind(device_kind, chip):
+    """`tracer calibrate` finds the peaks from JAX's device_kind (GB200 is not taken for a B200, nor GB300 for a
+    B300); another device needs --chip, which also overrides the name."""
+    assert _chip(None, device_kind).name == chip
+    assert _chip("h200", device_kind).name == "H200 SXM"
+    with pytest.raises(ConfigError, match="name the chip whose peaks"):
+        _chip(None, "NVIDIA A100-SXM4-80GB")

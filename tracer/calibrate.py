@@ -12,8 +12,9 @@ What it runs (each timed as the best of several runs after a warm-up, results bl
 - collectives, with more than one device: psum over every device at a small and a large size, seconds per call.
 What it cannot measure keeps the chip's published figure, and the file says so: collectives on one device, and the
 per-iteration overhead (a serving engine's host work, not a kernel's).
-The chip's peaks come from its system (meshes.systems): found from the device's name (NVIDIA H100/H200/B200), or
-named with --chip (any system name or chip key, e.g. h200; on CPU this is how a test run picks the peaks).
+The chip's peaks come from its system (meshes.systems): found from the device's name (NVIDIA H100, H200, B200,
+GB200, B300, GB300), or named with --chip (any system name or chip key, e.g. h200; on CPU this is how a test run
+picks the peaks).
 """
 
 import datetime
@@ -28,13 +29,15 @@ FULL = {"m": (1, 16, 64, 256, 1024, 4096, 16384), "nk": 8192, "memory": 1 << 30,
         "prefill": (1, 4096, 32, 128), "floor": 256, "collective": (1 << 12, 1 << 28), "runs": 10}
 QUICK = {"m": (1, 16, 64), "nk": 256, "memory": 8 << 20, "decode": (4, 256, 2, 64), "prefill": (1, 256, 2, 64),
          "floor": 16, "collective": (1 << 10, 1 << 20), "runs": 3}
-KEYS = {"H100": "h100", "H200": "h200", "GB200": "gb200", "B200": "b200"}
+# parts of JAX's device_kind ("NVIDIA H100 80GB HBM3", "NVIDIA GB200", "NVIDIA B300 SXM6 AC", ...) -> chip key,
+# tried in order: GB200 before B200 and GB300 before B300, whose names are inside theirs
+KEYS = {"H100": "h100", "H200": "h200", "GB200": "gb200", "B200": "b200", "GB300": "gb300", "B300": "b300"}
 
 
 def _chip(name: str | None, device_kind: str) -> Chip:
     if name:
         return get_system(FAMILIES.get(name, name)).chip
-    for part, key in KEYS.items():  # GB200 before B200
+    for part, key in KEYS.items():
         if part in device_kind.upper():
             return get_system(f"{key}x1").chip
     raise ConfigError(f"the device is {device_kind!r}, whose peaks tracer does not know; name the chip whose peaks "
