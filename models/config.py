@@ -33,6 +33,7 @@ class ModelConfig:
     kv_dtype: str | None = None  # KV cache (None: `dtype`)
     vocab_dtype: str | None = None  # embedding table and LM head (None: `dtype`)
     int4_group: int = INT4_GROUP  # values per int4 scale and zero point (a checkpoint's group_size)
+    int4_zero_points: bool = True  # int4 groups store a zero point (AWQ, GPTQ); false: symmetric, a scale alone
     fp4_activations: bool = False  # NVFP4 matmuls quantize activations to FP4 (W4A4, on chips with FP4 tensor cores)
     qkv_bias: bool = False  # biases on the q, k, v and output projections (gpt-oss)
     # --- multi-head latent attention (DeepSeek-V2/V3): on when kv_lora_rank > 0 ---
@@ -75,7 +76,7 @@ class ModelConfig:
             if not is_int(value) or value < 0:
                 fail(f"{key} must be an integer >= 0 (0: the feature is off), got {value!r}")
         for key in ("tie_embeddings", "qkv_bias", "attn_sinks", "expert_bias", "scan_layers", "fp4_activations",
-                    "chunked"):
+                    "chunked", "int4_zero_points"):
             if not isinstance(getattr(self, key), bool):
                 fail(f"{key} must be true or false, got {getattr(self, key)!r}")
         for key in ("rope_theta", "norm_eps", "capacity_factor"):
@@ -174,7 +175,7 @@ class ModelConfig:
         """A stored dtype's layout, with this model's int4 group size and, for NVFP4, its activations' precision."""
         fmt = FORMATS[dtype]
         if dtype == "int4":
-            return dataclasses.replace(fmt, block=self.int4_group)
+            return dataclasses.replace(fmt, block=self.int4_group, zero=fmt.zero if self.int4_zero_points else None)
         return dataclasses.replace(fmt, w4a4=self.fp4_activations) if dtype == "nvfp4" else fmt
 
     def bits(self, dtype: str) -> float:

@@ -43,7 +43,8 @@ _DEFAULTS = {"Gemma3ForCausalLM": {"vocab_size": 262208, "rope_theta": 1_000_000
                                    "no_rope_layer_interval": 4}}  # Llama4TextConfig's
 # Multimodal wrappers whose text model is one of the architectures here: (its config's key, the architecture).
 _WRAPPERS = {"Gemma3ForConditionalGeneration": ("text_config", "Gemma3ForCausalLM"),
-             "Llama4ForConditionalGeneration": ("text_config", "Llama4ForCausalLM")}
+             "Llama4ForConditionalGeneration": ("text_config", "Llama4ForCausalLM"),
+             "KimiK25ForConditionalGeneration": ("text_config", "DeepseekV3ForCausalLM")}
 _NULLABLE = {"q_lora_rank", "n_shared_experts"}  # null means none (DeepSeek-V2-Lite has no query compression)
 
 
@@ -122,7 +123,8 @@ def from_hf(cfg, where: str, name: str, path: Path) -> ModelConfig:
     layers = ["moe" if moe and i >= values.get("first_dense", 0) and (i + 1) % every == 0 else "dense"
               for i in range(values["n_layers"])]
     names = module_names(arch, values.get("kv_lora_rank", 0) > 0, values.get("q_lora_rank", 0) > 0)
-    quant, notes = read_quantization(outer, path, layers, names, values["dtype"], where)
+    quantized = outer if outer.get("quantization_config") is not None else cfg  # a wrapper's, or its text model's
+    quant, notes = read_quantization(quantized, path, layers, names, values["dtype"], where)
     values.update(quant, notes=(*wrapped, *values.get("notes", ()), *notes))
     return build(lambda: ModelConfig(name=name, **values), where)
 

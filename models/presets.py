@@ -62,6 +62,12 @@ DEEPSEEK_V3 = ModelConfig("deepseek-v3", vocab_size=129280, n_heads=128, n_exper
                           **{**_DEEPSEEK, "n_kv_heads": 128})
 KIMI_K2 = ModelConfig("kimi-k2", vocab_size=163840, n_heads=64, n_experts=384, first_dense=1,
                       **{**_DEEPSEEK, "rope_theta": 50_000.0, "n_kv_heads": 64})
+# moonshotai/Kimi-K2.5 config.json (KimiK25ForConditionalGeneration; its text_config is Kimi K2's): routed experts in
+# symmetric int4 groups of 32 (compressed-tensors W4A16, quantization-aware trained), the rest bf16.
+KIMI_K25 = ModelConfig("kimi-k2.5", vocab_size=163840, n_heads=64, n_experts=384, first_dense=1,
+                       **{**_DEEPSEEK, "rope_theta": 50_000.0, "n_kv_heads": 64, "weight_dtype": None,
+                          "expert_dtype": "int4", "int4_group": 32, "int4_zero_points": False,
+                          "notes": ("the vision tower is not priced: text tokens only",)})
 # deepseek-ai/DeepSeek-V2 and DeepSeek-V2-Lite config.json: MLA (V2-Lite without query compression), softmax
 # routing (V2: group-limited, the same number of experts), 2 shared experts, the first layer dense; bf16 weights.
 _DEEPSEEK_V2 = dict(vocab_size=102400, n_kv_heads=0, head_dim=192, rope_theta=10_000.0, norm_eps=1e-6,
@@ -99,4 +105,4 @@ TINY = ModelConfig("tiny", vocab_size=512, hidden=128, n_layers=4, n_heads=8, n_
 PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, QWEN25_72B, QWEN3_32B, MISTRAL_LARGE_2,
                                MISTRAL_NEMO, GEMMA2_27B, GEMMA3_27B, PHI_4, MIXTRAL_8X7B, QWEN3_30B_A3B,
                                QWEN3_235B_A22B, GLM_45, GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V2, DEEPSEEK_V2_LITE,
-                               DEEPSEEK_V3, KIMI_K2, LLAMA4_SCOUT, LLAMA4_MAVERICK, MINIMAX_M2, TINY)}
+                               DEEPSEEK_V3, KIMI_K2, KIMI_K25, LLAMA4_SCOUT, LLAMA4_MAVERICK, MINIMAX_M2, TINY)}

@@ -55,6 +55,7 @@ class _Scheme:
                  kv=None, notes=()):
         self.dtype, self.exclude, self.groups, self.group_size = dtype, exclude, groups, group_size
         self.kv, self.notes = kv, list(notes)
+        self.symmetric = False
 
 
 def read_quantization(cfg: dict, path: Path, layers: list[str], names: dict, base: str,
@@ -141,12 +142,15 @@ def _compressed_tensors(q: dict, where: str) -> _Scheme:
         if dtype is None:
             _fail(where, f"compressed-tensors weights {w.get('num_bits')}-bit {w.get('type')} with activations "
                          f"{a.get('num_bits')}-bit {a.get('type')}")
-        schemes.add((dtype, w.get("group_size") if dtype == "int4" else None))
+        int4 = dtype == "int4"
+        schemes.add((dtype, w.get("group_size") if int4 else None, int4 and w.get("symmetric") is True))
     if len(schemes) > 1:
         _fail(where, f"compressed-tensors with several schemes ({sorted(map(str, schemes))})")
-    (dtype, group_size), = schemes
+    (dtype, group_size, symmetric), = schemes
     kv = _kv_scheme(q["kv_cache_scheme"], where) if isinstance(q.get("kv_cache_scheme"), dict) else None
-    return _Scheme(dtype, _list(q, "ignore"), group_size=group_size or None, kv=kv)
+    scheme = _Scheme(dtype, _list(q, "ignore"), group_size=group_size or None, kv=kv)
+    scheme.symmetric = symmetric  # symmetric int4 groups store a scale and no zero point
+    return scheme
 
 
 def _kv_scheme(scheme: dict, where: str) -> str:
@@ -208,6 +212,8 @@ def _apply(scheme: _Scheme, layers: list[str], names: dict, base: str, where: st
         fields["kv_dtype"] = scheme.kv
     if scheme.group_size and scheme.dtype == "int4":
         fields["int4_group"] = scheme.group_size
+    if scheme.symmetric:
+        fields["int4_zero_points"] = False
     if not excluded("lm_head", scheme.exclude) and scheme.dtype in ("float8", "int8") and "attention" in scheme.groups:
         notes.append(f"the checkpoint may store the LM head in {scheme.dtype}; it is priced in bf16, as the embedding")
     return fields, tuple(notes)

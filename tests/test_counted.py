@@ -120,6 +120,22 @@ def test_compressed_tensors_schemes(tmp_path, scheme, want):
     assert cfg.weight_bytes == pytest.approx(matmul * bits / 8 + (2 * 128256 * 8192 + 161 * 8192) * 2, rel=1e-9)
 
 
+def test_symmetric_int4_stores_no_zero_points(tmp_path, small):
+    """compressed-tensors' symmetric INT4 groups (Kimi K2.5's routed experts: groups of 32) keep a bf16 scale and
+    no zero point: 4 + 16/32 = 4.5 bits, not 4 + 20/32; and a model in that format compiles, its decode reading
+    those bytes a device: 2 layers x (attention + MLP) weights x 4.5 / 8 bytes / 8 devices, the bf16 embedding and
+    LM head / 8, and the 5 bf16 norms whole."""
+    q = {"quant_method": "compressed-tensors", "ignore": ["lm_head"], "config_groups": {"group_0": {
+        "targets": ["Linear"], "weights": {"num_bits": 4, "type": "int", "group_size": 32, "symmetric": True}}}}
+    cfg = checkpoint(tmp_path, "llama3-70b", quantization_config=q)
+    assert (cfg.weights, cfg.int4_group, cfg.int4_zero_points, cfg.bits("int4")) == ("int4", 32, False, 4.5)
+    sym = dataclasses.replace(small, weight_dtype="int4", int4_group=32, int4_zero_points=False)
+    r = trace(sym, "h100x8", "tp", batch=8, context=64, find_max_batch=False)
+    layers = small.n_layers * (small.attn_params_per_layer + small.dense_mlp_params)
+    vocab = 2 * small.vocab_size * small.hidden * 2
+    assert r.phases["decode"].step.weight_bytes == (layers * 4.5 / 8 + vocab) / 8 + 5 * small.hidden * 2
+
+
 def test_awq_and_gptq_group_sizes_and_fp8_exclusions(tmp_path):
     """AWQ int4 in groups of 64 (4 + 20/64 bits); GPTQ 8-bit is refused; fp8 with self_attn not converted keeps the
     attention bf16."""

@@ -15,7 +15,7 @@ DATA = Path(__file__).parent / "data"
 HF_MODELS = ("llama3-70b", "qwen2.5-72b", "qwen3-32b", "mistral-large-2", "mistral-nemo", "gemma2-27b",
              "gemma3-27b", "phi-4", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2", "deepseek-v2-lite",
              "glm-4.5", "deepseek-v3", "gpt-oss-120b", "llama4-scout", "llama4-maverick",
-             "minimax-m2")
+             "minimax-m2", "kimi-k2.5")
 
 
 def hf_config(name: str) -> dict:
@@ -207,7 +207,7 @@ def test_llama4(tmp_path):
     intermediate_size_mlp between); chunked attention on the RoPE layers, from no_rope_layers (empty: every 4th
     layer global), layer_types where given; moe_layers must be the interleaving's own list."""
     scout, maverick = (load_model_file(str(DATA / n)) for n in ("llama4-scout", "llama4-maverick",
-             "minimax-m2"))
+             "minimax-m2", "kimi-k2.5"))
     assert (scout.moe_every, maverick.moe_every, maverick.ffn, maverick.expert_ffn) == (1, 2, 16384, 8192)
     assert scout.window_pattern == (8192, 8192, 8192, 0) and scout.chunked
     assert [maverick.layer_is_moe(i) for i in range(4)] == [False, True, False, True]
@@ -225,6 +225,20 @@ def test_llama4(tmp_path):
     assert load_model_file(with_text("c", moe_layers=list(range(1, 48, 2)))).total_params == maverick.total_params
     fails(with_text("d", moe_layers=[1, 3]), "is not every interleave_moe_layer_step = 2-th layer")
     fails(with_text("e", layer_types=["sliding_attention"] * 48), "must give chunked_attention or full_attention")
+
+
+def test_kimi_k25_wrapper(tmp_path):
+    """KimiK25ForConditionalGeneration: its text_config is Kimi K2's DeepSeek-V3 layout, priced for text tokens; the
+    quantization_config is read where the file keeps it, in the text_config or beside it: routed experts in symmetric
+    int4 groups of 32 (4.5 bits), attention, shared experts and the dense layer bf16 (the ignore list)."""
+    k25 = load_model_file(str(DATA / "kimi-k2.5"))
+    assert (k25.attn_weights, k25.weights, k25.experts, k25.int4_group, k25.bits("int4")) == (
+        "bfloat16", "bfloat16", "int4", 32, 4.5)
+    assert any("vision tower is not" in n for n in k25.notes)
+    cfg = hf_config("kimi-k2.5")
+    text = dict(cfg["text_config"])
+    outside = {**cfg, "quantization_config": text.pop("quantization_config"), "text_config": text}
+    assert load_model_file(write_json(tmp_path, outside)).weight_bytes == k25.weight_bytes
 
 
 def test_minimax_m2(tmp_path):

@@ -5,7 +5,6 @@ import dataclasses
 import math
 
 import jax
-import numpy as np
 import pytest
 from conftest import CHUNKED, MLA, MOE, WINDOWED
 
@@ -32,7 +31,7 @@ PUBLISHED = {"qwen2.5-72b": (72.7e9, 72.7e9, True), "qwen3-32b": (32.8e9, 32.8e9
              "mixtral-8x7b": (46.7e9, 12.9e9, True), "qwen3-30b-a3b": (30.5e9, 3.3e9, True),
              "qwen3-235b-a22b": (235e9, 22e9, True), "gpt-oss-20b": (20.9e9, 3.6e9, False),
              "gpt-oss-120b": (116.8e9, 5.1e9, False), "deepseek-v3": (671e9, 37e9, False),
-             "kimi-k2": (1.04e12, 32e9, False),
+             "kimi-k2": (1.04e12, 32e9, False), "kimi-k2.5": (1.04e12, 32e9, False),  # K2.5: K2's text model
              # DeepSeek-V2 paper (arXiv 2405.04434): 236B total, 21B active; V2-Lite 15.7B, 2.4B
              "deepseek-v2": (236e9, 21e9, False), "deepseek-v2-lite": (15.7e9, 2.4e9, False),
              # GLM-4.5 model card: 355B total (its MTP layer included), 32B active, which leaves out the LM head too
@@ -64,9 +63,11 @@ def test_parameter_counts_match_published(name):
 
 @pytest.mark.parametrize("name", [*PUBLISHED, "llama3-70b"])
 def test_model_holds_the_counted_parameters(name):
-    """The NNX model's weights (MXFP4 block scales aside) are exactly the parameters the config counts."""
+    """The NNX model's weights (block scales and zero points aside: MXFP4's, int4's) are exactly the parameters the
+    config counts."""
     _, state = abstract_model(PRESETS[name])
-    counted = sum(math.prod(x.shape) for x in jax.tree.leaves(state) if x.dtype != np.dtype("float8_e8m0fnu"))
+    counted = sum(math.prod(x.shape) for path, x in jax.tree_util.tree_leaves_with_path(state)
+                  if not {"scales", "zeros"} & {str(getattr(k, "key", "")) for k in path})
     assert counted == PRESETS[name].total_params
 
 
