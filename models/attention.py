@@ -20,14 +20,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models.config import ModelConfig
+from models.formats import DTYPES
 from models.layers import Linear, RMSNorm, attend, matmul, param, rope
+from models.linear_attention import GatedDeltaNet, linear_cache_arrays
 from models.scopes import CACHE_UPDATE
 from models.sharding import constrain, stripes, ways
+from models.sparse_attention import INDEX_AXES, Indexer, gather_chosen, index_cache_arrays, kth_largest
 
 PREFILL_QUERY_BLOCK = 1024  # causal prefill attention skips key blocks outside each query block, as flash kernels do
 CACHE_AXES = {"k": ("layers", "batch", "cache_seq", "kv_heads", "head_dim"),
               "v": ("layers", "batch", "cache_seq", "kv_heads", "head_dim"),
-              "latent": ("layers", "batch", "cache_seq", "latent")}
+              "latent": ("layers", "batch", "cache_seq", "latent"), **INDEX_AXES}
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,15 @@ def cache_capacity(cfg: ModelConfig, layer: int, context: int) -> int:
     return min(cfg.window(layer), context) if cfg.window(layer) else context
 
 
-def cache_arrays(cfg: ModelConfig, layers: int, batch: int, capacity: int) -> dict[str, tuple[tuple, tuple]]:
-    """name -> (shape, logical axes) of one stack of `layers` layers' cache."""
+def cache_arrays(cfg: ModelConfig, layers: int, batch: int, capacity: int,
+                 linear: bool = False) -> dict[str, tuple[tuple, tuple]]:
+    """name -> (shape, logical axes) of one stack of `layers` layers' cache (a linear-attention layer's state)."""
+    if linear:
+        return linear_cache_arrays(cfg, layers, batch)
     if cfg.is_mla:
-        return {"latent": ((layers, batch, capacity, cfg.kv_lora_rank + cfg.qk_rope_head_dim), CACHE_AXES["latent"])}
+        index = index_cache_arrays(cfg, layers, batch, capacity) if cfg.index_topk else {}
+        return {"latent": ((layers, batch, capacity, cfg.kv_lora_rank + cfg.qk_rope_head_dim), CACHE_AXES["latent"]),
+                **index}
     shape = (layers, batch, capacity, cfg.n_kv_heads * kv_repeat(cfg), cfg.head_dim)
     return {"k": (shape, CACHE_AXES["k"]), "v": (shape, CACHE_AXES["v"])}
 
@@ -110,21 +118,22 @@ def write_cache(cache: dict, new: dict, layer, step: Step) -> dict:
         return out
 
 
-def causal_blocks(q, k, v, window: int, scale: float, sinks=None, chunked: bool = False):
+def causal_blocks(q, k, v, window: int, scale: float, sinks=None, chunked: bool = False, select=None):
     """Prefill attention, one query block at a time over the keys it can see: causal blocks of
     PREFILL_QUERY_BLOCK queries; with a window shorter than the prompt, blocks of `window` queries that each see
     their own block and the one before (a banded flash kernel's work: about 2 x window keys per query); with chunks
-    (`chunked`), each chunk of `window` positions on its own, causal within it.
+    (`chunked`), each chunk of `window` positions on its own, causal within it; `select(start, end, causal mask)`
+    narrows a query block's keys further (sparse attention: the dense pairs' work, under a mask).
     q [B, P, K, G, H], k [B, P, K, H], v [B, P, K, Hv] -> [B, P, K, G, Hv]."""
     batch, prompt = q.shape[:2]
     if (s := stripes("seq", prompt)) > 1:
         return _striped(q, k, v, window, scale, sinks, s, chunked)
     if window and window < prompt:
         return _chunks(q, k, v, window, scale, sinks) if chunked else _banded(q, k, v, window, scale, sinks)
-    return _causal(q, k, v, scale, sinks)
+    return _causal(q, k, v, scale, sinks, select)
 
 
-def _causal(q, k, v, scale: float, sinks=None):
+def _causal(q, k, v, scale: float, sinks=None, select=None):
     batch, prompt = q.shape[:2]
     block = min(PREFILL_QUERY_BLOCK, prompt)
     outs = []
@@ -132,6 +141,8 @@ def _causal(q, k, v, scale: float, sinks=None):
         end = min(start + block, prompt)
         t, s = jnp.arange(start, end)[:, None], jnp.arange(end)[None, :]
         mask = jnp.broadcast_to(s <= t, (batch, end - start, end))
+        if select is not None:
+            mask = select(start, end, mask)
         outs.append(attend(q[:, start:end], k[:, :end], v[:, :end], mask, scale, sinks))
     return jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
 
@@ -216,10 +227,12 @@ def decode_mask(cache_arr, step: Step, chunk: int = 0):
     ring has wrapped); with chunks of `chunk` positions, only those of its own chunk."""
     cap = cache_arr.shape[2]
     held = slot_positions(cap, stripes("cache_seq", cap))
+    if not chunk and step.positions.shape[1] > 1:
+        return held[None, None, :] <= step.positions[:, :, None]
+    if not chunk:
+        return (held[None, :] <= step.positions[:, :1])[:, None, :]
     positions = step.positions if step.positions.shape[1] > 1 else step.positions[:, :1]
     p = positions[:, :, None]
-    if not chunk:
-        return held[None, None, :] <= p
     position = p - (p - held[None, None, :]) % cap  # the latest position <= p that the slot's ring index holds
     return (position >= 0) & (position // chunk == p // chunk)
 
@@ -234,6 +247,9 @@ class GQA(nnx.Module):
         self.wv = Linear(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), spec="btd,dkh->btkh", **kw)
         self.wo = Linear(rngs, (n * h, d), ("heads", "embed"), spec="btz,zd->btd", **kw)
         self.sinks = param(rngs, (n,), ("heads",), act, scale=1.0) if cfg.attn_sinks else None
+        gate = dict(kw, bias=False)
+        self.wg = Linear(rngs, (d, n, h), ("embed", "heads", "head_dim"), spec="btd,dnh->btnh", **gate) \
+            if cfg.attn_gate else None
 
     def __call__(self, x, cache: dict, layer, step: Step, window: int):
         cfg = self.cfg
@@ -252,7 +268,10 @@ class GQA(nnx.Module):
             o = attend(q, kc, vc, decode_mask(cache["k"], step, window if cfg.chunked else 0), scale, sinks)
         else:
             o = causal_blocks(q, k, v, window, scale, sinks, cfg.chunked)
-        return self.wo(o.reshape(*o.shape[:2], cfg.n_heads * cfg.head_dim)), cache
+        o = o.reshape(*o.shape[:2], cfg.n_heads * cfg.head_dim)
+        if self.wg is not None:  # Qwen3-Next: the output times a sigmoid gate of the input, per head and value
+            o = o * jax.nn.sigmoid(self.wg(x).astype(jnp.float32)).astype(o.dtype).reshape(o.shape)
+        return self.wo(o), cache
 
 
 def _repeated(linear: Linear, x, rep: int):
@@ -287,24 +306,37 @@ class MLA(nnx.Module):
         self.wk_b = Linear(rngs, (r, n, nope), ("latent", "heads", "head_dim"), spec="btr,rnh->btnh", **kw)
         self.wv_b = Linear(rngs, (r, n, hv), ("latent", "heads", "head_dim"), spec="btr,rnh->btnh", **kw)
         self.wo = Linear(rngs, (n * hv, d), ("heads", "embed"), spec="btz,zd->btd", **kw)
+        self.indexer = Indexer(cfg, rngs) if cfg.index_topk else None
 
     def __call__(self, x, cache: dict, layer, step: Step, window: int):
         cfg = self.cfg
         r, nope = cfg.kv_lora_rank, cfg.qk_nope_head_dim
-        q = self.wq_b(self.q_norm(self.wq_a(x))) if cfg.q_lora_rank else self.wq(x)  # [B, T, N, qk]
+        q_latent = self.q_norm(self.wq_a(x)) if cfg.q_lora_rank else None
+        q = self.wq_b(q_latent) if cfg.q_lora_rank else self.wq(x)  # [B, T, N, qk]
         q = constrain(q, "batch", "seq", "heads", None)
         q_nope, q_pe = q[..., :nope], rope(q[..., nope:], step.positions, cfg.rope_theta)
         kv = self.wkv_a(x)  # [B, T, R + rope]
         c = self.kv_norm(kv[..., :r])
         k_pe = rope(kv[..., r:][:, :, None, :], step.positions, cfg.rope_theta)[:, :, 0]
-        cache = write_cache(cache, {"latent": jnp.concatenate([c, k_pe], axis=-1)}, layer, step)
+        new = {"latent": jnp.concatenate([c, k_pe], axis=-1)}
+        if self.indexer is not None:
+            new["index"], new["index_scale"] = self.indexer.keys(x)
+        cache = write_cache(cache, new, layer, step)
         scale = 1 / math.sqrt(cfg.head_dim)
         if step.decode:
             q_lat = self.wk_b.apply("btnh,rnh->btnr", q_nope)  # [B, 1, N, R]
             qc = constrain(jnp.concatenate([q_lat, q_pe], axis=-1)[:, :, None], "batch", "seq", None, "heads", None)
             latent = cache["latent"][layer]  # [B, C, R + rope]
             mask = decode_mask(cache["latent"], step, window if cfg.chunked else 0)
-            o_lat = attend(qc, latent[:, :, None], latent[:, :, None, :r], mask, scale)
+            if self.indexer is not None and latent.shape[1] > cfg.index_topk:  # read the chosen tokens alone
+                scores = self.indexer.scores(x, q_latent, cache["index"][layer], cache["index_scale"][layer])
+                rows, chosen = gather_chosen(latent, scores, mask, cfg.index_topk)  # [B, T, k, R + rope]
+                b, t = qc.shape[:2]
+                o_lat = attend(qc.reshape(b * t, 1, *qc.shape[2:]), rows.reshape(b * t, *rows.shape[2:])[:, :, None],
+                               rows.reshape(b * t, *rows.shape[2:])[:, :, None, :r], chosen.reshape(b * t, 1, -1),
+                               scale).reshape(b, t, *qc.shape[2:4], r)
+            else:
+                o_lat = attend(qc, latent[:, :, None], latent[:, :, None, :r], mask, scale)
             o = self.wv_b.apply("btnr,rnh->btnh", o_lat[:, :, 0])  # [B, 1, N, v]
         else:
             seq = "seq"
@@ -314,10 +346,29 @@ class MLA(nnx.Module):
                                                                                     k_pe.shape[-1]))], axis=-1)
             k, v = constrain(k, "batch", seq, "heads", None), constrain(self.wv_b(c), "batch", seq, "heads", None)
             qh = jnp.concatenate([q_nope, q_pe], axis=-1)[:, :, :, None]  # [B, P, N, 1, qk]
-            o = causal_blocks(qh, k, v, window, scale, chunked=cfg.chunked)[:, :, :, 0]
+            select = None
+            if self.indexer is not None:  # each query's index_topk best keys, under the causal mask
+                ik = new["index"].astype(cache_dtype(cfg, "index"))  # scored as stored: fp8
+
+                def select(start, end, visible, ik=ik, isc=new["index_scale"]):
+                    scores = self.indexer.scores(x[:, start:end], q_latent[:, start:end], ik[:, :end], isc[:, :end])
+                    return kth_largest(scores, visible, cfg.index_topk)
+            o = causal_blocks(qh, k, v, window, scale, chunked=cfg.chunked, select=select)[:, :, :, 0]
         return self.wo(o.reshape(*o.shape[:2], -1)), cache
 
 
-def make_attention(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
+def cache_dtype(cfg: ModelConfig, name: str):
+    """The dtype a cache array is kept in: the KV cache's, a linear layer's state_dtype, its convolution's inputs in
+    the activations' dtype."""
+    if name in ("state", "index_scale"):
+        return DTYPES[cfg.state_dtype] if name == "state" else jnp.float32
+    if name == "index":  # the sparse-attention indexer's keys: fp8
+        return DTYPES["float8"]
+    return cfg.jnp_dtype if name.startswith("conv_") else DTYPES[cfg.kv]
+
+
+def make_attention(cfg: ModelConfig, rngs: nnx.Rngs, linear: bool = False) -> nnx.Module:
+    if linear:
+        return GatedDeltaNet(cfg, rngs)
     return MLA(cfg, rngs) if cfg.is_mla else GQA(cfg, rngs)
 

@@ -10,11 +10,14 @@ import math
 from dataclasses import dataclass, field
 
 from base.inputs import ConfigError, is_int, is_number
+from models.cache_math import CacheMath
 from models.formats import ACT_DTYPES, DTYPES, FORMATS, INT4_GROUP, KV_DTYPES, VOCAB_DTYPES, Format, canonical_dtype
+
+LINEAR_DIMS = ("linear_k_heads", "linear_v_heads", "linear_k_dim", "linear_v_dim", "linear_conv")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(CacheMath):
     name: str
     vocab_size: int
     hidden: int  # model dimension D
@@ -42,10 +45,23 @@ class ModelConfig:
     qk_nope_head_dim: int = 0
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
+    # --- DeepSeek sparse attention (DeepSeek-V3.2): each query attends to the index_topk tokens an indexer picks ---
+    index_heads: int = 0
+    index_dim: int = 0  # index key values per token and layer (stored fp8, a float32 scale per 128)
+    index_topk: int = 0  # 0: dense attention
     # --- sliding windows: layer i attends over the last window_pattern[i % len] tokens; 0 = full attention ---
     window_pattern: tuple[int, ...] = ()
     chunked: bool = False  # the windows are fixed chunks: a token attends to its own chunk's earlier tokens (Llama 4)
     attn_sinks: bool = False  # one learned logit per head that takes softmax mass (gpt-oss)
+    attn_gate: bool = False  # full attention's output times a sigmoid gate projected from the input (Qwen3-Next)
+    # --- linear attention (Gated DeltaNet): layer i is linear when linear_pattern[i % len] is 1 ---
+    linear_pattern: tuple[int, ...] = ()
+    linear_k_heads: int = 0  # query/key heads, each serving linear_v_heads / linear_k_heads value heads
+    linear_v_heads: int = 0
+    linear_k_dim: int = 0  # per head
+    linear_v_dim: int = 0
+    linear_conv: int = 0  # the causal depthwise convolution's kernel over q, k and v
+    state_dtype: str = "float32"  # the recurrent state a sequence keeps (the convolution's: `dtype`)
     # --- mixture of experts: on when n_experts > 0 ---
     n_experts: int = 0  # routed experts E
     n_active: int = 0  # experts per token k
@@ -55,6 +71,7 @@ class ModelConfig:
     moe_every: int = 1  # past first_dense, layer i is MoE when (i + 1) % moe_every == 0, dense (`ffn`) otherwise
     router: str = "softmax"  # softmax top-k, or sigmoid scores with normalised top-k weights (DeepSeek-V3)
     expert_bias: bool = False  # biases on expert projections and router (gpt-oss)
+    shared_gate: bool = False  # the shared experts' output times a sigmoid of one value projected from the input
     capacity_factor: float = 1.0  # expert slots per expert = ceil(tokens x k / E x factor)
     scan_layers: bool = True  # one compiled layer body per kind of layer under lax.scan, or an unrolled stack
     notes: tuple[str, ...] = field(default=(), compare=False)  # what the config leaves out (shown by `models`)
@@ -71,12 +88,13 @@ class ModelConfig:
             if not is_int(value) or value <= 0:
                 fail(f"{key} must be a positive integer, got {value!r}")
         for key in ("n_experts", "n_active", "n_shared", "expert_ffn", "first_dense", "q_lora_rank", "kv_lora_rank",
-                    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+                    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_heads", "index_dim", "index_topk",
+                    *LINEAR_DIMS):
             value = getattr(self, key)
             if not is_int(value) or value < 0:
                 fail(f"{key} must be an integer >= 0 (0: the feature is off), got {value!r}")
         for key in ("tie_embeddings", "qkv_bias", "attn_sinks", "expert_bias", "scan_layers", "fp4_activations",
-                    "chunked", "int4_zero_points"):
+                    "chunked", "int4_zero_points", "attn_gate", "shared_gate"):
             if not isinstance(getattr(self, key), bool):
                 fail(f"{key} must be true or false, got {getattr(self, key)!r}")
         for key in ("rope_theta", "norm_eps", "capacity_factor"):
@@ -119,6 +137,18 @@ class ModelConfig:
         self._check_layout(fail)
 
     def _check_layout(self, fail):
+        if any(p not in (0, 1) for p in self.linear_pattern):
+            fail(f"linear_pattern entries must be 0 (softmax attention) or 1 (linear), got {self.linear_pattern}")
+        if self.has_linear and (min(getattr(self, k) for k in LINEAR_DIMS) <= 0 or self.is_mla
+                                or self.linear_v_heads % self.linear_k_heads):
+            fail(f"linear-attention layers need {', '.join(LINEAR_DIMS)} > 0, linear_v_heads a multiple of "
+                 "linear_k_heads, and no latent attention")
+        if (self.index_topk or self.index_heads or self.index_dim) and not (
+                self.index_topk and self.index_heads and self.index_dim and self.is_mla and self.q_lora_rank):
+            fail("sparse attention needs index_topk, index_heads and index_dim > 0, on latent attention with "
+                 "q_lora_rank > 0 (the indexer's queries come from the compressed query)")
+        if self.state_dtype not in ("float32", "bfloat16"):
+            fail(f"state_dtype {self.state_dtype!r} is not float32 or bfloat16")
         if self.moe_every > 1 and not self.is_moe:
             fail("moe_every interleaves MoE layers with dense ones: it needs n_experts > 0 (or give moe_every = 1)")
         if self.chunked and not any(self.window_pattern):
@@ -135,9 +165,16 @@ class ModelConfig:
 
     @property
     def period(self) -> int:
-        """Layers per repeated unit: the least common multiple of the window pattern's length and moe_every (1
-        without either)."""
-        return math.lcm(max(1, len(self.window_pattern)), self.moe_every)
+        """Layers per repeated unit: the least common multiple of the window and linear patterns' lengths and
+        moe_every (1 without any)."""
+        return math.lcm(max(1, len(self.window_pattern)), max(1, len(self.linear_pattern)), self.moe_every)
+
+    def is_linear(self, layer: int) -> bool:
+        return bool(self.linear_pattern) and self.linear_pattern[layer % len(self.linear_pattern)] == 1
+
+    @property
+    def has_linear(self) -> bool:
+        return any(self.linear_pattern)
 
     def window(self, layer: int) -> int:
         return self.window_pattern[layer % len(self.window_pattern)] if self.window_pattern else 0
@@ -195,23 +232,28 @@ class ModelConfig:
         return int(self.bits(self.dtype)) // 8
 
     # --- parameter counts (the oracle for the presets, and the analytic FLOP/byte estimates) ---
-    @property
-    def attn_params_per_layer(self) -> int:
+    def attn_params(self, layer: int) -> int:
+        """A layer's attention matmul weights (a linear-attention layer's projections, where it is one)."""
+        if self.is_linear(layer):
+            d, kw, vw, hv = self.hidden, self.linear_key_width, self.linear_value_width, self.linear_v_heads
+            return d * (2 * kw + 2 * vw) + d * 2 * hv + vw * d  # q, k, v, output gate z; beta and decay; output
         d, n = self.hidden, self.n_heads
         if self.is_mla:
             qk = self.qk_nope_head_dim + self.qk_rope_head_dim
             q = (d * self.q_lora_rank + self.q_lora_rank * n * qk) if self.q_lora_rank else d * n * qk
             kv = d * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank * n * (
                 self.qk_nope_head_dim + self.v_head_dim)
-            return q + kv + n * self.v_head_dim * d
-        q_and_o = 2 * d * n * self.head_dim
+            return q + kv + n * self.v_head_dim * d + self.index_params
+        q_and_o = (3 if self.attn_gate else 2) * d * n * self.head_dim
         k_and_v = 2 * d * self.n_kv_heads * self.head_dim
         return q_and_o + k_and_v
 
-    @property
-    def attn_small_params_per_layer(self) -> int:
-        """Norms of the latent projections, biases and sinks: vectors, not matmul weights."""
-        small = 0
+    def attn_small_params(self, layer: int) -> int:
+        """Norms of the latent projections, biases and sinks (a linear layer's convolution, decay parameters and
+        norm): vectors, not matmul weights."""
+        if self.is_linear(layer):
+            return self.linear_conv_channels * self.linear_conv + 2 * self.linear_v_heads + self.linear_v_dim
+        small = 2 * self.index_dim  # the indexer keys' LayerNorm
         if self.is_mla:
             small += self.q_lora_rank + self.kv_lora_rank
         if self.qkv_bias:
@@ -236,7 +278,7 @@ class ModelConfig:
 
     @property
     def shared_params(self) -> int:
-        return self.n_shared * 3 * self.hidden * self.expert_ffn
+        return self.n_shared * 3 * self.hidden * self.expert_ffn + (self.hidden if self.shared_gate else 0)
 
     def mlp_params(self, layer: int, active: bool = False) -> int:
         if not self.layer_is_moe(layer):
@@ -246,7 +288,7 @@ class ModelConfig:
 
     def layer_params(self, layer: int, active: bool = False) -> int:
         norms = 2 * self.hidden
-        return self.attn_params_per_layer + self.attn_small_params_per_layer + self.mlp_params(layer, active) + norms
+        return self.attn_params(layer) + self.attn_small_params(layer) + self.mlp_params(layer, active) + norms
 
     @property
     def embed_params(self) -> int:
@@ -299,7 +341,7 @@ class ModelConfig:
         """Stored bytes: routed experts in `experts`, attention's matmul weights in `attn_weights`, other matmul
         weights in `weights`, the embedding table and LM head in `vocab`, the rest in `dtype`."""
         routed = self.routed_expert_params
-        attn = self.n_layers * self.attn_params_per_layer
+        attn = sum(self.attn_params(i) for i in range(self.n_layers))
         matmul = sum(self.shared_params if self.layer_is_moe(i) else self.dense_mlp_params
                      for i in range(self.n_layers))
         vocab = self.embed_params + self.head_params
@@ -318,10 +360,20 @@ class ModelConfig:
         return 4 * self.n_heads * self.head_dim
 
     @property
+    def index_params(self) -> int:
+        """The sparse-attention indexer's projections, per layer: its queries from the compressed query, its key
+        and its per-head weights from the hidden state."""
+        h, k = self.index_heads, self.index_dim
+        return self.q_lora_rank * h * k + self.hidden * k + self.hidden * h if self.index_topk else 0
+
+    @property
     def latent_down_params(self) -> int:
-        """MLA's down-projections into the latents, per layer: no head axis to split over a tensor-parallel group,
-        so every device of the group holds and computes them whole (as it does the router)."""
-        return self.hidden * (self.q_lora_rank + self.kv_lora_rank + self.qk_rope_head_dim) if self.is_mla else 0
+        """MLA's down-projections into the latents (and the sparse-attention indexer), per layer: no head axis to
+        split over a tensor-parallel group, so every device of the group holds and computes them whole (as it does
+        the router)."""
+        if not self.is_mla:
+            return 0
+        return self.hidden * (self.q_lora_rank + self.kv_lora_rank + self.qk_rope_head_dim) + self.index_params
 
     @property
     def replicated_weight_bytes(self) -> float:
@@ -330,45 +382,5 @@ class ModelConfig:
         routers = sum(self.hidden * self.n_experts for i in range(self.n_layers) if self.layer_is_moe(i))
         latents = self.n_layers * self.latent_down_params
         return (latents * self.bits(self.attn_weights) + routers * self.bits(self.dtype)) / 8
-
-    def kv_copies(self, shards: int) -> int:
-        """Copies of each kv head when a group of `shards` devices splits the heads and there are fewer kv heads
-        than devices: each is repeated so that every device holds the one its query heads read, as serving
-        engines do."""
-        if self.is_mla or shards <= self.n_kv_heads or shards % self.n_kv_heads:
-            return 1
-        return shards // self.n_kv_heads
-
-    # --- KV cache ---
-    @property
-    def kv_values_per_layer(self) -> int:
-        """Cached values per token and layer: K and V per kv head, or MLA's latent plus its rotary key."""
-        if self.is_mla:
-            return self.kv_lora_rank + self.qk_rope_head_dim
-        return 2 * self.n_kv_heads * self.head_dim
-
-    @property
-    def kv_bytes_per_value(self) -> float:
-        return self.bits(self.kv) / 8
-
-    @property
-    def kv_bytes_per_token(self) -> float:
-        """Bytes per token of context, over the full-attention layers (windowed layers stop growing: see
-        kv_window_bytes_per_sequence)."""
-        full = sum(1 for i in range(self.n_layers) if not self.window(i))
-        return self.kv_values_per_layer * full * self.kv_bytes_per_value
-
-    def kv_bytes(self, context: int) -> float:
-        """Bytes of one sequence's cache at `context` tokens."""
-        per_layer = self.kv_values_per_layer * self.kv_bytes_per_value
-        return sum(per_layer * (min(self.window(i), context) if self.window(i) else context)
-                   for i in range(self.n_layers))
-
-    @property
-    def kv_window_bytes_per_sequence(self) -> float:
-        """The cap of the windowed layers' cache, per sequence."""
-        per_layer = self.kv_values_per_layer * self.kv_bytes_per_value
-        return sum(per_layer * self.window(i) for i in range(self.n_layers) if self.window(i))
-
 
 # Llama 3.1 family: meta-llama/llama-models sku_list.py and the config.json files.

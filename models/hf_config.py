@@ -6,12 +6,14 @@ from pathlib import Path
 
 from base.inputs import ConfigError
 from models.config import ModelConfig
-from models.file_checks import EXAMPLE, build, describe, is_type
+from models.file_checks import EXAMPLE, build
+from models.hf_reader import HF, MISSING, window_pattern
+from models.hf_recent import gated_deltanet, llama4, minimax_m2, qwen3_moe
 from models.quantization import module_names, read_quantization
 
-_MISSING = object()
-
 _COMMON = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+_LINEAR_KEYS = ("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim",
+                "linear_conv_kernel_dim", ("layer_types", "full_attention_interval"))
 # Keys each architecture needs beyond _COMMON; a tuple inside is a set of alternatives.
 _REQUIRED = {
     "LlamaForCausalLM": (),
@@ -29,11 +31,17 @@ _REQUIRED = {
     "DeepseekV2ForCausalLM": ("n_routed_experts", "num_experts_per_tok", "n_shared_experts", "moe_intermediate_size",
                               "first_k_dense_replace", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
                               "qk_rope_head_dim", "v_head_dim"),
+    "DeepseekV32ForCausalLM": ("n_routed_experts", "num_experts_per_tok", "n_shared_experts", "moe_intermediate_size",
+                              "first_k_dense_replace", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+                              "qk_rope_head_dim", "v_head_dim", "index_n_heads", "index_head_dim", "index_topk"),
     "Glm4MoeForCausalLM": ("n_routed_experts", "num_experts_per_tok", "n_shared_experts", "moe_intermediate_size",
                            "first_k_dense_replace"),
     "GptOssForCausalLM": ("num_local_experts", ("num_experts_per_tok", "experts_per_token"), "layer_types"),
     "Llama4ForCausalLM": ("num_local_experts", "num_experts_per_tok", "intermediate_size_mlp"),
     "MiniMaxM2ForCausalLM": ("num_local_experts", "num_experts_per_tok"),
+    "Qwen3NextForCausalLM": _LINEAR_KEYS + ("num_experts", "num_experts_per_tok", "moe_intermediate_size"),
+    "Qwen3_5ForCausalLM": _LINEAR_KEYS,
+    "Qwen3_5MoeForCausalLM": _LINEAR_KEYS + ("num_experts", "num_experts_per_tok", "moe_intermediate_size"),
 }
 # Keys a published config.json may leave out because transformers' config class supplies them (Gemma3TextConfig's
 # defaults; google/gemma-3-27b-it's text_config gives neither vocab_size nor rope_theta).
@@ -44,47 +52,10 @@ _DEFAULTS = {"Gemma3ForCausalLM": {"vocab_size": 262208, "rope_theta": 1_000_000
 # Multimodal wrappers whose text model is one of the architectures here: (its config's key, the architecture).
 _WRAPPERS = {"Gemma3ForConditionalGeneration": ("text_config", "Gemma3ForCausalLM"),
              "Llama4ForConditionalGeneration": ("text_config", "Llama4ForCausalLM"),
-             "KimiK25ForConditionalGeneration": ("text_config", "DeepseekV3ForCausalLM")}
+             "KimiK25ForConditionalGeneration": ("text_config", "DeepseekV3ForCausalLM"),
+             "Qwen3_5ForConditionalGeneration": ("text_config", "Qwen3_5ForCausalLM"),
+             "Qwen3_5MoeForConditionalGeneration": ("text_config", "Qwen3_5MoeForCausalLM")}
 _NULLABLE = {"q_lora_rank", "n_shared_experts"}  # null means none (DeepSeek-V2-Lite has no query compression)
-
-
-class _HF:
-    """Typed access to one config.json's keys, with errors that name the file, the key and the architecture."""
-
-    def __init__(self, cfg: dict, arch: str, where: str):
-        self.cfg, self.arch, self.where = cfg, arch, where
-
-    def fail(self, msg: str):
-        raise ConfigError(f"{self.where}: {msg}")
-
-    def missing(self, keys: list[str]):
-        self.fail(f"{self.arch} config is missing {', '.join(keys)}; add the key{'s' if len(keys) > 1 else ''} "
-                  f"from the model's published config.json (or describe the model in a .toml file, see {EXAMPLE})")
-
-    def get(self, key: str, kind: type, default=_MISSING):
-        value = self.cfg.get(key)
-        if value is None:
-            if default is _MISSING:
-                self.missing([key])
-            return default
-        if not is_type(value, kind) or (kind is list and not isinstance(value, list)):
-            self.fail(f"{key} must be {describe(kind) if kind is not list else 'a list'} in a {self.arch} config, "
-                      f"got {value!r}; correct the value")
-        return float(value) if kind is float else value
-
-    def int(self, key: str, default=_MISSING) -> int:
-        value = self.get(key, int, default)
-        if value is not default and value < 0:
-            self.fail(f"{key} must be >= 0 in a {self.arch} config, got {value}; correct the value")
-        return value
-
-    def count(self, key: str) -> int:
-        """A count the architecture needs: a positive integer (0 would silently make another model)."""
-        value = self.get(key, int)
-        if value <= 0:
-            self.fail(f"{key} must be a positive integer for {self.arch} (it has that feature), got {value}; correct "
-                      "the value, or describe a model without it in a .toml file (see models/examples/custom.toml)")
-        return value
 
 
 def from_hf(cfg, where: str, name: str, path: Path) -> ModelConfig:
@@ -108,7 +79,7 @@ def from_hf(cfg, where: str, name: str, path: Path) -> ModelConfig:
         raise ConfigError(f"{where}: architecture {arch} is not supported; supported: {supported} (or describe "
                           f"the model in a .toml file, see {EXAMPLE})")
     cfg = {**_DEFAULTS.get(arch, {}), **{k: v for k, v in cfg.items() if v is not None or k in _NULLABLE}}
-    hf = _HF(cfg, arch, where)
+    hf = HF(cfg, arch, where)
     missing = []
     for key in (*_COMMON, *_REQUIRED[arch]):
         keys = key if isinstance(key, tuple) else (key,)
@@ -129,7 +100,7 @@ def from_hf(cfg, where: str, name: str, path: Path) -> ModelConfig:
     return build(lambda: ModelConfig(name=name, **values), where)
 
 
-def _hf_common(hf: _HF) -> dict:
+def _hf_common(hf: HF) -> dict:
     hidden, n_heads = hf.int("hidden_size"), hf.int("num_attention_heads")
     values = dict(vocab_size=hf.int("vocab_size"), hidden=hidden, n_layers=hf.int("num_hidden_layers"),
                   n_heads=n_heads, n_kv_heads=hf.int("num_key_value_heads", n_heads),
@@ -138,7 +109,7 @@ def _hf_common(hf: _HF) -> dict:
     rope = hf.cfg.get("rope_parameters")  # newer transformers keep rope_theta there
     theta = hf.get("rope_theta", float, None)
     if theta is None and isinstance(rope, dict) and rope.get("rope_theta") is not None:
-        theta = _HF(rope, hf.arch, hf.where).get("rope_theta", float)
+        theta = HF(rope, hf.arch, hf.where).get("rope_theta", float)
     if theta is not None:
         values["rope_theta"] = theta
     if (eps := hf.get("rms_norm_eps", float, None)) is not None:
@@ -150,18 +121,18 @@ def _hf_common(hf: _HF) -> dict:
     return values
 
 
-def _llama(hf: _HF, values: dict) -> dict:
+def _llama(hf: HF, values: dict) -> dict:
     return dict(qkv_bias=hf.get("attention_bias", bool, False))
 
 
-def _no_sliding_window(hf: _HF):
+def _no_sliding_window(hf: HF):
     if hf.get("use_sliding_window", bool, False):
         hf.fail("use_sliding_window = true: Qwen's per-layer sliding window layout (max_window_layers) is not "
                 f"supported; set it to false (the published models' setting), or write a .toml with window_pattern "
                 f"(see {EXAMPLE})")
 
 
-def _qwen2(hf: _HF, values: dict) -> dict:
+def _qwen2(hf: HF, values: dict) -> dict:
     """Qwen2 and Qwen2.5: biases on the q, k and v projections (priced with one on the output projection too, as
     qkv_bias has it: `hidden` values a layer)."""
     _no_sliding_window(hf)
@@ -169,20 +140,20 @@ def _qwen2(hf: _HF, values: dict) -> dict:
                                       "layer, < 0.001% of the weights)",))
 
 
-def _qwen3(hf: _HF, values: dict) -> dict:
+def _qwen3(hf: HF, values: dict) -> dict:
     _no_sliding_window(hf)
     return dict(qkv_bias=hf.get("attention_bias", bool, False),
                 notes=("q/k RMSNorms over head_dim values not priced (a few FLOPs a head)",))
 
 
-def _mistral(hf: _HF, values: dict) -> dict:
+def _mistral(hf: HF, values: dict) -> dict:
     """Mistral, Mistral-Nemo, Mistral Large: head_dim apart from hidden / heads (read in _hf_common), an optional
     sliding window on every layer."""
     window = hf.int("sliding_window", None)
     return dict(window_pattern=(window,)) if window else {}
 
 
-def _mixtral(hf: _HF, values: dict) -> dict:
+def _mixtral(hf: HF, values: dict) -> dict:
     extra = dict(n_experts=hf.count("num_local_experts"), n_active=hf.count("num_experts_per_tok"),
                  expert_ffn=values["ffn"])
     if (window := hf.int("sliding_window", None)) is not None:  # Mistral-style: every layer windowed
@@ -190,19 +161,7 @@ def _mixtral(hf: _HF, values: dict) -> dict:
     return extra
 
 
-def _qwen3_moe(hf: _HF, values: dict) -> dict:
-    if hf.get("mlp_only_layers", list, []) or hf.int("decoder_sparse_step", 1) != 1:
-        hf.fail("dense layers among the MoE layers (mlp_only_layers non-empty or decoder_sparse_step != 1): that "
-                "layout is not supported; only the first layers may be dense (first_dense), so use "
-                f"mlp_only_layers = [] and decoder_sparse_step = 1, or write a .toml (see {EXAMPLE})")
-    if hf.get("use_sliding_window", bool, False):
-        hf.fail("use_sliding_window = true: Qwen3's per-layer sliding window layout is not supported; set it to "
-                f"false, or write a .toml with window_pattern (see {EXAMPLE})")
-    return dict(qkv_bias=hf.get("attention_bias", bool, False), n_experts=hf.count("num_experts"),
-                n_active=hf.count("num_experts_per_tok"), expert_ffn=hf.count("moe_intermediate_size"))
-
-
-def _deepseek_v3(hf: _HF, values: dict, scoring: str = "sigmoid") -> dict:
+def _deepseek_v3(hf: HF, values: dict, scoring: str = "sigmoid") -> dict:
     """DeepSeek-V3 and V2 (V2 and V2-Lite: `scoring`'s softmax where the file gives no scoring_func; V2-Lite has no
     query compression, q_lora_rank null)."""
     if hf.int("moe_layer_freq", 1) != 1:
@@ -226,7 +185,13 @@ def _deepseek_v3(hf: _HF, values: dict, scoring: str = "sigmoid") -> dict:
                 router=scoring, notes=tuple(notes))
 
 
-def _glm4_moe(hf: _HF, values: dict) -> dict:
+def _indexer(hf: HF) -> dict:
+    """DeepSeek-V3.2's lightning indexer (DeepSeek Sparse Attention)."""
+    return dict(index_heads=hf.count("index_n_heads"), index_dim=hf.count("index_head_dim"),
+                index_topk=hf.count("index_topk"))
+
+
+def _glm4_moe(hf: HF, values: dict) -> dict:
     """GLM-4.5/4.6/4.7: GQA attention with q, k and v biases (priced with an output bias too: `hidden` values a
     layer), partial RoPE and q/k norms (no cost), sigmoid-scored routed experts and shared ones, the first layers
     dense; the multi-token-prediction layer is not served."""
@@ -239,13 +204,13 @@ def _glm4_moe(hf: _HF, values: dict) -> dict:
                 router="sigmoid", notes=tuple(notes))
 
 
-def _layer_windows(hf: _HF, n_layers: int, every: int = 0) -> tuple[int, ...]:
+def _layer_windows(hf: HF, n_layers: int, every: int = 0) -> tuple[int, ...]:
     """The window pattern from `layer_types` (sliding_attention or full_attention per layer), or, without it, every
     `every`-th layer full and the rest sliding (Gemma's layout: layer i full when (i + 1) % every == 0)."""
-    layer_types = hf.get("layer_types", list, None if every else _MISSING)
+    layer_types = hf.get("layer_types", list, None if every else MISSING)
     if layer_types is None:
         window = hf.count("sliding_window")
-        return _window_pattern([0 if (i + 1) % every == 0 else window for i in range(n_layers)], hf)
+        return window_pattern([0 if (i + 1) % every == 0 else window for i in range(n_layers)], hf)
     if len(layer_types) != n_layers:
         hf.fail(f"layer_types has {len(layer_types)} entries but num_hidden_layers is {n_layers}; give one entry "
                 "per layer")
@@ -258,10 +223,10 @@ def _layer_windows(hf: _HF, n_layers: int, every: int = 0) -> tuple[int, ...]:
         else:
             hf.fail(f"layer type {kind!r} is not supported; layer_types entries must be sliding_attention or "
                     "full_attention")
-    return _window_pattern(windows, hf)
+    return window_pattern(windows, hf)
 
 
-def _gpt_oss(hf: _HF, values: dict) -> dict:
+def _gpt_oss(hf: HF, values: dict) -> dict:
     per_token = "num_experts_per_tok" if hf.cfg.get("num_experts_per_tok") is not None else "experts_per_token"
     return dict(window_pattern=_layer_windows(hf, values["n_layers"]),
                 qkv_bias=hf.get("attention_bias", bool, False), attn_sinks=True,
@@ -269,7 +234,7 @@ def _gpt_oss(hf: _HF, values: dict) -> dict:
                 expert_bias=True, notes=("YaRN rope scaling and the SwiGLU clamp do not change the cost",))
 
 
-def _phi3(hf: _HF, values: dict) -> dict:
+def _phi3(hf: HF, values: dict) -> dict:
     """Phi-3 and Phi-4: q, k and v in one fused projection and gate and up in another (the same weights, priced as
     the separate matmuls they hold); an optional sliding window on every layer (Phi-3-mini's 2047)."""
     notes = ("fused qkv_proj and gate_up_proj: the same weights and FLOPs as separate projections",)
@@ -278,7 +243,7 @@ def _phi3(hf: _HF, values: dict) -> dict:
     return {**_mistral(hf, values), "qkv_bias": hf.get("attention_bias", bool, False), "notes": notes}
 
 
-def _gemma(hf: _HF, values: dict, every: int) -> dict:
+def _gemma(hf: HF, values: dict, every: int) -> dict:
     """Gemma 2 and 3: local (sliding window) and global layers, tied embeddings by default, GeGLU MLPs (the same
     three matmuls as SwiGLU), norms before and after attention and the MLP, logit soft-capping: the last two are
     elementwise work on a few values a token, read and not priced."""
@@ -291,76 +256,16 @@ def _gemma(hf: _HF, values: dict, every: int) -> dict:
                        *(f"{c}: not priced (a tanh a logit)" for c in caps)))
 
 
-def _llama4(hf: _HF, values: dict) -> dict:
-    """Llama 4 (Scout, Maverick): a routed expert (top-1, sigmoid score) and a shared one of intermediate_size on
-    every interleave_moe_layer_step-th layer, dense MLPs of intermediate_size_mlp between; chunked attention on the
-    RoPE layers (layer_types, else no_rope_layers, else every no_rope_layer_interval-th layer global)."""
-    n, every = values["n_layers"], hf.count("interleave_moe_layer_step")
-    moe_layers = hf.get("moe_layers", list, None)
-    if moe_layers is not None and moe_layers != list(range(every - 1, n, every)):
-        hf.fail(f"moe_layers {moe_layers} is not every interleave_moe_layer_step = {every}-th layer; only that "
-                f"layout is supported, so remove moe_layers or write a .toml (see {EXAMPLE})")
-    chunk = hf.count("attention_chunk_size")
-    kinds = hf.get("layer_types", list, None)
-    if kinds is None:
-        rope = hf.get("no_rope_layers", list, None) or [
-            int((i + 1) % hf.count("no_rope_layer_interval") != 0) for i in range(n)]
-        kinds = ["chunked_attention" if r else "full_attention" for r in rope]
-    if len(kinds) != n or not set(kinds) <= {"chunked_attention", "full_attention"}:
-        hf.fail("layer_types (or no_rope_layers) must give chunked_attention or full_attention (1 or 0) for each of "
-                f"the {n} layers; correct the list")
-    return dict(ffn=hf.count("intermediate_size_mlp"), expert_ffn=hf.count("intermediate_size"),
-                n_experts=hf.count("num_local_experts"), n_active=hf.count("num_experts_per_tok"), n_shared=1,
-                moe_every=every, router="sigmoid", chunked=True, qkv_bias=hf.get("attention_bias", bool, False),
-                window_pattern=_window_pattern([chunk if k == "chunked_attention" else 0 for k in kinds], hf),
-                notes=("chunked layers' decode reads its ring of min(chunk, context) positions, an upper bound: an "
-                       "engine reads the current chunk's tokens only (half a chunk on average past the first)",
-                       "no RoPE on the global layers, L2 q/k norms and attention temperature tuning: no cost counted",
-                       "the router is counted with a bias of one value an expert, which Llama 4's lacks"))
-
-
-def _minimax_m2(hf: _HF, values: dict) -> dict:
-    """MiniMax-M2 (and M2.1, M2.5): full attention on every layer (attn_type_list all 1), a MoE on every layer with
-    sigmoid-scored experts of intermediate_size and a routing bias, no shared expert; q/k norms over the whole
-    projection and partial RoPE cost nothing here; the multi-token-prediction modules are not served."""
-    kinds = hf.get("attn_type_list", list, [1] * values["n_layers"])
-    if any(k != 1 for k in kinds):
-        hf.fail("attn_type_list has layers other than full softmax attention (1): MiniMax's linear-attention "
-                f"layers are not supported; write a .toml (see {EXAMPLE})")
-    if hf.int("shared_intermediate_size", 0):
-        hf.fail("shared_intermediate_size > 0: a shared expert of another size than the routed ones is not "
-                f"supported; write a .toml (see {EXAMPLE})")
-    scoring = hf.cfg.get("scoring_func", "softmax")
-    if scoring not in ("sigmoid", "softmax"):
-        hf.fail(f"scoring_func {scoring!r} is not sigmoid or softmax; correct the value")
-    notes = ["q/k RMSNorms over the whole projections (7,168 values a layer) and partial RoPE: no cost counted"]
-    if hf.int("num_mtp_modules", 0):
-        notes.append("the multi-token-prediction modules are not part of the served model")
-    return dict(n_experts=hf.count("num_local_experts"), n_active=hf.count("num_experts_per_tok"),
-                expert_ffn=values["ffn"], router=scoring, notes=tuple(notes))
-
-
-def _window_pattern(windows: list[int], hf: _HF) -> tuple[int, ...]:
-    """The shortest period the per-layer windows repeat with (a last, partial period allowed: Gemma 3 27B's 62
-    layers are 10 periods of 6 and 2 layers more); () when no layer is windowed."""
-    n = len(windows)
-    if not n:
-        return ()
-    period = next(p for p in range(1, n + 1) if all(windows[i] == windows[i % p] for i in range(n)))
-    if period > 1 and 2 * period > n:
-        hf.fail(f"layer_types do not repeat (no pattern of num_hidden_layers / 2 = {n // 2} layers or fewer "
-                f"tiles them); a repeating sliding/full pattern is needed, or write a .toml with window_pattern "
-                f"(see {EXAMPLE})")
-    pattern = tuple(windows[:period])
-    return pattern if any(pattern) else ()
-
-
 _ARCH_FIELDS = {"LlamaForCausalLM": _llama, "Qwen2ForCausalLM": _qwen2, "Qwen3ForCausalLM": _qwen3,
                 "MistralForCausalLM": _mistral, "Phi3ForCausalLM": _phi3,
                 "Gemma2ForCausalLM": lambda hf, v: _gemma(hf, v, 2),
                 "Gemma3ForCausalLM": lambda hf, v: _gemma(hf, v, hf.count("sliding_window_pattern")),
-                "MixtralForCausalLM": _mixtral, "Qwen3MoeForCausalLM": _qwen3_moe,
+                "MixtralForCausalLM": _mixtral, "Qwen3MoeForCausalLM": qwen3_moe,
                 "DeepseekV3ForCausalLM": _deepseek_v3,
-                "DeepseekV2ForCausalLM": lambda hf, v: _deepseek_v3(hf, v, "softmax"), "Glm4MoeForCausalLM": _glm4_moe,
-                "GptOssForCausalLM": _gpt_oss, "Llama4ForCausalLM": _llama4, "MiniMaxM2ForCausalLM": _minimax_m2}
+                "DeepseekV2ForCausalLM": lambda hf, v: _deepseek_v3(hf, v, "softmax"),
+                "DeepseekV32ForCausalLM": lambda hf, v: {**_deepseek_v3(hf, v), **_indexer(hf)},
+                "Glm4MoeForCausalLM": _glm4_moe,
+                "GptOssForCausalLM": _gpt_oss, "Llama4ForCausalLM": llama4, "MiniMaxM2ForCausalLM": minimax_m2,
+                "Qwen3NextForCausalLM": gated_deltanet, "Qwen3_5ForCausalLM": gated_deltanet,
+                "Qwen3_5MoeForCausalLM": gated_deltanet}
 ARCHITECTURES = tuple(_ARCH_FIELDS)

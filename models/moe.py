@@ -148,6 +148,7 @@ class MoE(nnx.Module):
         self.up = Linear(rngs, (e, d, f), ("experts", "embed", "expert_mlp"), spec="gecd,edf->gecf", **kw)
         self.down = Linear(rngs, (e, f, d), ("experts", "expert_mlp", "embed"), spec="gecf,efd->gecd", **kw)
         self.shared = MLP(cfg, rngs, cfg.n_shared * cfg.expert_ffn) if cfg.n_shared else None
+        self.shared_gate = param(rngs, (d, 1), ("embed", None), act) if cfg.shared_gate else None
 
     def route(self, x):
         """x [G, S, D] -> expert ids [G, S, k] and their weights (normalised over the k chosen)."""
@@ -208,9 +209,11 @@ class MoE(nnx.Module):
         y = y.reshape(*inputs.shape[:2], *y.shape[-2:])  # [B, T, P, D]
         if self.shared is None:
             return _sum(y, 2)
+        gate = 1.0 if self.shared_gate is None else jax.nn.sigmoid(  # Qwen3-Next: [B, T, 1]
+            jnp.einsum("btd,do->bto", inputs, self.shared_gate[...]).astype(jnp.float32)).astype(x.dtype)
         if same_split(partial_axis, "mlp"):  # one reduction of the routed and shared experts' sum, as engines do
-            return _sum(y + self.shared.partial(inputs), 2)
-        return _sum(y, 2) + self.shared(inputs)
+            return _sum(y + self.shared.partial(inputs) * (gate if self.shared_gate is None else gate[..., None]), 2)
+        return _sum(y, 2) + self.shared(inputs) * gate
 
     def _combine(self, out, slot_token, slot_weight, g_axis: str, tokens: int):
         """Each group's slot outputs, weighted and added into their tokens, without reducing partial sums: out

@@ -60,6 +60,10 @@ _DEEPSEEK = dict(hidden=7168, n_layers=61, n_kv_heads=0, head_dim=192, ffn=18432
                         "group-limited routing (n_group, topk_group) picks the same number of experts"))
 DEEPSEEK_V3 = ModelConfig("deepseek-v3", vocab_size=129280, n_heads=128, n_experts=256, first_dense=3,
                           **{**_DEEPSEEK, "n_kv_heads": 128})
+# deepseek-ai/DeepSeek-V3.2 config.json: DeepSeek-V3's model and a lightning indexer on every layer (64 heads of 128,
+# top 2048 tokens a query): DeepSeek Sparse Attention.
+DEEPSEEK_V32 = ModelConfig("deepseek-v3.2", vocab_size=129280, n_heads=128, n_experts=256, first_dense=3,
+                           index_heads=64, index_dim=128, index_topk=2048, **{**_DEEPSEEK, "n_kv_heads": 128})
 KIMI_K2 = ModelConfig("kimi-k2", vocab_size=163840, n_heads=64, n_experts=384, first_dense=1,
                       **{**_DEEPSEEK, "rope_theta": 50_000.0, "n_kv_heads": 64})
 # moonshotai/Kimi-K2.5 config.json (KimiK25ForConditionalGeneration; its text_config is Kimi K2's): routed experts in
@@ -99,10 +103,20 @@ MINIMAX_M2 = ModelConfig("minimax-m2", vocab_size=200064, hidden=3072, n_layers=
                          head_dim=128, ffn=1536, rope_theta=5e6, norm_eps=1e-6, n_experts=256, n_active=8,
                          expert_ffn=1536, router="sigmoid", weight_dtype="float8",
                          notes=("the multi-token-prediction modules are not part of the served model",))
+# Qwen/Qwen3-Next-80B-A3B-Instruct config.json: Gated DeltaNet on 3 layers of 4 (16 key and 32 value heads of 128),
+# gated full attention on the 4th (16 heads of 256, 2 kv heads); 512 experts (top 10) of 512 and a gated shared one.
+QWEN3_NEXT_80B = ModelConfig("qwen3-next-80b-a3b", vocab_size=151936, hidden=2048, n_layers=48, n_heads=16,
+                             n_kv_heads=2, head_dim=256, ffn=5120, rope_theta=1e7, norm_eps=1e-6, attn_gate=True,
+                             linear_pattern=(1, 1, 1, 0), linear_k_heads=16, linear_v_heads=32, linear_k_dim=128,
+                             linear_v_dim=128, linear_conv=4, n_experts=512, n_active=10, n_shared=1,
+                             expert_ffn=512, shared_gate=True,
+                             notes=("linear-attention state kept in float32 (SGLang's default, and vLLM's advice "
+                                    "for Qwen3-Next)",))
 # A tiny config for tests: head_dim deliberately not hidden // n_heads.
 TINY = ModelConfig("tiny", vocab_size=512, hidden=128, n_layers=4, n_heads=8, n_kv_heads=8, head_dim=32, ffn=256)
 
-PRESETS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, QWEN25_72B, QWEN3_32B, MISTRAL_LARGE_2,
-                               MISTRAL_NEMO, GEMMA2_27B, GEMMA3_27B, PHI_4, MIXTRAL_8X7B, QWEN3_30B_A3B,
-                               QWEN3_235B_A22B, GLM_45, GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V2, DEEPSEEK_V2_LITE,
-                               DEEPSEEK_V3, KIMI_K2, KIMI_K25, LLAMA4_SCOUT, LLAMA4_MAVERICK, MINIMAX_M2, TINY)}
+PRESETS = {m.name: m for m in (
+    LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, QWEN25_72B, QWEN3_32B, MISTRAL_LARGE_2, MISTRAL_NEMO, GEMMA2_27B, GEMMA3_27B,
+    PHI_4, MIXTRAL_8X7B, QWEN3_30B_A3B, QWEN3_235B_A22B, GLM_45, GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V2,
+    DEEPSEEK_V2_LITE, DEEPSEEK_V3, DEEPSEEK_V32, KIMI_K2, KIMI_K25, LLAMA4_SCOUT, LLAMA4_MAVERICK, MINIMAX_M2,
+    QWEN3_NEXT_80B, TINY)}

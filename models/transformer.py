@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models import scopes
-from models.attention import Step, cache_arrays, cache_capacity, make_attention, striped_order
+from models.attention import Step, cache_arrays, cache_capacity, cache_dtype, make_attention, striped_order
 from models.config import ModelConfig
 from models.formats import DTYPES
 from models.layers import RMSNorm, matmul, param
@@ -28,10 +28,10 @@ __all__ = ["KVCache", "Transformer", "abstract_model", "cache_shapes", "decode",
 
 
 class Block(nnx.Module):
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, moe: bool):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, moe: bool, linear: bool = False):
         act = cfg.jnp_dtype
         self.attn_norm = RMSNorm(cfg.hidden, cfg.norm_eps, act)
-        self.attn = make_attention(cfg, rngs)
+        self.attn = make_attention(cfg, rngs, linear)
         self.mlp_norm = RMSNorm(cfg.hidden, cfg.norm_eps, act)
         self.mlp = MoE(cfg, rngs) if moe else MLP(cfg, rngs)
         self.scope = scopes.MOE if moe else scopes.MLP
@@ -47,10 +47,11 @@ class Block(nnx.Module):
 
 class Unit(nnx.Module):
     """One period of the model's layers (or the layers a run ends with, short of a period): consecutive layers that
-    differ only in their window and whether their feed-forward is MoE (`moe`, one flag a layer)."""
+    differ only in their window, whether their feed-forward is MoE (`moe`, one flag a layer) and whether their
+    attention is linear (`linear`)."""
 
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, *, moe: tuple[bool, ...]):
-        self.blocks = nnx.List([Block(cfg, rngs, m) for m in moe])
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, *, moe: tuple[bool, ...], linear: tuple[bool, ...]):
+        self.blocks = nnx.List([Block(cfg, rngs, m, n) for m, n in zip(moe, linear, strict=True)])
 
 
 def segments(cfg: ModelConfig) -> list[tuple[int, int, tuple[bool, ...], int]]:
@@ -77,7 +78,7 @@ class KVCache:
 
 def cache_shapes(cfg: ModelConfig, batch: int, capacity: int) -> tuple[dict[str, tuple[tuple, tuple]], ...]:
     """Per stack: name -> (shape, logical axes). Windowed layers hold min(window, capacity) positions."""
-    return tuple(cache_arrays(cfg, units, batch, cache_capacity(cfg, first + j, capacity))
+    return tuple(cache_arrays(cfg, units, batch, cache_capacity(cfg, first + j, capacity), cfg.is_linear(first + j))
                  for first, units, _, width in segments(cfg) for j in range(width))
 
 
@@ -88,12 +89,13 @@ class Transformer(nnx.Module):
         vocab = DTYPES[cfg.vocab]
         self.embed = param(rngs, (cfg.vocab_size, cfg.hidden), ("vocab", "embed"), vocab, scale=1.0)
         stacks = []
-        for _, units, moe, _ in segments(cfg):
+        for first, units, moe, width in segments(cfg):
+            linear = tuple(cfg.is_linear(first + j) for j in range(width))
             if cfg.scan_layers:  # one Unit whose weights carry a leading layer axis
-                make = nnx.vmap(partial(Unit, cfg, moe=moe), in_axes=0, out_axes=0)
+                make = nnx.vmap(partial(Unit, cfg, moe=moe, linear=linear), in_axes=0, out_axes=0)
                 stacks.append(nnx.split_rngs(splits=units)(make)(rngs))
             else:
-                stacks.append(nnx.List([Unit(cfg, rngs, moe=moe) for _ in range(units)]))
+                stacks.append(nnx.List([Unit(cfg, rngs, moe=moe, linear=linear) for _ in range(units)]))
         self.segments = nnx.List(stacks)
         self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps, act)
         if not cfg.tie_embeddings:
@@ -135,9 +137,8 @@ class Transformer(nnx.Module):
 
 
 def empty_cache(cfg: ModelConfig, batch: int, capacity: int) -> KVCache:
-    dtype = DTYPES[cfg.kv]
-    return KVCache(tuple({name: constrain(jnp.zeros(shape, dtype), *axes) for name, (shape, axes) in stack.items()}
-                         for stack in cache_shapes(cfg, batch, capacity)))
+    return KVCache(tuple({name: constrain(jnp.zeros(shape, cache_dtype(cfg, name)), *axes)
+                          for name, (shape, axes) in stack.items()} for stack in cache_shapes(cfg, batch, capacity)))
 
 
 def prefill(weights: nnx.State, tokens, *, graphdef: nnx.GraphDef, capacity: int):

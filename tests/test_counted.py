@@ -131,7 +131,7 @@ def test_symmetric_int4_stores_no_zero_points(tmp_path, small):
     assert (cfg.weights, cfg.int4_group, cfg.int4_zero_points, cfg.bits("int4")) == ("int4", 32, False, 4.5)
     sym = dataclasses.replace(small, weight_dtype="int4", int4_group=32, int4_zero_points=False)
     r = trace(sym, "h100x8", "tp", batch=8, context=64, find_max_batch=False)
-    layers = small.n_layers * (small.attn_params_per_layer + small.dense_mlp_params)
+    layers = small.n_layers * (small.attn_params(0) + small.dense_mlp_params)
     vocab = 2 * small.vocab_size * small.hidden * 2
     assert r.phases["decode"].step.weight_bytes == (layers * 4.5 / 8 + vocab) / 8 + 5 * small.hidden * 2
 
@@ -185,7 +185,7 @@ def test_nvfp4_runs_at_fp4_peak_where_the_chip_has_one(small):
     / 8 devices in FP4."""
     b200 = trace(small, "b200x8", "tp", batch=8, context=64, weights="fp4", find_max_batch=False)
     h100 = trace(small, "h100x8", "tp", batch=8, context=64, weights="fp4", find_max_batch=False)
-    layer_matmuls = small.n_layers * (small.attn_params_per_layer + small.dense_mlp_params)
+    layer_matmuls = small.n_layers * (small.attn_params(0) + small.dense_mlp_params)
     fp4 = b200.phases["decode"].step.cost.flops_by_dtype
     assert fp4["float4"] == pytest.approx(2 * 8 * layer_matmuls / 8, rel=0.01)
     assert "float4" not in h100.phases["decode"].step.cost.flops_by_dtype

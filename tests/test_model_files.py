@@ -15,7 +15,7 @@ DATA = Path(__file__).parent / "data"
 HF_MODELS = ("llama3-70b", "qwen2.5-72b", "qwen3-32b", "mistral-large-2", "mistral-nemo", "gemma2-27b",
              "gemma3-27b", "phi-4", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2", "deepseek-v2-lite",
              "glm-4.5", "deepseek-v3", "gpt-oss-120b", "llama4-scout", "llama4-maverick",
-             "minimax-m2", "kimi-k2.5")
+             "minimax-m2", "kimi-k2.5", "qwen3-next-80b-a3b", "deepseek-v3.2")
 
 
 def hf_config(name: str) -> dict:
@@ -206,8 +206,7 @@ def test_llama4(tmp_path):
     """Llama 4's text_config: Scout MoE on every layer, Maverick on every second (dense MLPs of
     intermediate_size_mlp between); chunked attention on the RoPE layers, from no_rope_layers (empty: every 4th
     layer global), layer_types where given; moe_layers must be the interleaving's own list."""
-    scout, maverick = (load_model_file(str(DATA / n)) for n in ("llama4-scout", "llama4-maverick",
-             "minimax-m2", "kimi-k2.5"))
+    scout, maverick = (load_model_file(str(DATA / n)) for n in ("llama4-scout", "llama4-maverick"))
     assert (scout.moe_every, maverick.moe_every, maverick.ffn, maverick.expert_ffn) == (1, 2, 16384, 8192)
     assert scout.window_pattern == (8192, 8192, 8192, 0) and scout.chunked
     assert [maverick.layer_is_moe(i) for i in range(4)] == [False, True, False, True]
@@ -239,6 +238,44 @@ def test_kimi_k25_wrapper(tmp_path):
     text = dict(cfg["text_config"])
     outside = {**cfg, "quantization_config": text.pop("quantization_config"), "text_config": text}
     assert load_model_file(write_json(tmp_path, outside)).weight_bytes == k25.weight_bytes
+
+
+QWEN35_TEXT = {  # Qwen/Qwen3.5-9B's text_config, as published
+    "attention_bias": False, "attn_output_gate": True, "full_attention_interval": 4, "head_dim": 256,
+    "hidden_size": 4096, "intermediate_size": 12288, "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * 8,
+    "linear_conv_kernel_dim": 4, "linear_key_head_dim": 128, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+    "linear_value_head_dim": 128, "num_attention_heads": 16, "num_key_value_heads": 4, "num_hidden_layers": 32,
+    "rms_norm_eps": 1e-06, "vocab_size": 248320, "mamba_ssm_dtype": "float32", "mtp_num_hidden_layers": 1,
+    "rope_parameters": {"mrope_interleaved": True, "mrope_section": [11, 11, 10], "rope_type": "default",
+                        "rope_theta": 10000000, "partial_rotary_factor": 0.25},
+    "tie_word_embeddings": False, "model_type": "qwen3_5_text"}
+
+
+def test_gated_deltanet_families(tmp_path):
+    """Qwen3-Next: linear attention on 3 layers of 4 (full_attention_interval), gated attention, a gated shared
+    expert, the state in float32 when the file does not say; Qwen3.5 (dense and MoE, inside their
+    ...ForConditionalGeneration wrappers): layer_types and mamba_ssm_dtype decide."""
+    nxt = load_model_file(str(DATA / "qwen3-next-80b-a3b"))
+    assert (nxt.linear_pattern, nxt.attn_gate, nxt.shared_gate, nxt.state_dtype) == ((1, 1, 1, 0), True, True,
+                                                                                      "float32")
+    dense = load_model_file(write_json(tmp_path, {"architectures": ["Qwen3_5ForConditionalGeneration"],
+                                                  "text_config": QWEN35_TEXT, "torch_dtype": "bfloat16"}))
+    assert (dense.linear_pattern, dense.is_moe, dense.ffn, dense.kv_bytes_per_token) == (
+        (1, 1, 1, 0), False, 12288, 8 * 2 * 4 * 256 * 2)  # 8 full-attention layers of 32
+    assert any("vision tower is not" in n for n in dense.notes)
+    moe_text = {**QWEN35_TEXT, "hidden_size": 2048, "num_hidden_layers": 40, "num_key_value_heads": 2,
+                "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * 10, "num_experts": 256,
+                "num_experts_per_tok": 8, "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+                "mamba_ssm_dtype": "bfloat16"}
+    moe = load_model_file(write_json(tmp_path, {"architectures": ["Qwen3_5MoeForConditionalGeneration"],
+                                                "text_config": moe_text}, "b"))
+    assert (moe.n_experts, moe.n_active, moe.n_shared, moe.shared_gate, moe.state_dtype) == (256, 8, 1, True,
+                                                                                             "bfloat16")
+    assert moe.state_bytes_per_sequence == 30 * (32 * 128 * 128 * 2 + 8192 * 3 * 2)  # 30 linear layers, bf16
+    fails(write_json(tmp_path, {**hf_config("qwen3-next-80b-a3b"), "shared_expert_intermediate_size": 768}, "c"),
+          "not a multiple of moe_intermediate_size")
+    fails(write_json(tmp_path, {**hf_config("qwen3-next-80b-a3b"), "mamba_ssm_dtype": "float16"}, "d"),
+          "mamba_ssm_dtype 'float16' is not float32 or bfloat16")
 
 
 def test_minimax_m2(tmp_path):

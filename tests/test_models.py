@@ -5,11 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CHUNKED, MLA, MOE, WINDOWED
+from conftest import CHUNKED, HYBRID, MLA, MOE, SPARSE, WINDOWED
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 import models.attention as attention
+import models.linear_attention as linear_attention
 import models.transformer as tf
 from meshes.strategies import get_strategy, virtual_mesh
 from meshes.systems import get_system
@@ -65,12 +66,16 @@ def test_decode_continues_prefill(monkeypatch, scan):
     check_decode_continues_prefill(dataclasses.replace(TINY, dtype="float32", scan_layers=scan), 1e-4)
 
 
-@pytest.mark.parametrize("cfg", [MOE, MLA, WINDOWED, CHUNKED], ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", [MOE, MLA, WINDOWED, CHUNKED, HYBRID, SPARSE], ids=lambda c: c.name)
 def test_decode_continues_prefill_every_feature(monkeypatch, cfg):
     """MoE dispatch (no token dropped: capacity for every assignment), MLA's absorbed decode against its expanded
-    prefill, ring-buffer windows with sinks, and chunks of 4 (the decoded position 9 in the chunk of 8-11, the
-    prefill of 10 folding two whole chunks and a partial one) all give the logits of a longer prefill."""
+    prefill, ring-buffer windows with sinks, chunks of 4 (the decoded position 9 in the chunk of 8-11, the
+    prefill of 10 folding two whole chunks and a partial one), and Gated DeltaNet's recurrent decode against its
+    chunked prefill (chunks of 4: two whole and a padded one; the state and convolution inputs in the cache), and
+    sparse attention's decode over the 4 rows it gathers against its prefill's mask of each query's 4 best keys,
+    all give the logits of a longer prefill."""
     monkeypatch.setattr(attention, "PREFILL_QUERY_BLOCK", 4)
+    monkeypatch.setattr(linear_attention, "CHUNK", 4)
     check_decode_continues_prefill(dataclasses.replace(cfg, dtype="float32", capacity_factor=float(cfg.n_experts)),
                                    2e-4)
 

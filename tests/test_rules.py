@@ -182,6 +182,25 @@ def test_custom_call_of_an_unknown_target_is_charged_its_bytes_and_noted():
     assert cost.notes == ("custom-call my_fused_kernel has no counting rule: charged its reads and writes, no FLOPs",)
 
 
+@pytest.mark.parametrize("opcode, call", [
+    ("custom-call", ', custom_call_target="lapack_strsm_ffi"'),  # the CPU compiler's
+    ("custom-call", ', custom_call_target="__cublas$triangularSolve"'),  # the GPU compiler's
+    ("triangular-solve", ", left_side=true, lower=true, unit_diagonal=true")])
+def test_triangular_solve(opcode, call):
+    """Linear attention's chunked delta rule solves a unit lower-triangular [64, 64] system per chunk and head for 256
+    right-hand sides: forward substitution, n^2 r = 64 x 64 x 256 FLOPs a system, 4 x 8 systems."""
+    text = hlo(f"""  %a = f32[4,8,64,64]{{3,2,1,0}} parameter(0)
+  %b = f32[4,8,64,256]{{3,2,1,0}} parameter(1)
+  ROOT %t = f32[4,8,64,256]{{3,2,1,0}} {opcode}(%a, %b){call}""")
+    cost = read(text)
+    t = kernel(cost, "t")
+    assert t.kind == "other" and cost.flops_by_dtype == {"bfloat16": 4 * 8 * 64 * 64 * 256}
+    assert t.cost.bytes_read == 4 * 8 * 64 * (64 + 256) * 4 and cost.notes == ()
+
+
+COVERED.add("triangular-solve")
+
+
 @pytest.mark.parametrize("target", ["GatherScatterIndicesBitpacked", "MoveToHost", "MoveToDevice"])
 def test_custom_call_of_a_known_no_work_target(target):
     """Moves compute nothing and are not noted; like any kernel they are charged what they read and write."""

@@ -35,7 +35,7 @@ def test_fsdp_gathers_every_weight_each_step(small):
     """FSDP decode: every weight with a hidden axis is all-gathered where it is used: (n-1)/n of them per device."""
     cs = collectives(small, "fsdp")
     gathered = sum(c.wire_bytes_per_device for c in cs if c.op == "all-gather")
-    layer = small.attn_params_per_layer + small.dense_mlp_params
+    layer = small.attn_params(0) + small.dense_mlp_params
     weights = (small.n_layers * layer + small.head_params) * 2  # bf16; the embedding table is looked up instead
     assert gathered == pytest.approx(7 / 8 * weights, rel=0.02)
     assert gathered > 0.99 * sum(c.wire_bytes_per_device for c in cs)

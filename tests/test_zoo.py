@@ -6,7 +6,7 @@ import math
 
 import jax
 import pytest
-from conftest import CHUNKED, MLA, MOE, WINDOWED
+from conftest import CHUNKED, HYBRID, MLA, MOE, SPARSE, WINDOWED
 
 from meshes.strategies import get_strategy
 from meshes.systems import get_system
@@ -42,7 +42,9 @@ PUBLISHED = {"qwen2.5-72b": (72.7e9, 72.7e9, True), "qwen3-32b": (32.8e9, 32.8e9
              # 400.7B); the 17B active counts the embedding table (ours 17.17B with it, 16.14B without).
              "llama4-scout": (109e9, 17e9, True), "llama4-maverick": (400e9, 17e9, True),
              # MiniMax-M2's model card: 230B total, 10B active (ours 228.7B, its 3 MTP modules apart; 10.4B)
-             "minimax-m2": (230e9, 10e9, False)}
+             "minimax-m2": (230e9, 10e9, False),
+             # DeepSeek-V3.2's model card and report: V3.1's 671B parameters (37B active) and the indexer
+             "deepseek-v3.2": (671e9, 37e9, False)}
 
 
 def close(ours: float, published: float) -> bool:
@@ -61,7 +63,31 @@ def test_parameter_counts_match_published(name):
     assert close(cfg.active_params_with_embedding if with_embedding else cfg.active_params, active)
 
 
-@pytest.mark.parametrize("name", [*PUBLISHED, "llama3-70b"])
+def test_qwen3_next_counts():
+    """Qwen3-Next-80B-A3B (model card: 80B total, 3B activated). By hand, d = 2048: a Gated DeltaNet layer's
+    projections d (2 x 16 x 128 + 2 x 32 x 128) + d x 2 x 32 + 32 x 128 x d = 33,685,504 and its convolution,
+    decays and norm (2 x 16 x 128 + 32 x 128) x 4 + 64 + 128 = 32,960; a gated attention layer's q, gate, o
+    3 x d x 16 x 256 + k, v 2 x d x 2 x 256 = 27,262,976; each layer's MoE 512 experts x 3 x d x 512 + a shared one
+    (3 x d x 512) and its gate (d) + the router d x 512 = 1,615,859,712, 2 norms 2d; 36 linear and 12 attention
+    layers, embedding and LM head 2 x 151,936 x d, the final norm: 79,674,385,152 (the checkpoint's 79,674,391,296
+    has q/k norms of 512 values in each attention layer more). Active: 10 experts, not 512: the card's 3B is the
+    3.25B left without the embedding and LM head, cut to one digit. The state a sequence keeps: 36 layers x (32
+    heads x 128 x 128 x 4 bytes + 8192 convolution channels x 3 inputs x 2 bytes) = 77,266,944 bytes, the KV
+    cache of 3,144 tokens; KV 12 layers x 2 x 2 heads x 256 x 2 bytes = 24,576 bytes a token."""
+    cfg, d = PRESETS["qwen3-next-80b-a3b"], 2048
+    linear = d * (2 * 16 * 128 + 2 * 32 * 128) + d * 2 * 32 + 32 * 128 * d + (2 * 16 * 128 + 32 * 128) * 4 + 64 + 128
+    attention = 3 * d * 16 * 256 + 2 * d * 2 * 256
+    moe = 512 * 3 * d * 512 + 3 * d * 512 + d + d * 512
+    total = 36 * linear + 12 * attention + 48 * (moe + 2 * d) + 2 * 151_936 * d + d
+    assert cfg.total_params == total == 79_674_385_152
+    active = total - 48 * 502 * 3 * d * 512
+    assert cfg.active_params_with_embedding == active and cfg.active_params - 151_936 * d == 3_252_593_408
+    assert cfg.state_bytes_per_sequence == 36 * (32 * 128 * 128 * 4 + 8192 * 3 * 2) == 77_266_944
+    assert cfg.kv_bytes_per_token == 12 * 2 * 2 * 256 * 2 == 24_576
+    assert cfg.kv_bytes(1000) == 1000 * 24_576 + 77_266_944
+
+
+@pytest.mark.parametrize("name", [*PUBLISHED, "llama3-70b", "qwen3-next-80b-a3b"])
 def test_model_holds_the_counted_parameters(name):
     """The NNX model's weights (block scales and zero points aside: MXFP4's, int4's) are exactly the parameters the
     config counts."""
@@ -82,6 +108,8 @@ def test_kv_bytes_per_token():
     assert PRESETS["glm-4.5"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 92 == 376_832
     assert PRESETS["deepseek-v2-lite"].kv_bytes_per_token == (512 + 64) * 2 * 27 == 31_104
     assert PRESETS["minimax-m2"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 62 == 253_952
+    # DeepSeek-V3.2: V3's latent (512 + 64 values in bf16) and the indexer's key (128 fp8 values, one f32 scale)
+    assert PRESETS["deepseek-v3.2"].kv_bytes_per_token == ((512 + 64) * 2 + 128 + 4) * 61 == 78_324
     for llama4 in ("llama4-scout", "llama4-maverick"):  # layers 3, 7, ..., 47 global; the other 36 chunked
         assert PRESETS[llama4].kv_bytes_per_token == 12 * 2 * 8 * 128 * 2 == 49_152
         assert PRESETS[llama4].kv_window_bytes_per_sequence == 36 * 8192 * 4096 == 1_207_959_552
@@ -132,7 +160,7 @@ WORK = Workload(batch=8, prompt=256, context=256)
 TAIL = dataclasses.replace(WINDOWED, name="tiny-windowed-tail", n_layers=5, window_pattern=(4, 4, 0))
 
 
-@pytest.fixture(scope="module", params=[MOE, MLA, WINDOWED, TAIL, CHUNKED], ids=lambda c: c.name)
+@pytest.fixture(scope="module", params=[MOE, MLA, WINDOWED, TAIL, CHUNKED, HYBRID, SPARSE], ids=lambda c: c.name)
 def compiled(request):
     return request.param, compile_steps(request.param, get_system("h100x8"), get_strategy("tp"), WORK)
 

@@ -23,8 +23,9 @@ from base.inputs import ConfigError
 from meshes.strategies import Strategy, nearest_multiples, sharding, virtual_mesh
 from meshes.systems import System
 from meshes.targets import GPU_TARGETS
+from models.attention import cache_dtype
 from models.config import ModelConfig
-from models.formats import DTYPES, dtype_bits
+from models.formats import dtype_bits
 from models.scopes import SCOPES
 from models.sharding import use_translator
 from models.transformer import KVCache, abstract_model, cache_shapes, decode, prefill
@@ -256,7 +257,7 @@ def compile_steps(cfg: ModelConfig, system: System, strategy: Strategy, work: Wo
 
     with translator(mesh, strategy):
         shapes = cache_shapes(cfg, work.batch, work.context)
-    cache = KVCache(tuple({name: arg(shape, DTYPES[cfg.kv], axes, f"KV cache {name}")
+    cache = KVCache(tuple({name: arg(shape, cache_dtype(cfg, name), axes, f"KV cache {name}")
                            for name, (shape, axes) in stack.items()} for stack in shapes))
     cache_shardings = jax.tree.map(lambda x: x.sharding, cache)
     logits_sharding = sharding(mesh, strategy, ("batch", "vocab"), (work.batch, cfg.vocab_size), "logits")

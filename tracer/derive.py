@@ -315,6 +315,8 @@ def structure_key(cfg: ModelConfig, strategy: Strategy, mesh: dict, work: Worklo
     only (the module docstring). Prefill's prompt is part of it (one attention kernel per query block)."""
     windows = sorted({w for w in cfg.window_pattern if w})
     key: list = [phase, tuple(work.context >= w for w in windows)]  # a windowed layer's cache: min(window, context)
+    if cfg.index_topk and phase == "decode":
+        key.append(work.context > cfg.index_topk)  # sparse attention: the chosen rows gathered, not the whole cache
     if phase == "prefill":
         key += [work.prompt, tuple(work.prompt > w for w in windows)]  # banded attention past the window
     if cfg.is_moe:

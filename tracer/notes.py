@@ -78,6 +78,19 @@ def _features(cfg: ModelConfig, routing: str) -> list[str]:
         out.append("MLA decode in the absorbed form: the latent cache (kv_lora_rank + rope values per token and "
                    "layer) is read, not per-head K and V; it has no head axis, so each device of a tensor-parallel "
                    "group holds its sequences' whole latent cache, and the latent down-projections are replicated")
+    if cfg.index_topk:
+        out.append(f"sparse attention (DeepSeek's lightning indexer): decode scores every cached token's index key "
+                   f"({cfg.index_dim} fp8 values and a scale a token and layer) and reads the latent rows of the "
+                   f"{cfg.index_topk} it picks alone; prefill scores every causal pair and attends under a mask of "
+                   f"the chosen keys, so past {cfg.index_topk} prompt tokens its attention FLOPs are the dense pairs', "
+                   "an upper bound on the sparse kernel's; the indexer's projections are whole on every device of a "
+                   "tensor-parallel group, as engines replicate them")
+    if cfg.has_linear:
+        out.append(f"linear-attention (Gated DeltaNet) layers, {cfg.linear_layers} of {cfg.n_layers}: a fixed state "
+                   f"per sequence ({cfg.state_bytes_per_sequence / 1e6:.3g} MB: each value head's key x value matrix "
+                   f"in {cfg.state_dtype}, and the convolution's last inputs) instead of a KV cache; decode reads and "
+                   "writes it whole; prefill runs the chunked form of flash-linear-attention (chunks of 64 tokens, "
+                   "a triangular solve within each, the state passed from chunk to chunk)")
     if any(cfg.window_pattern) and cfg.chunked:
         out.append("chunked-attention layers keep min(chunk, context) positions as a ring; prefill attends within "
                    "each chunk, causally; decode reads the whole ring (an upper bound past the first chunk)")
@@ -94,7 +107,9 @@ def _layout(cfg: ModelConfig, sequence_shards: int) -> list[str]:
     return [f"context parallel over {sequence_shards} devices: prompt and cache positions striped (position "
             f"p on device p mod {sequence_shards}), so causal prefill work is balanced; prefill all-gathers "
             f"each layer's keys and values{latent}; decode attends over each device's own slots and "
-            "all-reduces the softmax statistics and partial outputs (flash decoding across devices)"]
+            "all-reduces the softmax statistics and partial outputs (flash decoding across devices)"
+            + ("; linear-attention layers are not split along the sequence: the compiler gathers it, and each "
+               "device runs their recurrence whole" if cfg.has_linear else "")]
 
 
 def _compiler(cfg: ModelConfig, compiler: str) -> list[str]:

@@ -181,9 +181,9 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routin
     attn_split = 1 if split.gathered else split.heads
     mlp_split = 1 if split.gathered else split.mlp
     kv_rep = cfg.kv_copies(split.kv_heads)
-    attn = sum(cfg.attn_params_per_layer for _ in range(cfg.n_layers))
+    attn = sum(cfg.attn_params(i) for i in range(cfg.n_layers))
     if not cfg.is_mla:  # repeated kv heads: their projections are computed once per copy
-        attn += (kv_rep - 1) * cfg.n_layers * 2 * cfg.hidden * cfg.n_kv_heads * cfg.head_dim
+        attn += (kv_rep - 1) * (cfg.n_layers - cfg.linear_layers) * 2 * cfg.hidden * cfg.n_kv_heads * cfg.head_dim
     latent_down = cfg.n_layers * cfg.latent_down_params  # every head shard's
     routers = sum(cfg.router_params for i in range(cfg.n_layers) if cfg.layer_is_moe(i))  # every device's tokens
     dense = sum(cfg.dense_mlp_params for i in range(cfg.n_layers) if not cfg.layer_is_moe(i))
@@ -200,26 +200,65 @@ def analytic(cfg: ModelConfig, work: Workload, phase: str, split: Splits, routin
         flops += 2 * (tokens / split.batch - per_seq) * expand / attn_split
     pair = cfg.attn_pair_flops(decode=phase == "decode")
     b = work.batch
+    softmax = [i for i in range(cfg.n_layers) if not cfg.is_linear(i)]
     if phase == "prefill":
-        keys = sum(_keys_seen(work.prompt, cfg.window(i), cfg.chunked) for i in range(cfg.n_layers))
+        keys = sum(_keys_seen(work.prompt, cfg.window(i), cfg.chunked) for i in softmax)
     else:
-        keys = sum(min(cfg.window(i) or work.context, work.context) for i in range(cfg.n_layers))
-    flops += pair * b * queries / split.batch * keys / attn_split / (seq if phase == "prefill" else cache_seq)
-    return Analytic(flops, _weights_read(cfg, work, phase, split, routing) + _kv_bytes(cfg, work, phase, split))
+        keys = sum(min(cfg.window(i) or work.context, work.context) for i in softmax)
+    scored = keys  # the indexer scores every (query, key) pair attention would see
+    if phase == "decode" and cfg.index_topk:  # and decode attends to the chosen index_topk alone
+        keys = len(softmax) * min(work.context, cfg.index_topk)
+    per_split = b * queries / split.batch / (seq if phase == "prefill" else cache_seq)
+    flops += pair * per_split * keys / attn_split
+    # the indexer's score of each pair: a dot product, a relu and a weighted sum per index head
+    flops += (2 * cfg.index_dim + 3) * cfg.index_heads * per_split * scored if cfg.index_topk else 0.0
+    linear_flops, state_written = _linear(cfg, work, phase, split)
+    return Analytic(flops + linear_flops, _weights_read(cfg, work, phase, split, routing)
+                    + _kv_bytes(cfg, work, phase, split) + state_written)
 
 
-def _kv_bytes(cfg: ModelConfig, work: Workload, phase: str, split: Splits) -> float:
-    """KV cache a device reads (decode) or writes (prefill) for its own sequences (see `analytic`)."""
-    kv = work.batch * cfg.kv_bytes(work.prompt if phase == "prefill" else work.context)
+LINEAR_CHUNK = 64  # flash-linear-attention's chunk size (models.linear_attention.CHUNK)
+
+
+def _linear(cfg: ModelConfig, work: Workload, phase: str, split: Splits) -> tuple[float, float]:
+    """The linear-attention layers' core, per device: (FLOPs, the state a decode step writes back). FLOPs a token
+    and value head of the gated delta rule with key dim K and value dim V: decode's recurrence 7 K V (decay the
+    state, read it with k, write the correction, read it with q); prefill's chunked form as flash-linear-attention
+    runs it in chunks of C: 4 C K (k k^T and q k^T within the chunk) + C^2 / 3 + 2 C (K + V) (invert the chunk's
+    triangular system and apply it to k and v) + 2 C V (scores times values) + 6 K V (the state read by w and q,
+    and updated). Value heads split like attention heads."""
+    if not cfg.has_linear:
+        return 0.0, 0.0
+    kd, vd, c = cfg.linear_k_dim, cfg.linear_v_dim, LINEAR_CHUNK
+    heads = cfg.linear_v_heads / (1 if split.gathered else split.heads)
+    per = 7 * kd * vd if phase == "decode" else 4 * c * kd + c * c / 3 + 2 * c * (kd + vd) + 2 * c * vd + 6 * kd * vd
+    flops = cfg.linear_layers * heads * work.tokens(phase) / split.batch * per
+    return flops, _state_bytes(cfg, work, split) if phase == "decode" else 0.0
+
+
+def _state_bytes(cfg: ModelConfig, work: Workload, split: Splits) -> float:
+    """The linear layers' state a device holds for its own sequences (split over heads, as attention's)."""
+    return work.batch * cfg.state_bytes_per_sequence / split.batch / (1 if split.gathered else split.heads)
+
+
+def _kv_bytes(cfg: ModelConfig, work: Workload, phase: str, split: Splits, held: bool = False) -> float:
+    """KV cache a device reads (decode) or writes (prefill) for its own sequences (see `analytic`), linear layers'
+    state included; sparse attention's decode reads every index key and the chosen latent rows alone."""
+    kv = work.batch * (cfg.kv_bytes(work.prompt if phase == "prefill" else work.context)
+                       - cfg.state_bytes_per_sequence)
+    if not held and phase == "decode" and cfg.index_topk and work.context > cfg.index_topk:  # the chosen rows
+        unread = cfg.kv_values_per_layer * cfg.kv_bytes_per_value * (work.context - cfg.index_topk)
+        kv -= work.batch * cfg.n_layers * unread
     cache_seq = split.cache_seq if work.context % split.cache_seq == 0 else 1
     kv_split = 1 if cfg.is_mla else split.kv_heads / cfg.kv_copies(split.kv_heads)
-    return kv / split.batch / kv_split / cache_seq
+    return kv / split.batch / kv_split / cache_seq + _state_bytes(cfg, work, split)
 
 
 def analytic_memory(cfg: ModelConfig, work: Workload, split: Splits) -> float:
     """Bytes a device holds in a decode step by the textbook: its weights (every expert it has) and its sequences'
     KV cache; no temporaries."""
-    return _weights_read(cfg, work, "decode", split, "worst", held=True) + _kv_bytes(cfg, work, "decode", split)
+    return _weights_read(cfg, work, "decode", split, "worst", held=True) + _kv_bytes(cfg, work, "decode", split,
+                                                                                     held=True)
 
 
 def analytic_comms_s(cfg: ModelConfig, work: Workload, split: Splits, system: System) -> float:

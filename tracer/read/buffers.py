@@ -41,12 +41,12 @@ def results(comp: Computation, instr: Instr) -> list[Array]:
 
 class Buffers:
     """The byte rules of one program. f32_as: the width the CPU compiler's f32 stands for (None elsewhere);
-    on_chip: memory spaces that are not device memory; in_place: the named scope whose gathers are read in place by
-    their consumer (a row's expert weights)."""
+    on_chip: memory spaces that are not device memory; in_place: the named scopes whose gathers are read in place
+    by their consumer (a row's expert weights, the cached rows sparse attention chose)."""
 
-    def __init__(self, module: Module, f32_as: str | None, on_chip: frozenset, in_place: str):
+    def __init__(self, module: Module, f32_as: str | None, on_chip: frozenset, in_place: tuple[str, ...]):
         self.module, self.f32_as, self.on_chip = module, f32_as, on_chip
-        self.gathered_in_place = f"/{in_place}/"
+        self.gathered_in_place = tuple(f"/{scope}/" for scope in in_place)
         self.boundary = self.boundary_copies(module.computations[module.entry])
 
     @staticmethod
@@ -87,7 +87,7 @@ class Buffers:
             return True
         if is_marker(instr):
             return True
-        if instr.opcode == "gather" and self.gathered_in_place in instr.op_name + "/":
+        if instr.opcode == "gather" and any(s in instr.op_name + "/" for s in self.gathered_in_place):
             return True
         if instr.opcode == "fusion":
             body = self.module.computations[instr.called("calls")]
@@ -179,14 +179,17 @@ class Buffers:
 
     def sliced_read(self, body: Computation, users: dict, name: str) -> float | None:
         """Inside a fusion: the bytes read of `name` when it is only sliced or updated in place (looking through
-        reinterpretations and, on CPU, upcasts); None when it is read whole."""
+        reinterpretations, layout changes and, on CPU, upcasts); None when it is read whole."""
         total = 0.0
         for user in users.get(name, []):
-            if user.opcode in SLICES | {"gather"} and user.operands[0] == name:
+            if user.opcode in SLICES and user.operands[0] == name:  # a slice that is only gathered from: the rows
+                inner = self.sliced_read(body, users, user.name)
+                total += self.size(user) if inner is None else min(inner, self.size(user))
+            elif user.opcode == "gather" and user.operands[0] == name:
                 total += self.size(user)
             elif user.opcode in IN_PLACE and user.operands[0] == name:
                 continue
-            elif self.reinterprets(user):
+            elif self.reinterprets(user) or user.opcode in LAYOUT:  # the CPU compiler's upcasts and layout copies
                 inner = self.sliced_read(body, users, user.name)
                 if inner is None:
                     return None

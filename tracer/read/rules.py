@@ -28,6 +28,7 @@ STRUCTURE = {"parameter", "constant", "get-tuple-element", "tuple", "while", "ca
 COLLECTIVES = {"all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"}
 STARTED = {f"{op}-{end}" for op in ("all-reduce", "all-gather", "collective-permute") for end in ("start", "done")}
 GEMM_CALL = re.compile(r"gemm|matmul", re.IGNORECASE)  # custom-call targets of library matmuls (__cublas$gemm)
+TRSM_CALL = re.compile(r"trsm|triangularsolve", re.IGNORECASE)  # triangular solves: LAPACK's on CPU, cuBLAS's on GPU
 MARKER_CALLS = re.compile(r"AssumeGatherIndicesInBound|Sharding|SPMDFullToShardShape|SPMDShardToFullShape")  # return
 # their operand as it is (the compiler's annotations): views
 NO_WORK_CALLS = re.compile(MARKER_CALLS.pattern + r"|GatherScatterIndicesBitpacked|AllocateBuffer|MoveTo(Host|Device)")
@@ -129,6 +130,8 @@ def _dot(counter: Counter, comp: Computation, instr: Instr, outers: tuple) -> Wo
 def _custom_call(counter: Counter, comp: Computation, instr: Instr, outers: tuple) -> Work:
     """A library gemm (cuBLAS): its shapes give the FLOPs the compiler's cost model leaves at -1."""
     target = (instr.attr("custom_call_target") or "").strip('"')
+    if TRSM_CALL.search(target):
+        return _triangular_solve(counter, comp, instr, outers)
     if not is_gemm(instr):
         if not NO_WORK_CALLS.search(target):
             counter.unruled.add(f"custom-call {target}")
@@ -138,6 +141,16 @@ def _custom_call(counter: Counter, comp: Computation, instr: Instr, outers: tupl
     k = math.prod(lhs.dims[d] for d in _dims(m.group(1))) if m else lhs.dims[-1]
     b = re.search(r'"lhs_batch_dimensions":\[([^\]]*)\]', instr.attrs)
     return counter.matmul(comp, instr, outers, k, gemms=math.prod(lhs.dims[d] for d in _dims(b and b.group(1))))
+
+
+@rule("triangular-solve")
+def _triangular_solve(counter: Counter, comp: Computation, instr: Instr, outers: tuple) -> Work:
+    """A [..., n, n] triangular system solved for [..., n, r] right-hand sides (forward substitution): n^2 r FLOPs a
+    batch element (n (n - 1) / 2 multiply-adds a column, and r divisions by the diagonal, taken as n^2 r), in the
+    output's precision (linear attention's chunked delta rule)."""
+    a = comp.by_name[instr.operands[0]].arrays[0]
+    n = a.dims[-1]
+    return Work("other", counter.vector(instr.arrays[0].elements * n))
 
 
 @rule("convolution")

@@ -23,7 +23,8 @@ CONTEXTS = (8192, 32768, 131072)
 PROMPT = 4096  # prefill tokens per sequence at every point: input cost is compared at one prompt length
 DENSE = ("llama3-8b", "llama3-70b", "llama3-405b", "qwen2.5-72b", "qwen3-32b", "mistral-nemo", "mistral-large-2",
          "gemma2-27b", "gemma3-27b")
-MOE = ("mixtral-8x7b", "qwen3-30b-a3b", "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "deepseek-v3", "kimi-k2")
+MOE = ("mixtral-8x7b", "qwen3-30b-a3b", "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "deepseek-v3", "kimi-k2",
+       "llama4-maverick", "minimax-m2", "qwen3-next-80b-a3b", "deepseek-v3.2")  # a hybrid and a sparse-attention one
 LARGE, MID = "kimi-k2", "qwen3-235b-a22b"  # claim 3: ~1T total parameters against ~235B
 STRATEGIES = {SERVER: {"dense": ("tp",), "moe": ("tp", "ep")}, RACK: {"moe": ("tp-ep", "ep")}}
 
