@@ -1,5 +1,5 @@
-"""Print the README's model-zoo table: each preset traced at batch 64, context 4096 (kimi-k2 at 4608 on the rack),
-the compiled figures against the analytic estimate, and token costs. About 5-10 min on a 2-core machine:
+"""Print the README's model-zoo table: each preset traced at batch 64, context 4096 (Kimi K2 and K2.5 at batch 4608
+on the rack), the compiled figures against the analytic estimate, and token costs. About 5-10 min on a 2-core machine:
     python benchmarks/zoo_table.py
 """
 
@@ -15,7 +15,9 @@ RUNS = (("mixtral-8x7b", "h100x8", "tp-ep", 64), ("qwen3-30b-a3b", "h100x8", "tp
         ("gemma2-27b", "h100x8", "tp", 64), ("gemma3-27b", "h100x8", "tp", 64), ("phi-4", "h100x2", "tp", 64),
         ("deepseek-v2", "h200x8", "tp-ep", 64), ("deepseek-v2-lite", "h100x1", "tp", 64),
         ("glm-4.5", "h200x8", "tp-ep", 64), ("llama4-scout", "h100x8", "tp-ep", 64),
-        ("llama4-maverick", "h200x8", "tp-ep", 64), ("minimax-m2", "h200x8", "tp-ep", 64))
+        ("llama4-maverick", "h200x8", "tp-ep", 64), ("minimax-m2", "h200x8", "tp-ep", 64),
+        ("qwen3-next-80b-a3b", "h100x8", "tp-ep", 64), ("deepseek-v3.2", "h200x8", "tp-ep", 64),
+        ("kimi-k2.5", "gb200-nvl72", "ep", 4608))
 
 print("| model | system, strategy | prefill FLOPs / analytic | decode bytes / analytic | input USD/Mtok "
       "| output USD/Mtok | output / input | largest batch |")

@@ -73,6 +73,15 @@ class CacheMath:
         return sum(per_layer * (min(self.window(i), context) if self.window(i) else context)
                    for i in range(self.n_layers) if not self.is_linear(i)) + self.state_bytes_per_sequence
 
+    def kv_read_fraction(self, context: int) -> float:
+        """The share of a sequence's cache a decode step reads: all of it, but under sparse attention every index key
+        and only the index_topk chosen latent rows (in each layer)."""
+        if not self.index_topk or context <= self.index_topk:
+            return 1.0
+        index = self.kv_layer_bytes - self.kv_values_per_layer * self.kv_bytes_per_value
+        read = context * index + self.index_topk * (self.kv_layer_bytes - index)
+        return read / (context * self.kv_layer_bytes)
+
     @property
     def kv_window_bytes_per_sequence(self) -> float:
         """The cap of the windowed layers' cache, per sequence."""

@@ -110,6 +110,11 @@ def test_kv_bytes_per_token():
     assert PRESETS["minimax-m2"].kv_bytes_per_token == 2 * 8 * 128 * 2 * 62 == 253_952
     # DeepSeek-V3.2: V3's latent (512 + 64 values in bf16) and the indexer's key (128 fp8 values, one f32 scale)
     assert PRESETS["deepseek-v3.2"].kv_bytes_per_token == ((512 + 64) * 2 + 128 + 4) * 61 == 78_324
+    # a decode step at 131,072 tokens reads every index key and 2,048 latent rows: (131072 x 132 + 2048 x 1152) /
+    # (131072 x 1284) = 0.1168 of the cache; within 2,048 tokens, all of it
+    v32 = PRESETS["deepseek-v3.2"]
+    assert v32.kv_read_fraction(131_072) == pytest.approx((131_072 * 132 + 2048 * 1152) / (131_072 * 1284))
+    assert v32.kv_read_fraction(2048) == 1.0 and PRESETS["deepseek-v3"].kv_read_fraction(131_072) == 1.0
     for llama4 in ("llama4-scout", "llama4-maverick"):  # layers 3, 7, ..., 47 global; the other 36 chunked
         assert PRESETS[llama4].kv_bytes_per_token == 12 * 2 * 8 * 128 * 2 == 49_152
         assert PRESETS[llama4].kv_window_bytes_per_sequence == 36 * 8192 * 4096 == 1_207_959_552

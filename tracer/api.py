@@ -65,9 +65,11 @@ def _phase(name, step, cfg, system, work, mesh, strategy, routing, fusion, rates
     per_chip = tokens / time.step_s / n_chips
     collectives = tuple(CollectiveTime(c, link(system, c), collective_time(system, c, rates))
                         for c in step.cost.collectives)
-    return Phase(name, step, time, memory(step, system, name), tokens, per_chip, usd_per_mtok(system, per_chip),
+    held = memory(step, system, name)
+    read = held.kv_cache * cfg.kv_read_fraction(work.context) if name == "decode" else 0.0
+    return Phase(name, step, time, held, tokens, per_chip, usd_per_mtok(system, per_chip),
                  analytic(cfg, work, name, split, routing), collectives,
-                 _moe_plan(cfg, strategy, mesh, work, name), _breakdown(step, system, time, rates), compiled_hbm)
+                 _moe_plan(cfg, strategy, mesh, work, name), _breakdown(step, system, time, rates), compiled_hbm, read)
 
 
 def _breakdown(step: CompiledStep, system, time: StepTime, rates: Rates | None) -> tuple[PartCost, ...]:

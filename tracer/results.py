@@ -81,6 +81,7 @@ class Phase:
     moe: MoePlan | None = None  # the dispatch plan of one token group
     breakdown: tuple[PartCost, ...] = ()  # per part of the model
     compiled_hbm_bytes: float = 0.0  # as the program's own kernels move them (before fusion and routing)
+    kv_read_bytes: float = 0.0  # of the KV cache a device holds, what the step reads (decode; sparse attention: less)
 
     @property
     def flops_ratio(self) -> float:
@@ -103,6 +104,7 @@ class Phase:
             "collectives": [c.to_dict() for c in self.collectives],
             "memory_per_device": {**dataclasses.asdict(self.memory), "total": self.memory.total,
                                   "fits": self.memory.fits},
+            "kv_cache_read_per_device": self.kv_read_bytes,
             "xla_memory_analysis": self.step.xla_memory.to_dict(),
             "time_s": {"compute": self.time.compute_s, "memory": self.time.memory_s, "comms": self.time.comms_s,
                        **({} if self.time.kernels_s is None else {"kernels": self.time.kernels_s,

@@ -7,6 +7,7 @@ is the one place that reads a stored trace's keys, and what every reader of reco
 import csv
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,7 @@ class StoredPhase:
     comm_bytes: float
     kv_cache_bytes: float  # held by the device
     fits: bool
+    kv_read_bytes: float = math.nan  # of it, what a decode step reads (stored traces before 2026-12-01: all of it)
 
     @staticmethod
     def read(d: dict) -> "StoredPhase":
@@ -116,12 +118,15 @@ class StoredPhase:
         return StoredPhase(_number(d["usd_per_mtok"]), _number(t["step"]), _number(t["compute"]),
                            _number(t["memory"]), _number(t["comms"]), _text(d["bound"]),
                            _number(d["tokens_per_s_per_chip"]), _number(d["hbm_bytes_per_device"]),
-                           _number(d["comm_bytes_per_device"]), _number(m["kv_cache"]), m["fits"])
+                           _number(d["comm_bytes_per_device"]), _number(m["kv_cache"]), m["fits"],
+                           _number(d.get("kv_cache_read_per_device", m["kv_cache"])))
 
     @property
     def kv_share(self) -> float:
-        """The KV cache's share of the step's HBM bytes (a decode step reads the whole cache a device holds)."""
-        return self.kv_cache_bytes / self.hbm_bytes
+        """The KV cache's share of the step's HBM bytes: what a decode step reads of the cache a device holds (all of
+        it, but under sparse attention the index keys and the chosen rows)."""
+        read = self.kv_cache_bytes if math.isnan(self.kv_read_bytes) else self.kv_read_bytes
+        return read / self.hbm_bytes
 
 
 @dataclass(frozen=True)

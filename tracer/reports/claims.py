@@ -26,14 +26,16 @@ DENSE = ("llama3-8b", "llama3-70b", "llama3-405b", "qwen2.5-72b", "qwen3-32b", "
 MOE = ("mixtral-8x7b", "qwen3-30b-a3b", "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b", "deepseek-v3", "kimi-k2",
        "llama4-maverick", "minimax-m2", "qwen3-next-80b-a3b", "deepseek-v3.2")  # a hybrid and a sparse-attention one
 LARGE, MID = "kimi-k2", "qwen3-235b-a22b"  # claim 3: ~1T total parameters against ~235B
+SPARSE_PAIR = ("deepseek-v3", "deepseek-v3.2")  # dense against sparse attention where HBM leaves room for the KV
 STRATEGIES = {SERVER: {"dense": ("tp",), "moe": ("tp", "ep")}, RACK: {"moe": ("tp-ep", "ep")}}
 
 
 def points() -> list[SweepPoint]:
-    """The claims sweep: every model on the server, the claim-3 pair on the rack; each strategy that suits the
-    model, at each context, at the largest batch that fits (the cheapest strategy is kept per point)."""
+    """The claims sweep: every model on the server, the claim-3 pair and DeepSeek-V3 against V3.2 on the rack; each
+    strategy that suits the model, at each context, at the largest batch that fits (the cheapest strategy is kept per
+    point)."""
     out = []
-    for system, models in ((SERVER, DENSE + MOE), (RACK, (LARGE, MID))):
+    for system, models in ((SERVER, DENSE + MOE), (RACK, (LARGE, MID, *SPARSE_PAIR))):
         for model in models:
             for strategy in STRATEGIES[system]["moe" if model in MOE else "dense"]:
                 out += [SweepPoint(model, system, strategy, "max", context, PROMPT) for context in CONTEXTS]
@@ -202,6 +204,7 @@ def claim_3(rows: list[ClaimRow]) -> Finding:
         ok &= ratio <= 1.25
         checks.append(f"{RACK} at {context}: {LARGE} / {MID} output cost x{ratio:.2f} (not at a disadvantage: "
                       f"<= 1.25); KV share of decode bytes {large.kv_share:.0%} and {mid.kv_share:.0%}")
+    checks += _sparse_pair(get)
     hi = max(CONTEXTS)
     top = [get.get((m, RACK, hi)) for m in (LARGE, MID)]
     kv_dominates = all(t is not None and t.kv_share > 0.5 for t in top)
@@ -210,6 +213,20 @@ def claim_3(rows: list[ClaimRow]) -> Finding:
     return Finding(ok, f"on {SERVER} the batch falls and output cost climbs with context; on {RACK} "
                    f"{LARGE} costs at most {worst} of {MID} per output token; KV share of decode bytes at {hi}: "
                    + ", ".join(f"{t.kv_share:.0%}" for t in top if t is not None), tuple(checks))
+
+
+def _sparse_pair(get: dict) -> list[str]:
+    """What sparse attention does where the rack's HBM leaves room for long contexts (shown, not part of a verdict):
+    the sparse model's output cost against the dense one's at each context."""
+    dense, sparse = SPARSE_PAIR
+    out = []
+    for context in CONTEXTS:
+        a, b = get.get((dense, RACK, context)), get.get((sparse, RACK, context))
+        if a is not None and b is not None and math.isfinite(a.usd_out) and math.isfinite(b.usd_out):
+            out.append(f"{RACK} at {context} (not part of the verdict): {sparse} / {dense} output cost "
+                       f"x{b.usd_out / a.usd_out:.2f} (${b.usd_out:.3g} against ${a.usd_out:.3g} per Mtok), largest "
+                       f"batch {b.max_batch} against {a.max_batch}")
+    return out
 
 
 def claim_4(rows: list[ClaimRow]) -> Finding:
