@@ -15,7 +15,8 @@ TOP = ["model", "system", "strategy", "compiler", "compiler_note", "devices", "m
 PHASE = ["flops_per_device", "flops_by_dtype", "hbm_bytes_per_device", "hbm_bytes_compiled",
          "expert_weight_bytes_read", "comm_bytes_per_device", "collectives", "memory_per_device",
          "kv_cache_read_per_device", "xla_memory_analysis", "time_s", "bound", "tokens_per_step",
-         "tokens_per_s_per_chip", "usd_per_mtok", "analytic", "compile_s", "provenance", "moe", "breakdown"]  # "moe" only for a mixture-of-experts model
+         "tokens_per_s_per_chip", "usd_per_mtok", "analytic", "compile_s", "provenance", "moe",
+         "breakdown"]  # "moe" only for a mixture-of-experts model
 MEMORY = ["weights", "kv_cache", "outputs", "temp", "capacity", "total", "fits"]
 TIME = ["compute", "memory", "comms", "kernels", "overhead", "step", "model"]  # kernels, overhead: achieved only
 ANALYTIC = ["flops_per_device", "hbm_bytes_per_device", "flops_ratio", "hbm_bytes_ratio"]
