@@ -189,6 +189,10 @@ class ModelConfig(CacheMath):
         if windows:
             kind += f", {'chunk' if self.chunked else 'window'} {'/'.join(map(str, windows))} on " \
                     f"{sum(1 for w in self.window_pattern if w)}/{len(self.window_pattern)} layers"
+        if self.index_topk:
+            kind += f", sparse top {self.index_topk}"
+        if self.has_linear:
+            kind += f", linear on {sum(self.linear_pattern)}/{len(self.linear_pattern)} layers"
         return kind + (", sinks" if self.attn_sinks else "")
 
     # --- dtypes ---

@@ -96,7 +96,7 @@ def models_rows(models: list[ModelConfig]) -> list[dict]:
              "attention": m.attention_kind, "total_params": m.total_params, "active_params": m.active_params,
              "dtypes": f"{m.weights}/{m.experts}/{m.kv}" if m.is_moe else f"{m.weights}/{m.kv}",
              "weight_bytes": m.weight_bytes, "kv_bytes_per_token": m.kv_bytes_per_token,
-             "kv_window_cap_bytes": m.kv_window_bytes_per_sequence} for m in models]
+             "kv_window_cap_bytes": m.kv_window_bytes_per_sequence + m.state_bytes_per_sequence} for m in models]
 
 
 def models_text(rows: list[dict]) -> str:
@@ -106,7 +106,7 @@ def models_text(rows: list[dict]) -> str:
               _si(r["kv_window_cap_bytes"], "B") if r["kv_window_cap_bytes"] else "-"} for r in rows]
     note = ("experts: routed total/active/shared; dtypes: weights/experts/KV cache; active params exclude the "
             "embedding lookup; kv_bytes_per_token counts full-attention layers, kv_window_cap_bytes is what windowed "
-            "layers hold per sequence at most")
+            "layers hold per sequence at most, and linear-attention layers' fixed state")
     return table(shown) + "\n\n" + note
 
 
