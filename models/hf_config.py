@@ -49,6 +49,10 @@ _DEFAULTS = {"Gemma3ForCausalLM": {"vocab_size": 262208, "rope_theta": 1_000_000
                                    "sliding_window_pattern": 6},
              "Llama4ForCausalLM": {"attention_chunk_size": 8192, "interleave_moe_layer_step": 1,
                                    "no_rope_layer_interval": 4}}  # Llama4TextConfig's
+# Architectures with a MoE on every layer whose config class has no intermediate_size (transformers'
+# Qwen3_5MoeTextConfig, so Qwen3.5's MoE config.json files give none): ffn, which no layer then uses, takes the key
+# named here, the experts' width.
+_FFN_FROM = {"Qwen3_5MoeForCausalLM": "moe_intermediate_size"}
 # Multimodal wrappers whose text model is one of the architectures here: (its config's key, the architecture).
 _WRAPPERS = {"Gemma3ForConditionalGeneration": ("text_config", "Gemma3ForCausalLM"),
              "Llama4ForConditionalGeneration": ("text_config", "Llama4ForCausalLM"),
@@ -79,6 +83,8 @@ def from_hf(cfg, where: str, name: str, path: Path) -> ModelConfig:
         raise ConfigError(f"{where}: architecture {arch} is not supported; supported: {supported} (or describe "
                           f"the model in a .toml file, see {EXAMPLE})")
     cfg = {**_DEFAULTS.get(arch, {}), **{k: v for k, v in cfg.items() if v is not None or k in _NULLABLE}}
+    if arch in _FFN_FROM and "intermediate_size" not in cfg and _FFN_FROM[arch] in cfg:
+        cfg["intermediate_size"] = cfg[_FFN_FROM[arch]]
     hf = HF(cfg, arch, where)
     missing = []
     for key in (*_COMMON, *_REQUIRED[arch]):

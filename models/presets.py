@@ -112,6 +112,18 @@ QWEN3_NEXT_80B = ModelConfig("qwen3-next-80b-a3b", vocab_size=151936, hidden=204
                              expert_ffn=512, shared_gate=True,
                              notes=("linear-attention state kept in float32 (SGLang's default, and vLLM's advice "
                                     "for Qwen3-Next)",))
+# Qwen/Qwen3.5-397B-A17B config.json's text_config (Qwen3_5MoeForConditionalGeneration; copy used:
+# amd/Qwen3.5-397B-A17B-MXFP4's, its quantization_config dropped): Qwen3-Next's layout at 4096 wide, 60 layers, Gated
+# DeltaNet with 64 value heads, gated attention of 32 heads (2 kv heads) of 256; 512 experts (top 10) of 1024 and a
+# gated shared one. No dense layer: its config has no intermediate_size, so ffn takes the experts' width (unused).
+QWEN35_397B = ModelConfig("qwen3.5-397b-a17b", vocab_size=248320, hidden=4096, n_layers=60, n_heads=32, n_kv_heads=2,
+                          head_dim=256, ffn=1024, rope_theta=1e7, norm_eps=1e-6, attn_gate=True,
+                          linear_pattern=(1, 1, 1, 0), linear_k_heads=16, linear_v_heads=64, linear_k_dim=128,
+                          linear_v_dim=128, linear_conv=4, n_experts=512, n_active=10, n_shared=1, expert_ffn=1024,
+                          shared_gate=True,
+                          notes=("partial RoPE and q/k norms: no cost counted; the multi-token-prediction layer is "
+                                 "not served", "linear-attention state kept in float32 (mamba_ssm_dtype)",
+                                 "the vision tower is not priced: text tokens only"))
 # A tiny config for tests: head_dim deliberately not hidden // n_heads.
 TINY = ModelConfig("tiny", vocab_size=512, hidden=128, n_layers=4, n_heads=8, n_kv_heads=8, head_dim=32, ffn=256)
 
@@ -119,4 +131,4 @@ PRESETS = {m.name: m for m in (
     LLAMA3_8B, LLAMA3_70B, LLAMA3_405B, QWEN25_72B, QWEN3_32B, MISTRAL_LARGE_2, MISTRAL_NEMO, GEMMA2_27B, GEMMA3_27B,
     PHI_4, MIXTRAL_8X7B, QWEN3_30B_A3B, QWEN3_235B_A22B, GLM_45, GPT_OSS_20B, GPT_OSS_120B, DEEPSEEK_V2,
     DEEPSEEK_V2_LITE, DEEPSEEK_V3, DEEPSEEK_V32, KIMI_K2, KIMI_K25, LLAMA4_SCOUT, LLAMA4_MAVERICK, MINIMAX_M2,
-    QWEN3_NEXT_80B, TINY)}
+    QWEN3_NEXT_80B, QWEN35_397B, TINY)}

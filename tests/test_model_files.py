@@ -15,7 +15,7 @@ DATA = Path(__file__).parent / "data"
 HF_MODELS = ("llama3-70b", "qwen2.5-72b", "qwen3-32b", "mistral-large-2", "mistral-nemo", "gemma2-27b",
              "gemma3-27b", "phi-4", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2", "deepseek-v2-lite",
              "glm-4.5", "deepseek-v3", "gpt-oss-120b", "llama4-scout", "llama4-maverick",
-             "minimax-m2", "kimi-k2.5", "qwen3-next-80b-a3b", "deepseek-v3.2")
+             "minimax-m2", "kimi-k2.5", "qwen3-next-80b-a3b", "deepseek-v3.2", "qwen3.5-397b-a17b")
 
 
 def hf_config(name: str) -> dict:

@@ -44,7 +44,10 @@ PUBLISHED = {"qwen2.5-72b": (72.7e9, 72.7e9, True), "qwen3-32b": (32.8e9, 32.8e9
              # MiniMax-M2's model card: 230B total, 10B active (ours 228.7B, its 3 MTP modules apart; 10.4B)
              "minimax-m2": (230e9, 10e9, False),
              # DeepSeek-V3.2's model card and report: V3.1's 671B parameters (37B active) and the indexer
-             "deepseek-v3.2": (671e9, 37e9, False)}
+             "deepseek-v3.2": (671e9, 37e9, False),
+             # Qwen/Qwen3.5-397B-A17B's model card: 397B total, 17B activated (ours 396.35B, its vision encoder and
+             # MTP layer apart; 17.35B with the embedding table, the "17B" cut to two digits)
+             "qwen3.5-397b-a17b": (397e9, 17e9, True)}
 
 
 def close(ours: float, published: float) -> bool:
@@ -85,6 +88,32 @@ def test_qwen3_next_counts():
     assert cfg.state_bytes_per_sequence == 36 * (32 * 128 * 128 * 4 + 8192 * 3 * 2) == 77_266_944
     assert cfg.kv_bytes_per_token == 12 * 2 * 2 * 256 * 2 == 24_576
     assert cfg.kv_bytes(1000) == 1000 * 24_576 + 77_266_944
+
+
+def test_qwen35_397b_counts():
+    """Qwen3.5-397B-A17B (model card: 397B total, 17B activated). By hand, d = 4096: a Gated DeltaNet layer's
+    projections d (2 x 16 x 128 + 2 x 64 x 128) + d x 2 x 64 + 64 x 128 x d = 117,964,800 and its convolution,
+    decays and norm (2 x 16 x 128 + 64 x 128) x 4 + 128 + 128 = 49,408; a gated attention layer's q, gate, o
+    3 x d x 32 x 256 + k, v 2 x d x 2 x 256 = 104,857,600; each layer's MoE 512 experts x 3 x d x 1024 + a shared one
+    (3 x d x 1024) and its gate (d) + the router d x 512 = 6,457,135,104, 2 norms 2d; 45 linear and 15 attention
+    layers, embedding and LM head 2 x 248,320 x d, the final norm: 396,346,342,656 (a count of the checkpoint's text
+    weights at revision 8472618 gives 396,346,350,336: q/k norms of 512 values in each attention layer more).
+    Active: 10 experts, not 512: 17.35B with the embedding table. The state a sequence keeps: 45 layers x (64 heads
+    x 128 x 128 x 4 bytes + 12,288 convolution channels x 3 inputs x 2 bytes) = 192,061,440 bytes, the KV cache of
+    6,252 tokens; KV 15 layers x 2 x 2 heads x 256 x 2 bytes = 30,720 bytes a token."""
+    cfg, d = PRESETS["qwen3.5-397b-a17b"], 4096
+    linear = d * (2 * 16 * 128 + 2 * 64 * 128) + d * 2 * 64 + 64 * 128 * d + (2 * 16 * 128 + 64 * 128) * 4 + 128 + 128
+    attention = 3 * d * 32 * 256 + 2 * d * 2 * 256
+    moe = 512 * 3 * d * 1024 + 3 * d * 1024 + d + d * 512
+    assert (linear, attention, moe) == (118_014_208, 104_857_600, 6_457_135_104)
+    total = 45 * linear + 15 * attention + 60 * (moe + 2 * d) + 2 * 248_320 * d + d
+    assert cfg.total_params == total == 396_346_342_656 == 396_346_350_336 - 15 * 512
+    active = total - 60 * 502 * 3 * d * 1024
+    assert cfg.active_params_with_embedding == active == 17_349_033_216
+    assert cfg.weight_bytes == 2 * total  # bf16 throughout
+    assert cfg.state_bytes_per_sequence == 45 * (64 * 128 * 128 * 4 + 12_288 * 3 * 2) == 192_061_440
+    assert cfg.kv_bytes_per_token == 15 * 2 * 2 * 256 * 2 == 30_720
+    assert cfg.kv_bytes(1000) == 1000 * 30_720 + 192_061_440
 
 
 @pytest.mark.parametrize("name", [*PUBLISHED, "llama3-70b", "qwen3-next-80b-a3b"])
