@@ -17,7 +17,7 @@ RUNS = (("mixtral-8x7b", "h100x8", "tp-ep", 64), ("qwen3-30b-a3b", "h100x8", "tp
         ("glm-4.5", "h200x8", "tp-ep", 64), ("llama4-scout", "h100x8", "tp-ep", 64),
         ("llama4-maverick", "h200x8", "tp-ep", 64), ("minimax-m2", "h200x8", "tp-ep", 64),
         ("qwen3-next-80b-a3b", "h100x8", "tp-ep", 64), ("deepseek-v3.2", "h200x8", "tp-ep", 64),
-        ("kimi-k2.5", "gb200-nvl72", "ep", 4608))
+        ("kimi-k2.5", "gb200-nvl72", "ep", 4608), ("qwen3.5-397b-a17b", "h200x8", "tp-ep", 64))
 
 print("| model | system, strategy | prefill FLOPs / analytic | decode bytes / analytic | input USD/Mtok "
       "| output USD/Mtok | output / input | largest batch |")
