@@ -72,6 +72,27 @@ def test_claims_do_not_hold_on_data_where_they_fail():
     assert not v4.holds and "KV bytes per token -1.00" in v4.summary and "output cost -1.00" in v4.summary
 
 
+def test_pairs_shown_beside_the_verdicts():
+    """The hybrid pair (full against linear attention) under claim 2 and the sparse pair under claim 3: the second
+    model's output cost over the first's at each context, by hand: 8k: 0.5 / 1.0 = x0.50, 128k: 1.0 / 4.0 = x0.25."""
+    base, hybrid = claims.HYBRID_PAIR
+    cost = {8192: (1.0, 0.5), 32768: (2.0, 0.75), 131072: (4.0, 1.0)}
+    shapes = ((base, 30e9, 98e3, 0.9), (hybrid, 80e9, 25e3, 0.6))
+    pair = [claim_row(model=m, system=SERVER, context=c, active_params=3e9, total_params=t, hidden=2048,
+                      kv_bytes_per_token=kv, usd_out=cost[c][i], max_batch=100, kv_share=share)
+            for c in CONTEXTS for i, (m, t, kv, share) in enumerate(shapes)]
+    data = rows(lambda a, t, c, d, kv: a / 1e9, lambda a, t, c, d, kv: t / 1e9 * c / 1e4) + pair
+    shown = [c for c in claims.claim_2(data).checks if "not part of the verdict" in c]
+    assert len(shown) == 3 and f"{hybrid} / {base} output cost x0.50" in shown[0] and "x0.25" in shown[2]
+    assert "KV share of decode bytes 60% against 90%" in shown[0]
+    dense, sparse = claims.SPARSE_PAIR
+    on_rack = [dataclasses.replace(r, model=m, system=RACK, usd_out=r.usd_out * f)
+               for r in rack(ratio=1.1, kv_share=0.8) if r.model == MID and r.system == RACK
+               for m, f in ((dense, 1.0), (sparse, 0.7))]
+    three = claims.claim_3(rack(ratio=1.1, kv_share=0.8) + on_rack)
+    assert three.holds and sum(f"{sparse} / {dense} output cost x0.70" in c for c in three.checks) == 3
+
+
 def test_spearman_with_ties():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)

@@ -27,6 +27,7 @@ MOE = ("mixtral-8x7b", "qwen3-30b-a3b", "qwen3-235b-a22b", "gpt-oss-20b", "gpt-o
        "llama4-maverick", "minimax-m2", "qwen3-next-80b-a3b", "deepseek-v3.2")  # a hybrid and a sparse-attention one
 LARGE, MID = "kimi-k2", "qwen3-235b-a22b"  # claim 3: ~1T total parameters against ~235B
 SPARSE_PAIR = ("deepseek-v3", "deepseek-v3.2")  # dense against sparse attention where HBM leaves room for the KV
+HYBRID_PAIR = ("qwen3-30b-a3b", "qwen3-next-80b-a3b")  # full attention against linear attention, ~3B active each
 STRATEGIES = {SERVER: {"dense": ("tp",), "moe": ("tp", "ep")}, RACK: {"moe": ("tp-ep", "ep")}}
 
 
@@ -160,6 +161,7 @@ def claim_2(rows: list[ClaimRow]) -> Finding:
     rising = [m for m, s in slopes if s >= 0.5]
     holds = bool(found) and n >= MAJORITY * len(found) and slopes and len(rising) == len(slopes)
     lines += [f"{m}: cost ~ context^{s:.2f} over the contexts that fit" for m, s in slopes]
+    lines += _pair_lines({(r.model, r.system, r.context): r for r in server}, HYBRID_PAIR, SERVER)
     return Finding(holds, f"{n} of {len(found)} pairs' output cost ratios lie nearer total than active "
                    f"(context {mid}); fit: cost ~ active^{a:.2f} x total^{b:.2f}, or ~ KV per token^{kv:.2f} x "
                    f"total^{total:.2f}; {len(rising)} of {len(slopes)} "
@@ -204,7 +206,7 @@ def claim_3(rows: list[ClaimRow]) -> Finding:
         ok &= ratio <= 1.25
         checks.append(f"{RACK} at {context}: {LARGE} / {MID} output cost x{ratio:.2f} (not at a disadvantage: "
                       f"<= 1.25); KV share of decode bytes {large.kv_share:.0%} and {mid.kv_share:.0%}")
-    checks += _sparse_pair(get)
+    checks += _pair_lines(get, SPARSE_PAIR, RACK)
     hi = max(CONTEXTS)
     top = [get.get((m, RACK, hi)) for m in (LARGE, MID)]
     kv_dominates = all(t is not None and t.kv_share > 0.5 for t in top)
@@ -215,17 +217,20 @@ def claim_3(rows: list[ClaimRow]) -> Finding:
                    + ", ".join(f"{t.kv_share:.0%}" for t in top if t is not None), tuple(checks))
 
 
-def _sparse_pair(get: dict) -> list[str]:
-    """What sparse attention does where the rack's HBM leaves room for long contexts (shown, not part of a verdict):
-    the sparse model's output cost against the dense one's at each context."""
-    dense, sparse = SPARSE_PAIR
+def _pair_lines(get: dict, pair: tuple[str, str], system: str) -> list[str]:
+    """What an attention that stops growing does, shown beside a verdict and not part of it: the second model's
+    output cost against the first's at each context (SPARSE_PAIR on the rack, whose HBM leaves room for long contexts:
+    sparse attention reads 2048 of the cached rows; HYBRID_PAIR on the server: linear-attention layers keep a fixed
+    state), with each one's largest batch and the share of decode's bytes its cache (and state) takes."""
+    base, other = pair
     out = []
     for context in CONTEXTS:
-        a, b = get.get((dense, RACK, context)), get.get((sparse, RACK, context))
+        a, b = get.get((base, system, context)), get.get((other, system, context))
         if a is not None and b is not None and math.isfinite(a.usd_out) and math.isfinite(b.usd_out):
-            out.append(f"{RACK} at {context} (not part of the verdict): {sparse} / {dense} output cost "
+            out.append(f"{system} at {context} (not part of the verdict): {other} / {base} output cost "
                        f"x{b.usd_out / a.usd_out:.2f} (${b.usd_out:.3g} against ${a.usd_out:.3g} per Mtok), largest "
-                       f"batch {b.max_batch} against {a.max_batch}")
+                       f"batch {b.max_batch} against {a.max_batch}, KV share of decode bytes {b.kv_share:.0%} "
+                       f"against {a.kv_share:.0%}")
     return out
 
 
