@@ -99,6 +99,14 @@ class Prediction:
         return None if self.ideal_tok_s is None else 100 * (self.ideal_tok_s / self.row.output_tok_s - 1)
 
 
+def inputs_of(row: Measured) -> str:
+    """What of a row its prediction reads (not the measured figure, the source or the notes), hashed: a kept
+    prediction is read back only for the same inputs, so a row corrected under its old id is predicted again."""
+    read = (row.model, row.weights, row.kv_cache, row.engine, row.system, row.strategy, row.isl, row.osl,
+            row.concurrency)
+    return hashlib.sha256(json.dumps(read).encode()).hexdigest()[:12]
+
+
 def predict(row: Measured) -> dict:
     """One row's prediction as a JSON object (a worker's answer; errors kept in one line)."""
     from tracer.errors import one_line
@@ -110,14 +118,15 @@ def predict(row: Measured) -> dict:
         got = serving(row.model, row.system, row.strategy, row.isl, row.osl, batch=row.concurrency, **kw)
         ideal = serving(row.model, row.system, row.strategy, row.isl, row.osl, batch=row.concurrency, ideal=True, **kw)
     except ConfigError as err:
-        return {"id": row.id, "error": str(err)}
+        return {"id": row.id, "inputs": inputs_of(row), "error": str(err)}
     except Exception as err:  # a row that fails otherwise is recorded, and the rest go on
-        return {"id": row.id, "error": one_line(err)}
+        return {"id": row.id, "inputs": inputs_of(row), "error": one_line(err)}
     from meshes.systems import get_system
     from tracer.rates import rates_for
 
     rates, _ = rates_for(get_system(row.system).chip)
-    return {"id": row.id, "output_tok_s": got.output_tokens_per_s, "ideal_tok_s": ideal.output_tokens_per_s,
+    return {"id": row.id, "inputs": inputs_of(row), "output_tok_s": got.output_tokens_per_s,
+            "ideal_tok_s": ideal.output_tokens_per_s,
             "iteration_s": got.iteration_s, "overhead_s": rates.overhead_s if rates else 0.0,
             "concurrency": got.concurrency}
 
@@ -173,6 +182,7 @@ def predict_all(rows: list[Measured], folder: Path, jobs: int = 1, progress=None
         raise ConfigError(f"--out {folder}: {err.strerror or err}; name a folder that can be written") from None
     path = folder / "predictions.jsonl"
     digest = _digest()
+    wanted = {r.id: inputs_of(r) for r in rows}
     done: dict[str, dict] = {}
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -180,7 +190,8 @@ def predict_all(rows: list[Measured], folder: Path, jobs: int = 1, progress=None
                 entry = json.loads(line)
             except ValueError:
                 continue  # a line cut short by an interruption
-            if isinstance(entry, dict) and entry.get("digest") == digest:
+            if isinstance(entry, dict) and entry.get("digest") == digest and \
+                    entry.get("inputs") == wanted.get(entry.get("id")):
                 done[entry.get("id")] = entry
     todo = sorted((r for r in rows if r.id not in done), key=_cost)
     stop = time.monotonic() + minutes * 60 if minutes else math.inf
