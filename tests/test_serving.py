@@ -371,3 +371,22 @@ def test_pipeline_meets_a_tpot_target():
     assert 4 < got.concurrency < 256 and got.tpot_s * 1e3 <= target
     assert serving("tiny", "h100x4", "pp", ISL, OSL, batch=got.concurrency + 1, ideal=True).tpot_s * 1e3 > target
     assert got.concurrency_note.startswith("the most that meet TPOT")
+
+
+def test_a_small_prefill_share_of_an_moe_reads_the_experts_it_reaches():
+    """A chunk of f of the compiled prefill's prompts, alone, reads the routed experts its tokens are expected to reach
+    (uniform routing: 1 - (1 - k/E)^T of E), not all those the whole prompts reach; and neither party's share of an
+    iteration is negative. By hand, the tiny MoE (E = 16, k = 2) at 2 sequences of 64 + 64 tokens on one H100:
+    f = 2 / 64 of a 64-token prompt is 2 tokens, which reach 1 - (14/16)^2 = 23.4% of the experts."""
+    from conftest import MOE
+    from tracer.api import setup
+    from tracer.serving_steps import chunk_reach, prefill_alone, prefill_phase
+
+    pre, s_pre = prefill_phase(MOE, "h100x1", "tp", ISL, 1, {})
+    f = 2 / OSL
+    assert chunk_reach(s_pre, f) == pytest.approx(1 - (14 / 16) ** 2) == pytest.approx(0.234375)
+    assert chunk_reach(s_pre, 1.0) is None and chunk_reach(setup("tiny", "h100x1", "tp", batch=1), f) is None
+    assert prefill_alone(pre, f, s_pre.system, s_pre.rates, chunk_reach(s_pre, f)) < \
+        prefill_alone(pre, f, s_pre.system, s_pre.rates)
+    s = serving(MOE, "h100x1", "tp", ISL, OSL, batch=2)
+    assert 0 <= s.output_share_s <= s.iteration_s and s.usd_per_mtok_input > 0 and s.usd_per_mtok_output > 0

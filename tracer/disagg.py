@@ -30,7 +30,14 @@ from base.inputs import ConfigError
 from meshes.strategies import get_strategy
 from meshes.systems import get_system, whole_domain
 from tracer.serving import serving
-from tracer.serving_steps import DEFAULT_KV_FRACTION, DEFAULT_MAX_NUM_TOKENS, Serving, prefill_alone, prefill_phase
+from tracer.serving_steps import (
+    DEFAULT_KV_FRACTION,
+    DEFAULT_MAX_NUM_TOKENS,
+    Serving,
+    chunk_reach,
+    prefill_alone,
+    prefill_phase,
+)
 from tracer.timing import scale_out_link
 
 MOST = 8  # instances of each kind `auto` tries
@@ -116,7 +123,7 @@ def disaggregated(model: str = "llama3-8b", system: str = "h200x8", strategy: st
     pre, s_pre = prefill_phase(model, system, strategy, isl, replicas, kw)
     sys_ = s_pre.system
     f = max_num_tokens // isl if isl <= max_num_tokens else max_num_tokens / isl  # prompts per replica an iteration
-    t_pre = prefill_alone(pre, f, sys_, s_pre.rates)
+    t_pre = prefill_alone(pre, f, sys_, s_pre.rates, chunk_reach(s_pre, f))
     per_instance = replicas * f / t_pre  # prompts/s
     kv = s_pre.cfg.kv_bytes(isl)
     decode_rate = dec.requests_per_s  # one decode instance's

@@ -29,7 +29,11 @@ kernels add f of their time, then the collectives of both and one iteration's ov
     iteration = max(compute, memory) + comms.
 Input and output prices split the iteration's chip-time between its decode and prefill tokens by the Shapley rule
 for two parties: each pays the average of its two marginal times, what it takes alone and what it adds to the other:
-    decode's share = (decode alone + iteration - prefill alone) / 2, prefill's = iteration - decode's.
+    decode's share = (decode alone + iteration - prefill alone) / 2, prefill's = iteration - decode's,
+each alone taken at most the iteration (work added never makes an iteration shorter; where a party's priced alone
+time exceeds both together, as the compiled step's fixed costs can for a small share, both together is used: no
+share is negative). A prefill share alone reads the routed experts its chunk's tokens are expected to reach, not
+those of the whole prompts its program was compiled for (serving_steps.chunk_reach).
 The marginal rule in one order (decode alone, prefill the rest) would let whichever runs second ride nearly free in
 the time the first leaves idle (prefill's compute under decode's memory-bound time); this one splits that saving
 evenly. Each output says which time model priced it.
@@ -58,6 +62,7 @@ from tracer.serving_steps import (
     DEFAULT_KV_FRACTION,
     DEFAULT_MAX_NUM_TOKENS,
     Serving,
+    chunk_reach,
     decode_model,
     iteration_time,
     kv_pool,
@@ -105,6 +110,7 @@ class _Setting:
     admission: str = "paged"
     spec: Speculation | None = None
     decode_only: bool = False  # disaggregated: the prompts are prefilled elsewhere (tracer.disagg)
+    prefill_setup: object = None  # the compiled prefill's Setup (serving_steps.chunk_reach reads it)
 
     @property
     def queries(self) -> int:
@@ -140,9 +146,9 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
     model_at, first = decode_model(model, system, strategy, (n,), isl, osl, kw, queries)
     draft_mem = draft_memory(spec, first, system, strategy, n, isl, osl, kw)
     pool, fits_n = kv_pool(model_at, first, n, replicas, isl, osl, kv_fraction, admission, draft_mem)
-    prefill, _ = prefill_phase(model, system, strategy, isl, replicas, kw)
+    prefill, s_pre = prefill_phase(model, system, strategy, isl, replicas, kw)
     setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, prefill, kw,
-                       admission, spec, decode_only)
+                       admission, spec, decode_only, s_pre)
     if batch != "max":
         return _figures(setting, n, model_at, first, "as given", _over(n, replicas, budget_n, fits_n, setting))
     top = min(fits_n, budget_n) * replicas
@@ -183,7 +189,8 @@ def from_steps(model, system: str, strategy: str, isl: int, osl: int, n: int, de
     pre = price(s_pre, {"prefill": prefill}, find_max_batch=False).phases["prefill"]
     model_at = StepModel.fit("decode", decode)
     pool, fits_n = kv_pool(model_at, first, n, replicas, isl, osl, kv_fraction)
-    setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, pre, kw)
+    setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, pre, kw,
+                       prefill_setup=s_pre)
     budget_n = int(max_num_tokens // iteration_tokens(None, isl, osl))
     result = _figures(setting, n, model_at, first, "as given", _over(n, replicas, budget_n, fits_n, setting))
     return dataclasses.replace(result, compiled=provenance)
@@ -250,8 +257,8 @@ def _figures(setting: _Setting, n: int, model_at: StepModel, first, note: str, n
         prefill_s = 0.0
     else:
         iteration, decode_s, prefill_s = iteration_time(decode, setting.prefill, f, s_mean.system, s_mean.rates,
-                                                    draft_s)
-    share = (decode_s + iteration - prefill_s) / 2
+                                                    draft_s, chunk_reach(setting.prefill_setup, f))
+    share = (min(decode_s, iteration) + iteration - min(prefill_s, iteration)) / 2  # each alone at most both
     chips = s_mean.system.n_chips
     usd_per_s = s_mean.system.usd_per_chip_hour * chips / 3600
     out_per_iter, in_per_iter = n * gained, n * gained * isl / osl

@@ -6,11 +6,12 @@ tracer.disagg) share one copy."""
 import dataclasses
 from dataclasses import dataclass
 
+from models.moe import reached_fraction
 from tracer.api import price, setup
 from tracer.compile import compile_steps
 from tracer.derive import StepModel
 from tracer.results import Phase
-from tracer.roofline import memory
+from tracer.roofline import charge_routed_experts, memory, splits, tokens_per_expert_copy
 from tracer.timing import iteration_kernels_s
 
 DEFAULT_KV_FRACTION = 0.9  # vLLM's gpu_memory_utilization default
@@ -114,12 +115,25 @@ def kv_pool(model_at: StepModel, first, n: int, replicas: int, isl: int, osl: in
     return pool, int(pool // (per_seq + temp_per_seq))
 
 
-def iteration_time(decode: Phase, prefill: Phase, f: float, system, rates, draft_s: float = 0.0
-               ) -> tuple[float, float, float]:
+def chunk_reach(s_pre, f: float) -> float | None:
+    """Of the routed experts a device holds, the share a chunk of f of the compiled prefill's prompts is expected
+    to reach under uniform routing (models.moe.reached_fraction), where the compiled prefill's charge is for its
+    whole prompts' tokens: a few prompt tokens alone reach few experts. None: nothing to lower (a dense model, worst
+    routing, or the whole prompts)."""
+    cfg = s_pre.cfg if s_pre is not None else None
+    if cfg is None or not cfg.is_moe or s_pre.routing != "uniform" or f >= 1:
+        return None
+    tokens = f * tokens_per_expert_copy(s_pre.work, "prefill", splits(s_pre.strategy, s_pre.mesh))
+    return reached_fraction(cfg.n_experts, cfg.n_active, tokens)
+
+
+def iteration_time(decode: Phase, prefill: Phase, f: float, system, rates, draft_s: float = 0.0,
+                   reached: float | None = None) -> tuple[float, float, float]:
     """(the iteration's seconds, the decode step's alone, the prefill share's alone): module docstring. `draft_s`:
-    a speculative draft's steps, which run before the verification and count with the decode."""
+    a speculative draft's steps, which run before the verification and count with the decode; `reached`: the
+    prefill share's routed-expert reach alone (chunk_reach)."""
     d, p = decode.time, prefill.time
-    alone = prefill_alone(prefill, f, system, rates)
+    alone = prefill_alone(prefill, f, system, rates, reached)
     if rates is not None:  # each kernel at its achieved rate: tracer.timing.iteration_kernels_s
         comms, overhead = d.comms_s + f * p.comms_s, rates.overhead_s
         both = iteration_kernels_s(decode.step, prefill.step, f, system, rates) + comms + overhead + draft_s
@@ -129,9 +143,12 @@ def iteration_time(decode: Phase, prefill: Phase, f: float, system, rates, draft
     return both, d.step_s + draft_s, alone
 
 
-def prefill_alone(prefill: Phase, f: float, system, rates) -> float:
+def prefill_alone(prefill: Phase, f: float, system, rates, reached: float | None = None) -> float:
     """Seconds of an iteration that prefills f of the compiled prefill's prompts and nothing else: its weights read
-    once, f of the rest (module docstring)."""
+    once (its routed experts' as far as the chunk reaches them: `reached`, chunk_reach), f of the rest (module
+    docstring)."""
+    if reached is not None:
+        prefill = dataclasses.replace(prefill, step=charge_routed_experts(prefill.step, reached))
     p = prefill.time
     if rates is not None:
         return iteration_kernels_s(None, prefill.step, f, system, rates) + f * p.comms_s + rates.overhead_s
