@@ -379,6 +379,7 @@ def test_a_small_prefill_share_of_an_moe_reads_the_experts_it_reaches():
     iteration is negative. By hand, the tiny MoE (E = 16, k = 2) at 2 sequences of 64 + 64 tokens on one H100:
     f = 2 / 64 of a 64-token prompt is 2 tokens, which reach 1 - (14/16)^2 = 23.4% of the experts."""
     from conftest import MOE
+
     from tracer.api import setup
     from tracer.serving_steps import chunk_reach, prefill_alone, prefill_phase
 
