@@ -10,7 +10,7 @@ import pytest
 from base.inputs import ConfigError
 from tracer.cli import main
 from tracer.reports.validation import why
-from tracer.validation import FIELDS, Measured, Prediction, fit_overhead, inputs_of, load_measured, mape
+from tracer.validation import FIELDS, Measured, Prediction, fit_overhead, load_measured, mape
 
 
 def test_the_shipped_rows_span_what_the_issue_asks():
@@ -95,7 +95,7 @@ def test_the_report_end_to_end(tmp_path, monkeypatch):
     text = path.read_text().replace("t1,held-out,tiny,preset,bfloat16", "t1,held-out,tiny,preset,fp8")
     path.write_text(text)
     monkeypatch.setattr("tracer.validation.predict",
-                        lambda r: calls.append(r.id) or {"id": r.id, "inputs": inputs_of(r), "error": "not run"})
+                        lambda r: calls.append(r.id) or {"id": r.id, "error": "not run"})
     validation.write_report(str(out), measured=path)
     assert calls == ["t1"]
     assert main(["report", "validation", "--out", str(tmp_path / "x"), "--from", "y"]) == 2

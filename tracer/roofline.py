@@ -246,9 +246,8 @@ def _kv_bytes(cfg: ModelConfig, work: Workload, phase: str, split: Splits, held:
     state included; sparse attention's decode reads every index key and the chosen latent rows alone."""
     kv = work.batch * (cfg.kv_bytes(work.prompt if phase == "prefill" else work.context)
                        - cfg.state_bytes_per_sequence)
-    if not held and phase == "decode" and cfg.index_topk and work.context > cfg.index_topk:  # the chosen rows
-        unread = cfg.kv_values_per_layer * cfg.kv_bytes_per_value * (work.context - cfg.index_topk)
-        kv -= work.batch * cfg.n_layers * unread
+    if not held and phase == "decode":  # sparse attention: the index keys and the chosen rows
+        kv *= cfg.kv_read_fraction(work.context)
     cache_seq = split.cache_seq if work.context % split.cache_seq == 0 else 1
     kv_split = 1 if cfg.is_mla else split.kv_heads / cfg.kv_copies(split.kv_heads)
     return kv / split.batch / kv_split / cache_seq + _state_bytes(cfg, work, split)

@@ -106,11 +106,11 @@ class _Setting:
     max_num_tokens: int
     pool: float
     prefill: Phase
+    prefill_setup: object  # its Setup (serving_steps.chunk_reach reads it)
     kw: dict
     admission: str = "paged"
     spec: Speculation | None = None
     decode_only: bool = False  # disaggregated: the prompts are prefilled elsewhere (tracer.disagg)
-    prefill_setup: object = None  # the compiled prefill's Setup (serving_steps.chunk_reach reads it)
 
     @property
     def queries(self) -> int:
@@ -147,8 +147,8 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
     draft_mem = draft_memory(spec, first, system, strategy, n, isl, osl, kw)
     pool, fits_n = kv_pool(model_at, first, n, replicas, isl, osl, kv_fraction, admission, draft_mem)
     prefill, s_pre = prefill_phase(model, system, strategy, isl, replicas, kw)
-    setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, prefill, kw,
-                       admission, spec, decode_only, s_pre)
+    setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, prefill, s_pre,
+                       kw, admission, spec, decode_only)
     if batch != "max":
         return _figures(setting, n, model_at, first, "as given", _over(n, replicas, budget_n, fits_n, setting))
     top = min(fits_n, budget_n) * replicas
@@ -189,8 +189,7 @@ def from_steps(model, system: str, strategy: str, isl: int, osl: int, n: int, de
     pre = price(s_pre, {"prefill": prefill}, find_max_batch=False).phases["prefill"]
     model_at = StepModel.fit("decode", decode)
     pool, fits_n = kv_pool(model_at, first, n, replicas, isl, osl, kv_fraction)
-    setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, pre, kw,
-                       prefill_setup=s_pre)
+    setting = _Setting(model, system, strategy, isl, osl, replicas, kv_fraction, max_num_tokens, pool, pre, s_pre, kw)
     budget_n = int(max_num_tokens // iteration_tokens(None, isl, osl))
     result = _figures(setting, n, model_at, first, "as given", _over(n, replicas, budget_n, fits_n, setting))
     return dataclasses.replace(result, compiled=provenance)

@@ -120,8 +120,8 @@ def chunk_reach(s_pre, f: float) -> float | None:
     to reach under uniform routing (models.moe.reached_fraction), where the compiled prefill's charge is for its
     whole prompts' tokens: a few prompt tokens alone reach few experts. None: nothing to lower (a dense model, worst
     routing, or the whole prompts)."""
-    cfg = s_pre.cfg if s_pre is not None else None
-    if cfg is None or not cfg.is_moe or s_pre.routing != "uniform" or f >= 1:
+    cfg = s_pre.cfg
+    if not cfg.is_moe or s_pre.routing != "uniform" or f >= 1:
         return None
     tokens = f * tokens_per_expert_copy(s_pre.work, "prefill", splits(s_pre.strategy, s_pre.mesh))
     return reached_fraction(cfg.n_experts, cfg.n_active, tokens)

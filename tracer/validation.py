@@ -118,15 +118,14 @@ def predict(row: Measured) -> dict:
         got = serving(row.model, row.system, row.strategy, row.isl, row.osl, batch=row.concurrency, **kw)
         ideal = serving(row.model, row.system, row.strategy, row.isl, row.osl, batch=row.concurrency, ideal=True, **kw)
     except ConfigError as err:
-        return {"id": row.id, "inputs": inputs_of(row), "error": str(err)}
+        return {"id": row.id, "error": str(err)}
     except Exception as err:  # a row that fails otherwise is recorded, and the rest go on
-        return {"id": row.id, "inputs": inputs_of(row), "error": one_line(err)}
+        return {"id": row.id, "error": one_line(err)}
     from meshes.systems import get_system
     from tracer.rates import rates_for
 
     rates, _ = rates_for(get_system(row.system).chip)
-    return {"id": row.id, "inputs": inputs_of(row), "output_tok_s": got.output_tokens_per_s,
-            "ideal_tok_s": ideal.output_tokens_per_s,
+    return {"id": row.id, "output_tok_s": got.output_tokens_per_s, "ideal_tok_s": ideal.output_tokens_per_s,
             "iteration_s": got.iteration_s, "overhead_s": rates.overhead_s if rates else 0.0,
             "concurrency": got.concurrency}
 
@@ -197,7 +196,7 @@ def predict_all(rows: list[Measured], folder: Path, jobs: int = 1, progress=None
     stop = time.monotonic() + minutes * 60 if minutes else math.inf
     with open(path, "a", encoding="utf-8") as out:
         def keep(entry: dict):
-            entry["digest"] = digest
+            entry["digest"], entry["inputs"] = digest, wanted[entry["id"]]
             out.write(json.dumps(entry) + "\n")
             out.flush()
             done[entry["id"]] = entry
