@@ -104,7 +104,8 @@ def test_cli_table_json_and_bad_input(capsys):
                        (["--max-num-tokens", "1"], "cannot hold one sequence"),
                        (["--batch", "8", "--tpot-ms", "5"], "choose the concurrency themselves"),
                        (["--ttft-ms", "-1"], "--ttft-ms must be a finite number of milliseconds > 0"),
-                       (["--batch", "7", "--strategy", "tp-dp", "--system", "h100x8*2"], "does not divide")):
+                       (["--batch", "7", "--strategy", "tp-dp", "--system", "h100x8*2"], "does not divide"),
+                       (["--batch", "8", "--kv-fraction", "1e-9"], "leave no KV pool")):  # 141 B beside the weights
         assert main(["serving", "--model", "tiny", *argv]) == 2
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

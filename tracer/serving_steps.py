@@ -6,6 +6,7 @@ tracer.disagg) share one copy."""
 import dataclasses
 from dataclasses import dataclass
 
+from base.inputs import ConfigError
 from models.moe import reached_fraction
 from tracer.api import price, setup
 from tracer.compile import compile_steps
@@ -110,6 +111,12 @@ def kv_pool(model_at: StepModel, first, n: int, replicas: int, isl: int, osl: in
     bound). `draft`: a speculative draft's (weight bytes, cache bytes a sequence) per device, held beside them."""
     step = model_at.at(n, isl + (osl if admission == "reserve" else osl // 2), first.compiler)
     pool = kv_fraction * first.system.chip.hbm_bytes - step.weight_bytes - draft[0]
+    if pool <= 0:
+        held = (step.weight_bytes + draft[0]) / 1e9
+        raise ConfigError(f"the weights{' and the draft' if draft[0] else ''} ({held:.1f} GB per device) leave no "
+                          f"KV pool in {kv_fraction:g} of the {first.system.chip.name}'s "
+                          f"{first.system.chip.hbm_bytes / 1e9:.0f} GB: use more chips (a larger system or strategy "
+                          "that splits the weights), smaller --weights, or a higher --kv-fraction")
     per_seq = step.kv_cache_bytes / (n // replicas) + draft[1]  # per device, a sequence of its replica, mean context
     temp_per_seq = memory(step, first.system, "decode").temp / (n // replicas)
     return pool, int(pool // (per_seq + temp_per_seq))
