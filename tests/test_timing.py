@@ -68,6 +68,9 @@ def test_a_step_by_hand():
                                          + 1.75e6 / 450e9 + 14 * 1e-6, rel=1e-9)
     assert ideal.model == "ideal" and ideal.kernels_s is None
     assert collective_time(H100, ar, RATES) == pytest.approx(t.comms_s)
+    # 10 us more a sequence its scheduler runs: 64 sequences add 0.64 ms of host work to the 1 ms
+    per_seq = step_time(step, H100, dataclasses.replace(RATES, per_sequence_s=10e-6), "decode", sequences=64)
+    assert per_seq.overhead_s == pytest.approx(1.64e-3) and per_seq.step_s == pytest.approx(t.step_s + 0.64e-3)
 
 
 def test_a_mixed_iteration_by_hand():
@@ -112,7 +115,8 @@ def test_bad_rates_files_say_what_to_fix(tmp_path):
     good = (RATES_DIR / "h100.toml").read_text()
     cases = {"no_table": good.replace("[memory]", "[memoryx]"),
              "bad_fraction": good.replace("[memory]\nfraction = ", "[memory]\nfraction = 7 #"),
-             "not_toml": "chip = ", "short_row": good.replace("m = [", "m = [0.5, ")}
+             "not_toml": "chip = ", "short_row": good.replace("m = [", "m = [0.5, "),
+             "negative_per_sequence": good.replace("[iteration]\n", "[iteration]\nper_sequence_s = -1e-6\n")}
     for name, text in cases.items():
         path = tmp_path / f"{name}.toml"
         path.write_text(text)
@@ -223,6 +227,8 @@ def test_moe_tables_ship_and_round_trip(tmp_path):
         path = tmp_path / f"{chip}.toml"
         path.write_text(rates.to_toml())
         assert dataclasses.replace(load_rates(path), path=rates.path) == rates
+        path.write_text(dataclasses.replace(rates, per_sequence_s=5e-6).to_toml())
+        assert load_rates(path).per_sequence_s == 5e-6 and load_rates(path).overhead(100) == rates.overhead_s + 5e-4
     bad = tmp_path / "bad.toml"
     bad.write_text((RATES_DIR / "h100.toml").read_text().replace("\nw4a16 = ", "\nint3 = "))
     with pytest.raises(ConfigError, match=r"\[moe\] has a row 'int3'; rows are bfloat16, float8, float4, w4a16"):

@@ -10,7 +10,7 @@ import pytest
 from base.inputs import ConfigError
 from tracer.cli import main
 from tracer.reports.validation import why
-from tracer.validation import FIELDS, Measured, Prediction, fit_overhead, load_measured, mape
+from tracer.validation import FIELDS, Measured, Prediction, fit_overhead, load_measured, mape, without_iteration
 
 
 def test_the_shipped_rows_span_what_the_issue_asks():
@@ -40,9 +40,25 @@ def test_errors_and_the_overhead_fit_by_hand():
            Prediction(_row("calibration", 4000), 5_000, 10_000, 0.020, 0.0, 100)]
     held = Prediction(_row("held-out", 1), 10_000, 20_000, 0.010, 0.0, 100)
     assert cal[0].error_pct == pytest.approx(25.0) and cal[0].ideal_error_pct == pytest.approx(150.0)
-    assert fit_overhead([*cal, held]) == pytest.approx(0.0025)
+    assert fit_overhead([*cal, held]) == pytest.approx((0.0025, 0.0))  # no sequences recorded: no per-sequence part
     assert cal[1].at_overhead(0.0025) == pytest.approx(100 / 0.0225)
     assert mape([10.0, -30.0]) == 20.0
+
+
+def test_the_per_sequence_overhead_fit_by_hand():
+    """Three calibration rows measured at exactly 2.5 ms + 10 us a sequence its scheduler runs beyond their priced
+    kernels (10, 20 and 30 ms, priced with 1 ms of overhead of which none per sequence): 100 sequences on one
+    scheduler run 10 + 2.5 + 100 x 0.01 = 13.5 ms an iteration (100 / 13.5 ms = 7,407 tokens/s), 100 over 8
+    replicas 20 + 2.5 + 12.5 x 0.01 = 22.625 ms (4,420), 400 on one 30 + 2.5 + 4 = 36.5 ms (10,959). The grid's
+    least MAPE is 0 there; the held-out row, measured far off, is not looked at."""
+    rows = ((100, 100, 0.010, 0.0135), (100, 12.5, 0.020, 0.022625), (400, 400, 0.030, 0.0365))
+    cal = [Prediction(_row("calibration", n / measured_s), n / (kernels + 0.001), 1.0, kernels + 0.001, 0.001, n,
+                      sequences=seqs) for n, seqs, kernels, measured_s in rows]
+    held = Prediction(_row("held-out", 1), 10_000, 20_000, 0.010, 0.0, 100, sequences=100)
+    fixed, per_sequence = fit_overhead([*cal, held])
+    assert fixed == pytest.approx(0.0025) and per_sequence == pytest.approx(10e-6)
+    assert cal[1].at_overhead(fixed, per_sequence) == pytest.approx(100 / 0.022625)
+    assert cal[0].error_pct == pytest.approx(100 * (100 / 0.011 / (100 / 0.0135) - 1))  # as priced: 1 ms, 22.7% fast
 
 
 def test_reasons_read_the_notes_as_written():
@@ -99,3 +115,13 @@ def test_the_report_end_to_end(tmp_path, monkeypatch):
     validation.write_report(str(out), measured=path)
     assert calls == ["t1"]
     assert main(["report", "validation", "--out", str(tmp_path / "x"), "--from", "y"]) == 2
+
+
+def test_the_digest_leaves_out_the_iteration_table_alone():
+    """Kept predictions are re-priced at a new overhead exactly, so the [iteration] table is not in their digest;
+    a [moe] table after it is (it was left out too while the digest cut the file at [iteration])."""
+    text = '[kernel]\nfloor_s = 3e-6\n\n[iteration]\noverhead_s = 0.004\n\n[moe]\nm = [1]\n'
+    assert without_iteration(text) == "[kernel]\nfloor_s = 3e-6\n\n[moe]\nm = [1]\n"
+    assert without_iteration(text.replace("0.004", "0.002")) == without_iteration(text)
+    assert without_iteration(text.replace("m = [1]", "m = [2]")) != without_iteration(text)
+    assert without_iteration("[kernel]\n\n[iteration]\noverhead_s = 0.004\n") == "[kernel]\n"

@@ -60,7 +60,7 @@ def _phase(name, step, cfg, system, work, mesh, strategy, routing, fusion, rates
     if cfg.is_moe and routing == "uniform":
         step = charge_routed_experts(step, reached_fraction(cfg.n_experts, cfg.n_active,
                                                             tokens_per_expert_copy(work, name, split)))
-    time = step_time(step, system, rates, name, strategy.overlap)
+    time = step_time(step, system, rates, name, strategy.overlap, work.batch / strategy.ways("batch", mesh))
     tokens = work.tokens(name)
     per_chip = tokens / time.step_s / n_chips
     collectives = tuple(CollectiveTime(c, link(system, c), collective_time(system, c, rates))

@@ -176,7 +176,8 @@ def calibrate(out: str, chip_name: str | None = None, quick: bool = False) -> Ra
                    "kernel": f"measured: a chain of {sizes['floor']} 16x16 GEMMs, {measured}",
                    "collectives": (f"scale-up measured (psum over {len(jax.devices())} devices); scale-out "
                                    if collectives else "") + kept,
-                   "iteration": f"a serving engine's host work, {kept}"})
+                   "iteration": f"a serving engine's host work, {kept}"},
+                  per_sequence_s=published.per_sequence_s if published else 0.0)
     try:
         Path(out).write_text(rates.to_toml(), encoding="utf-8")
     except OSError as err:

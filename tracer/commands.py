@@ -131,8 +131,10 @@ def report(args) -> str:
         path, head = validation(args.out, jobs=args.jobs, minutes=args.minutes)
         return (f"wrote {path}: held-out MAPE {head['held_out_mape']:.1f}% over {head['held_out_rows']} rows "
                 f"({head['held_out_mape_ideal']:.1f}% with --ideal); calibration {head['calibration_mape']:.1f}% over "
-                f"{head['calibration_rows']}; per-iteration overhead fitted on the calibration rows: "
-                f"{head['overhead_fitted_ms']:.1f} ms (the rates files: {head['overhead_used_ms']:.1f} ms)")
+                f"{head['calibration_rows']}; host overhead fitted on the calibration rows: "
+                f"{head['overhead_fitted_ms']:.1f} ms + {head['per_sequence_fitted_us']:.1f} us a sequence a "
+                f"scheduler runs (the rates files: {head['overhead_used_ms']:.1f} ms + "
+                f"{head['per_sequence_used_us']:.1f} us)")
     if args.results == "textbook":
         from tracer import textbook
         from tracer.reports.textbook import summary, write_report

@@ -150,14 +150,21 @@ def _at(p: _Pipeline, serving, n: int, note: str) -> Serving:
                  None, None, p.admission, p.spec.k if p.spec else 0, p.spec.acceptance if p.spec else None,
                  p.spec.draft if p.spec else "mtp", **p.kw)
     rates = setup(p.cfg, p.stage_system.name, p.strategy.stage, batch=r, prompt=p.isl, context=p.isl, **p.kw).rates
-    overhead = rates.overhead_s if rates else 0.0
+
+    def overhead(sequences: float) -> float:  # a replica's scheduler's, running `sequences`
+        return rates.overhead(sequences) if rates else 0.0
+
+    prompts = gained / p.osl  # prompts a replica's sequence brings an iteration
     sent = m * queries * p.cfg.hidden * p.cfg.bits(p.cfg.dtype) / 8  # a micro-batch's activations, a boundary
     send, link = _send(sys_, rates, p.per_stage, sent)
 
-    def round_of(stage_s: float, draft_s: float = 0.0) -> float:
-        """S stage iterations' kernels and collectives, the sends between them, one overhead; a speculative draft
-        once (on the last stage, where the model's last hidden states are)."""
-        return stages * (stage_s - overhead - draft_s) + draft_s + (stages - 1) * send + overhead
+    def round_of(stage_s: float, draft_s: float = 0.0, per_seq: float = 1.0) -> float:
+        """S stage iterations' kernels and collectives (less the overhead a stage's of m sequences carries), the
+        sends between them, one overhead of all n (a replica's scheduler's host work a round, its per-sequence part
+        for each sequence, `per_seq` of one a sequence: 1 for decode, its prompts for a prefill share alone); a
+        speculative draft once (on the last stage, where the model's last hidden states are)."""
+        had, has = overhead(per_seq * m / r), overhead(per_seq * n / r)
+        return stages * (stage_s - had - draft_s) + draft_s + (stages - 1) * send + has
 
     rnd = round_of(st.iteration_s, st.draft_s)
     share = rnd * st.output_share_s / st.iteration_s
@@ -168,13 +175,13 @@ def _at(p: _Pipeline, serving, n: int, note: str) -> Serving:
              f"({p.stage_system.name}, {p.cfg.n_layers} layers the slowest, the last, with the LM head: every stage "
              f"priced as it, an upper bound), {micro} micro-batch{'es' if micro > 1 else ''} of {m} in flight"
              f"{f' ({stages - micro} stages idle each round: the bubble)' if micro < stages else ''}; a round is "
-             f"{stages} stage iterations of {(st.iteration_s - overhead - st.draft_s) * 1e3:.2f} ms + {stages - 1} "
-             f"send{'s' if stages > 2 else ''} of {sent / 1e6:.2f} MB over {link} ({send * 1e6:.0f} us each) + "
-             "the overhead")
+             f"{stages} stage iterations of {(st.iteration_s - overhead(m / r) - st.draft_s) * 1e3:.2f} ms + "
+             f"{stages - 1} send{'s' if stages > 2 else ''} of {sent / 1e6:.2f} MB over {link} ({send * 1e6:.0f} "
+             "us each) + the overhead")
     return Serving(
         p.model, sys_.name, p.strategy.name, p.isl, p.osl, n, note, p.kv_fraction, p.max_num_tokens,
         st.kv_pool_bytes_per_device, st.kv_bytes_per_sequence_per_device, round_of(st.decode_s, st.draft_s),
-        round_of(st.prefill_s) if st.prefill_s else 0.0, rnd, share, in_per, rnd / gained, ttft,
+        round_of(st.prefill_s, per_seq=prompts) if st.prefill_s else 0.0, rnd, share, in_per, rnd / gained, ttft,
         ttft + (p.osl - 1) * rnd / gained, out_per / rnd, in_per / rnd, n * gained / p.osl / rnd, sys_.n_chips,
         usd_per_s * 3600, usd_per_s * (rnd - share) / in_per * 1e6, usd_per_s * share / out_per * 1e6,
         usd_per_s * rnd / (in_per + out_per) * 1e6, (*st.compiled, piped),

@@ -17,6 +17,8 @@ figure (meshes.systems.Chip), so a file serves every system of that chip:
                                         #   best of NCCL and the engines' one-shot kernels), log-log between points
                     scale_out_fraction, scale_out_latency_s  # across domains: of the NIC's rate, a latency a call
     [iteration]     overhead_s          # an engine's host work per step (scheduling, sampling) not hidden
+                    per_sequence_s      # optional (0 without): more host work a step per sequence its scheduler
+                                        #   runs (each data-parallel replica has its own)
     [moe]           m, bfloat16, ...    # optional: a routed expert GEMM's time as a fraction of its own roofline
                                         #   (max(FLOPs at peak, bytes at HBM bandwidth)), by tokens per expert, per
                                         #   kind of expert weights (MOE_ROWS); without it experts are dense GEMMs
@@ -70,6 +72,11 @@ class Rates:
     sources: dict  # table -> its source
     moe_m: tuple[float, ...] = ()  # tokens per expert of the [moe] table's points (empty: no [moe] table)
     moe: dict | None = None  # MOE_ROWS name -> fractions of a routed expert GEMM's roofline at moe_m
+    per_sequence_s: float = 0.0  # host work a step per sequence of its scheduler, beside overhead_s
+
+    def overhead(self, sequences: float) -> float:
+        """Seconds of host work not hidden in a step whose scheduler (a data-parallel replica's) runs `sequences`."""
+        return self.overhead_s + self.per_sequence_s * sequences
 
     def matmul_fraction(self, dtype: str, m: float) -> float:
         """Of the dense peak of `dtype`, a GEMM whose smaller output side is m (log-linear between the table's
@@ -116,7 +123,7 @@ class Rates:
             "collectives": {"scale_up_bytes": list(self.scale_up_bytes), "scale_up_s": list(self.scale_up_s),
                             "scale_out_fraction": self.scale_out_fraction,
                             "scale_out_latency_s": self.scale_out_latency_s},
-            "iteration": {"overhead_s": self.overhead_s}}
+            "iteration": {"overhead_s": self.overhead_s, "per_sequence_s": self.per_sequence_s}}
         if self.moe:
             tables["moe"] = {"m": list(self.moe_m), **{k: list(v) for k, v in self.moe.items()}}
         lines = [f"chip = {value(self.chip)}", f"origin = {value(self.origin)}"]
@@ -169,13 +176,17 @@ def load_rates(path: str | Path, chip_name: str | None = None, shown: str | None
         raise ConfigError(f"{where} holds rates of the {data['chip']}, not the system's {chip_name}; use one "
                           f"measured on a {chip_name} (tracer calibrate), or leave out --calibration")
     moe_m, moe = _moe(data.get("moe"), where)
+    per_sequence = data["iteration"].get("per_sequence_s", 0.0)
+    if not is_number(per_sequence) or per_sequence < 0:
+        raise ConfigError(f"{where}: [iteration] per_sequence_s = {per_sequence!r} is not a number of seconds >= 0")
     a = data["attention"]
     return Rates(data["chip"], data["origin"], shown or str(path), tuple(float(x) for x in xs),
                  {k: tuple(float(x) for x in v) for k, v in rows.items()}, float(data["memory"]["fraction"]),
                  float(a["prefill"]), float(a["decode"]), float(data["kernel"]["floor_s"]),
                  tuple(float(x) for x in sizes), tuple(float(x) for x in times), float(c["scale_out_fraction"]),
                  float(c["scale_out_latency_s"]), float(data["iteration"]["overhead_s"]),
-                 {t: str(data[t].get("source", "")) for t in (*TABLES, "moe") if t in data}, moe_m, moe)
+                 {t: str(data[t].get("source", "")) for t in (*TABLES, "moe") if t in data}, moe_m, moe,
+                 float(per_sequence))
 
 
 def _moe(table, where: str) -> tuple[tuple[float, ...], dict | None]:

@@ -142,7 +142,7 @@ def iteration_time(decode: Phase, prefill: Phase, f: float, system, rates, draft
     d, p = decode.time, prefill.time
     alone = prefill_alone(prefill, f, system, rates, reached)
     if rates is not None:  # each kernel at its achieved rate: tracer.timing.iteration_kernels_s
-        comms, overhead = d.comms_s + f * p.comms_s, rates.overhead_s
+        comms, overhead = d.comms_s + f * p.comms_s, d.overhead_s  # the decode step's: its sequences'
         both = iteration_kernels_s(decode.step, prefill.step, f, system, rates) + comms + overhead + draft_s
         return both, d.step_s + draft_s, alone
     extra = _prefill_memory(prefill, system)[1]
@@ -152,13 +152,13 @@ def iteration_time(decode: Phase, prefill: Phase, f: float, system, rates, draft
 
 def prefill_alone(prefill: Phase, f: float, system, rates, reached: float | None = None) -> float:
     """Seconds of an iteration that prefills f of the compiled prefill's prompts and nothing else: its weights read
-    once (its routed experts' as far as the chunk reaches them: `reached`, chunk_reach), f of the rest (module
-    docstring)."""
+    once (its routed experts' as far as the chunk reaches them: `reached`, chunk_reach), f of the rest, and the
+    host overhead of f prompts a replica (the compiled prefill holds one each; module docstring)."""
     if reached is not None:
         prefill = dataclasses.replace(prefill, step=charge_routed_experts(prefill.step, reached))
     p = prefill.time
     if rates is not None:
-        return iteration_kernels_s(None, prefill.step, f, system, rates) + f * p.comms_s + rates.overhead_s
+        return iteration_kernels_s(None, prefill.step, f, system, rates) + f * p.comms_s + rates.overhead(f)
     weights_s, extra = _prefill_memory(prefill, system)
     return max(f * p.compute_s, weights_s + f * extra) + f * p.comms_s
 

@@ -16,7 +16,8 @@ Achieved (issue 16, section 2). Kernels run one after another, as a serving engi
     collective = count x (latency per call + wire bytes / (link bandwidth x bus fraction)), every one on the
               critical path (tensor-parallel all-reduces sit between matmuls; the engines measured here overlap
               none for these strategies) except a strategy's overlapped ones (below);
-    step = the kernels + the collectives + the per-iteration overhead (host work not hidden); under a strategy
+    step = the kernels + the collectives + the overhead (host work not hidden: a fixed part a step, and a part a
+    sequence its scheduler runs, each data-parallel replica scheduling its own: Rates.overhead); under a strategy
     with two micro-batches in flight (Strategy.overlap: wide-ep's all-to-alls), those collectives count only for
     what of them outlasts the kernels (each micro-batch's all-to-alls under the other's compute).
 Ideal: step = max(FLOPs at peak, HBM bytes at peak bandwidth) + collectives at link bandwidth plus a hop latency
@@ -170,8 +171,9 @@ def kernel_time(k: Kernel, system: System, rates: Rates, phase: str, share: floa
 
 
 def step_time(step: CompiledStep, system: System, rates: Rates | None = None, phase: str = "decode",
-              overlap: tuple[str, ...] = ()) -> StepTime:
-    """The step's seconds: at the achieved `rates`, or (None) the ideal roofline (module docstring). Collectives
+              overlap: tuple[str, ...] = (), sequences: float = 0.0) -> StepTime:
+    """The step's seconds: at the achieved `rates`, or (None) the ideal roofline (module docstring); `sequences`:
+    those one scheduler (a data-parallel replica) runs in it, for the host overhead. Collectives
     whose op is in `overlap` (a strategy's two micro-batches in flight, meshes.strategies.Strategy.overlap) hide
     under the step's compute: only what of them outlasts its kernels (ideal: max(compute, memory)) is counted."""
     hidden = sum(collective_time(system, c, rates) for c in step.cost.collectives if c.op in overlap)
@@ -187,7 +189,7 @@ def step_time(step: CompiledStep, system: System, rates: Rates | None = None, ph
         kernels += kernel_time(k, system, rates, phase)
     memory = step.cost.hbm_bytes / (system.chip.hbm_bw * rates.memory)
     return StepTime(_compute_s(step.cost.flops_by_dtype.items(), system, rates), memory,
-                    exposed + max(hidden - kernels, 0.0), kernels, rates.overhead_s, "achieved", hidden)
+                    exposed + max(hidden - kernels, 0.0), kernels, rates.overhead(sequences), "achieved", hidden)
 
 
 def _key(k: Kernel) -> tuple:

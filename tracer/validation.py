@@ -3,10 +3,10 @@
 The rows (tracer/data/measured_serving.csv) are published measurements, each with its engine and version, system,
 parallelism, input and output lengths, concurrency, the measured output tokens/s, its source and date. Their split
 into a calibration set (a third, by a hash of each row's id) and a held-out set was made when the rows were
-collected, before anything was fitted, and is a column of the file. One figure is fitted, on the calibration set
-only: an engine's host work per iteration ([iteration] overhead_s in meshes/rates/), which no published
-microbenchmark gives; every other rate is a published microbenchmark (meshes/rates/). The held-out error is reported
-as it comes out.
+collected, before anything was fitted, and is a column of the file. Two figures are fitted, on the calibration set
+only: an engine's host work an iteration, a fixed part and a part per sequence its scheduler runs ([iteration]
+overhead_s and per_sequence_s in meshes/rates/), which no published microbenchmark gives; every other rate is a
+published microbenchmark (meshes/rates/). The held-out error is reported as it comes out.
 
 Each row is predicted at the achieved rates and at the ideal roofline (`--ideal`), from the same compiled steps.
 Predictions are kept in the output folder as they finish (predictions.jsonl), so a long run stopped and run again
@@ -79,16 +79,17 @@ class Prediction:
     output_tok_s: float | None  # at the achieved rates (None: not predicted, `error` says why)
     ideal_tok_s: float | None  # at the ideal roofline
     iteration_s: float = 0.0  # the achieved iteration, its overhead included
-    overhead_s: float = 0.0  # the per-iteration overhead it was priced with
+    overhead_s: float = 0.0  # the host overhead it was priced with, an iteration (its per-sequence part included)
     concurrency: int = 0
     error: str = ""
+    sequences: float = 0.0  # those a scheduler (a data-parallel replica's) runs an iteration
 
-    def at_overhead(self, overhead_s: float) -> float | None:
-        """Output tokens/s had the iteration another overhead (the fit's lever; the concurrency is the KV pool's or
-        the row's, which the overhead does not move)."""
+    def at_overhead(self, overhead_s: float, per_sequence_s: float = 0.0) -> float | None:
+        """Output tokens/s had the iteration another overhead, `overhead_s` + `per_sequence_s` a sequence its
+        scheduler runs (the fit's levers; the concurrency is the KV pool's or the row's, which they do not move)."""
         if self.output_tok_s is None:
             return None
-        return self.concurrency / (self.iteration_s - self.overhead_s + overhead_s)
+        return self.concurrency / (self.iteration_s - self.overhead_s + overhead_s + per_sequence_s * self.sequences)
 
     @property
     def error_pct(self) -> float | None:
@@ -121,13 +122,22 @@ def predict(row: Measured) -> dict:
         return {"id": row.id, "error": str(err)}
     except Exception as err:  # a row that fails otherwise is recorded, and the rest go on
         return {"id": row.id, "error": one_line(err)}
+    from meshes.strategies import get_strategy
     from meshes.systems import get_system
     from tracer.rates import rates_for
 
-    rates, _ = rates_for(get_system(row.system).chip)
+    system = get_system(row.system)
+    rates, _ = rates_for(system.chip)
+    sequences = got.concurrency / get_strategy(row.strategy).replicas(system)
     return {"id": row.id, "output_tok_s": got.output_tokens_per_s, "ideal_tok_s": ideal.output_tokens_per_s,
-            "iteration_s": got.iteration_s, "overhead_s": rates.overhead_s if rates else 0.0,
-            "concurrency": got.concurrency}
+            "iteration_s": got.iteration_s, "overhead_s": rates.overhead(sequences) if rates else 0.0,
+            "concurrency": got.concurrency, "sequences": sequences}
+
+
+def without_iteration(rates_text: str) -> str:
+    """A rates file's text less its [iteration] table (the fitted overhead), wherever it stands among the tables."""
+    head, _, rest = rates_text.partition("\n[iteration]")
+    return head + ("\n[" + rest.split("\n[", 1)[1] if "\n[" in rest else "")
 
 
 def _digest() -> str:
@@ -140,9 +150,7 @@ def _digest() -> str:
         if "reports" in path.parts or path.name == "validation.py":
             return None
         text = path.read_text(encoding="utf-8")
-        if path.parent.name == "rates":  # its [iteration] table, the last, holds the fitted overhead
-            text = text.split("\n[iteration]")[0]
-        return text.encode()
+        return (without_iteration(text) if path.parent.name == "rates" else text).encode()
 
     digest = hashlib.sha256(json.dumps(package_versions(), sort_keys=True).encode())
     hash_sources(digest, text_of)
@@ -161,13 +169,19 @@ def current(p: Prediction) -> Prediction:
     """The prediction at the overhead the rates files hold now (exact: the overhead only adds to each iteration)."""
     if p.output_tok_s is None:
         return p
+    fixed, per_sequence = overhead_in_use(p)
+    overhead = fixed + per_sequence * p.sequences
+    return dataclasses.replace(p, output_tok_s=p.at_overhead(overhead), iteration_s=p.iteration_s - p.overhead_s
+                               + overhead, overhead_s=overhead)
+
+
+def overhead_in_use(p: Prediction) -> tuple[float, float]:
+    """(the overhead an iteration, and a sequence its scheduler runs) the rates files hold now for a row's chip."""
     from meshes.systems import get_system
     from tracer.rates import rates_for
 
     rates, _ = rates_for(get_system(p.row.system).chip)
-    overhead = rates.overhead_s if rates else 0.0
-    return dataclasses.replace(p, output_tok_s=p.at_overhead(overhead), iteration_s=p.iteration_s - p.overhead_s
-                               + overhead, overhead_s=overhead)
+    return (rates.overhead_s, rates.per_sequence_s) if rates else (0.0, 0.0)
 
 
 def predict_all(rows: list[Measured], folder: Path, jobs: int = 1, progress=None,
@@ -227,20 +241,27 @@ def predict_all(rows: list[Measured], folder: Path, jobs: int = 1, progress=None
 def _prediction(row: Measured, e: dict) -> Prediction:
     if "error" in e:
         return Prediction(row, None, None, error=e["error"])
-    return Prediction(row, e["output_tok_s"], e["ideal_tok_s"], e["iteration_s"], e["overhead_s"], e["concurrency"])
+    return Prediction(row, e["output_tok_s"], e["ideal_tok_s"], e["iteration_s"], e["overhead_s"], e["concurrency"],
+                      sequences=e["sequences"])
 
 
 def mape(errors: list[float]) -> float:
     return sum(abs(e) for e in errors) / len(errors) if errors else math.nan
 
 
-def fit_overhead(predictions: list[Prediction], grid_ms: tuple = tuple(x / 10 for x in range(0, 301))) -> float:
-    """The per-iteration overhead (seconds) that minimises the calibration set's MAPE of output tokens/s."""
+def fit_overhead(predictions: list[Prediction], grid_ms: tuple = tuple(x / 10 for x in range(0, 301)),
+                 grid_us: tuple = tuple(x / 10 for x in range(0, 401))) -> tuple[float, float]:
+    """(the overhead an iteration, the overhead a sequence its scheduler runs), seconds, that minimise the calibration
+    set's MAPE of output tokens/s over the grids (0.1 ms and 0.1 us apart): Prediction.at_overhead, exact."""
+    import numpy as np
+
     cal = [p for p in predictions if p.row.split == "calibration" and p.output_tok_s is not None]
     if not cal:
         raise ConfigError("no calibration row was predicted: nothing to fit")
-
-    def err(ms: float) -> float:
-        return mape([100 * (p.at_overhead(ms / 1e3) / p.row.output_tok_s - 1) for p in cal])
-
-    return min(grid_ms, key=err) / 1e3
+    base = np.array([p.iteration_s - p.overhead_s for p in cal])[:, None, None]
+    seqs = np.array([p.sequences for p in cal])[:, None, None]
+    tok = np.array([p.concurrency / p.row.output_tok_s for p in cal])[:, None, None]  # measured seconds an iteration
+    a, b = np.array(grid_ms)[None, :, None] / 1e3, np.array(grid_us)[None, None, :] / 1e6
+    err = np.abs(tok / (base + a + b * seqs) - 1).mean(axis=0)
+    i, j = np.unravel_index(int(np.argmin(err)), err.shape)
+    return grid_ms[i] / 1e3, grid_us[j] / 1e6

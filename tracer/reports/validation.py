@@ -9,7 +9,7 @@ from pathlib import Path
 
 from base.inputs import ConfigError
 from tracer.reports.figures import caption, markdown_table, pyplot, save
-from tracer.validation import MEASURED, Prediction, fit_overhead, load_measured, mape, predict_all
+from tracer.validation import MEASURED, Prediction, fit_overhead, load_measured, mape, overhead_in_use, predict_all
 
 FAR = 50.0  # percent: a row this far off is listed with what is known of why
 
@@ -39,7 +39,11 @@ def _groups(preds: list[Prediction], key) -> list[tuple]:
             for k, v in sorted(groups.items())]
 
 
-def _plot(preds: list[Prediction], path: Path, overhead_ms: float):
+def _overhead(fixed_s: float, per_sequence_s: float) -> str:
+    return f"{fixed_s * 1e3:.1f} ms + {per_sequence_s * 1e6:.1f} us a sequence a scheduler runs"
+
+
+def _plot(preds: list[Prediction], path: Path, overhead: str):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5.2))
     markers = {"tensorrt-llm": "o", "vllm": "s", "sglang": "^"}
@@ -61,7 +65,7 @@ def _plot(preds: list[Prediction], path: Path, overhead_ms: float):
     ax.set(xscale="log", yscale="log", xlabel="measured output tokens/s (system)",
            ylabel="predicted output tokens/s", title="tracer serving against published measurements")
     ax.legend(fontsize=6)
-    caption(fig, f"Achieved-rate model (per-iteration overhead {overhead_ms:.1f} ms); filled: held-out rows, hollow: "
+    caption(fig, f"Achieved-rate model (host overhead {overhead}); filled: held-out rows, hollow: "
                  "calibration rows; grey: the ideal roofline (--ideal) of the same rows. Dotted: -20% and +25%. "
                  "Sources: tracer/data/measured_serving.csv.", -0.02)
     save(fig, path)
@@ -80,11 +84,12 @@ def write_report(out: str, jobs: int = 1, progress=None, measured: str | Path = 
     ok = [p for p in preds if p.output_tok_s is not None]
     held, cal = [p for p in ok if p.row.split == "held-out"], [p for p in ok if p.row.split == "calibration"]
     fitted = fit_overhead(preds)
-    used = ok[0].overhead_s if ok else 0.0
+    used = overhead_in_use(ok[0]) if ok else (0.0, 0.0)
     head = {"held_out_rows": len(held), "held_out_mape": mape([p.error_pct for p in held]),
             "held_out_mape_ideal": mape([p.ideal_error_pct for p in held]), "calibration_rows": len(cal),
-            "calibration_mape": mape([p.error_pct for p in cal]), "overhead_fitted_ms": fitted * 1e3,
-            "overhead_used_ms": used * 1e3, "not_predicted": len(preds) - len(ok)}
+            "calibration_mape": mape([p.error_pct for p in cal]), "overhead_fitted_ms": fitted[0] * 1e3,
+            "per_sequence_fitted_us": fitted[1] * 1e6, "overhead_used_ms": used[0] * 1e3,
+            "per_sequence_used_us": used[1] * 1e6, "not_predicted": len(preds) - len(ok)}
     with open(folder / "validation.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["id", "split", "engine", "model", "system", "strategy", "isl", "osl", "concurrency",
@@ -96,14 +101,14 @@ def write_report(out: str, jobs: int = 1, progress=None, measured: str | Path = 
                         r.output_tok_s, p.output_tok_s, p.error_pct, p.ideal_tok_s, p.ideal_error_pct, r.source,
                         r.source_date, p.error])
     if ok:
-        _plot(ok, folder / "validation.png", used * 1e3)
+        _plot(ok, folder / "validation.png", _overhead(*used))
     lines = ["# tracer serving against published measurements", "",
              f"{len(preds)} published rows ({Path(measured).name}), {len(ok)} predicted. Held-out: "
              f"{head['held_out_rows']} rows, MAPE of output tokens/s **{head['held_out_mape']:.1f}%** at the achieved "
              f"rates, {head['held_out_mape_ideal']:.1f}% at the ideal roofline (--ideal). Calibration: "
              f"{head['calibration_rows']} rows, {head['calibration_mape']:.1f}%.", "",
-             f"The one fitted figure, the per-iteration overhead, was {used * 1e3:.1f} ms in the rates files these "
-             f"predictions used; fitted on the calibration rows alone it comes out at {fitted * 1e3:.1f} ms.", "",
+             f"The fitted figures, the host overhead an iteration, were {_overhead(*used)} in the rates files these "
+             f"predictions used; fitted on the calibration rows alone they come out at {_overhead(*fitted)}.", "",
              "![predicted against measured](validation.png)", ""]
     for title, key in (("system", lambda p: p.row.system.rstrip("0123456789").rstrip("x")),
                        ("model", lambda p: p.row.model), ("engine", lambda p: p.row.engine)):
