@@ -99,13 +99,18 @@ def test_cli_table_json_and_bad_input(capsys):
                                         "output_tokens_per_s_per_chip", "compiled"} <= out.keys()
     assert main(["serving", "--model", "tiny", "--system", "h100x1", "--isl", "64", "--osl", "64", "--batch", "8"]) == 0
     assert "TTFT / TPOT" in capsys.readouterr().out
+    # a given concurrency where the weights fill --kv-fraction of HBM (141 B of it): priced, and the note says so
+    assert main(["serving", "--model", "tiny", "--system", "h100x1", "--isl", "64", "--osl", "64", "--batch", "8",
+                 "--kv-fraction", "1e-9"]) == 0
+    assert "the weights leave none in --kv-fraction 1e-09 of HBM: raise it" in capsys.readouterr().out
     for argv, says in ((["--isl", "0"], "--isl must be a positive integer"),
                        (["--kv-fraction", "1.5"], "--kv-fraction must be a number in (0, 1]"),
                        (["--max-num-tokens", "1"], "cannot hold one sequence"),
                        (["--batch", "8", "--tpot-ms", "5"], "choose the concurrency themselves"),
                        (["--ttft-ms", "-1"], "--ttft-ms must be a finite number of milliseconds > 0"),
                        (["--batch", "7", "--strategy", "tp-dp", "--system", "h100x8*2"], "does not divide"),
-                       (["--batch", "8", "--kv-fraction", "1e-9"], "leave no KV pool")):  # 141 B beside the weights
+                       (["--kv-fraction", "1e-9"], "fits the KV pool (0.0 GB per device)"),  # 141 B, less weights
+                       (["--model", "llama3-70b", "--system", "h100x1", "--batch", "8"], "exceed the H100 SXM")):
         assert main(["serving", "--model", "tiny", *argv]) == 2
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

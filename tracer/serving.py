@@ -153,8 +153,9 @@ def serving(model: str = "llama3-8b", system: str = "h200x1", strategy: str = "t
         return _figures(setting, n, model_at, first, "as given", _over(n, replicas, budget_n, fits_n, setting))
     top = min(fits_n, budget_n) * replicas
     if top < replicas:
-        raise ConfigError(f"not one sequence of {isl} + {osl} tokens fits the KV pool ({pool / 1e9:.1f} GB per "
-                          f"device) beside the weights; try a system with more HBM, or lower --isl/--osl")
+        raise ConfigError(f"not one sequence of {isl} + {osl} tokens fits the KV pool ({max(pool, 0) / 1e9:.1f} GB "
+                          f"per device) beside the weights; try a system with more HBM, a higher --kv-fraction, or "
+                          "lower --isl/--osl")
     how = "the KV pool" if fits_n <= budget_n else f"the token budget (--max-num-tokens {max_num_tokens})"
     reserving = ", each sequence reserving ISL + OSL" if admission == "reserve" else ""
     note = (f"the most {how} allows{reserving}: {fits_n * replicas} by the KV pool, {budget_n * replicas} by the "
@@ -173,7 +174,9 @@ def _over(n: int, replicas: int, budget_n: int, fits_n: int, setting: "_Setting"
                      f"per replica, over --max-num-tokens {setting.max_num_tokens}: the prefill cannot keep up; "
                      "priced as if it did")
     if n // replicas > fits_n:
-        notes.append(f"{n} sequences do not fit the KV pool (at most {fits_n * replicas}): priced as if they did")
+        held = (f"at most {fits_n * replicas}" if setting.pool > 0 else
+                f"the weights leave none in --kv-fraction {setting.kv_fraction:g} of HBM: raise it to hold them")
+        notes.append(f"{n} sequences do not fit the KV pool ({held}): priced as if they did")
     return tuple(notes)
 
 
