@@ -58,7 +58,8 @@ def test_steady_state_by_hand(tiny):
 def test_achieved_iteration_by_hand():
     """At the achieved rates (the default), the same workload: the iteration is the kernels of decode and a prefill
     share run as one forward pass (tracer.timing.iteration_kernels_s, tested by hand in test_timing), then the
-    collectives of both and one overhead; the decode step alone is its own step time."""
+    collectives of both and one overhead, the host's of the N sequences one scheduler runs (2.3 ms + N x 5.4 us); the
+    decode step alone is its own step time."""
     from meshes.systems import get_system
     from tracer.rates import rates_for
     from tracer.timing import iteration_kernels_s
@@ -70,7 +71,8 @@ def test_achieved_iteration_by_hand():
     rates, words = rates_for(system.chip)
     f = N / OSL
     both = iteration_kernels_s(d.step, p.step, f, system, rates) + d.time.comms_s + f * p.time.comms_s \
-        + rates.overhead_s
+        + rates.overhead_s + N * rates.per_sequence_s
+    assert rates.overhead(N) == pytest.approx(2.3e-3 + N * 5.4e-6) and d.time.overhead_s == rates.overhead(N)
     assert d.time.model == "achieved" and got.decode_s == pytest.approx(d.time.step_s, rel=0.005)
     assert got.iteration_s == pytest.approx(both, rel=0.005)
     assert f"step times: {words}" in got.notes
@@ -155,10 +157,13 @@ def test_serving_sweep_derives_and_compiles_its_fronts(monkeypatch):
     from the trace sweep's derivation (corners 16 and 64 sequences at contexts 512 and 1024, one held out); every
     point on the workload's Pareto front of tokens/s per user against USD per million output tokens is compiled
     (those a compiled neighbour's small move puts on it too); a derived point off the front agrees with
-    tracer.serving compiling it itself within 3%. Its figures are exact (tracer.derive) and its time is linear in
+    tracer.serving compiling it itself within 3.5%. Its figures are exact (tracer.derive) and its time is linear in
     them, launches included (tracer.timing); what is left is the CPU program's count of small kernels, which is not
     linear in the batch (Llama 3 8B, decode at context 768: 842 launches a step at batch 16, 906 at 24 to 64; a
-    step derived between 16 and 64 has 853 at 24, 0.16 ms short of the 11.56 ms compiled, 1.4%)."""
+    step derived between 16 and 64 has 853 at 24, 0.16 ms short of the 9.38 ms compiled on an H100, 1.7%). The
+    output price pays the Shapley share (decode alone + iteration - prefill alone) / 2 = (9.38 + 9.45 - 8.31) / 2 =
+    5.26 ms, and both its decode terms are 0.16 ms short: 5.10 ms, 3.0% (the margin was 3% while the overhead was
+    4.0 ms a step, which made every step 1.35 ms longer)."""
     from tracer import sweep
     from tracer.serving_sweep import compute, on_fronts, serving_grid, valid
 
@@ -174,7 +179,7 @@ def test_serving_sweep_derives_and_compiles_its_fronts(monkeypatch):
     derived = next(r for r in records if "derived from" in r["result"]["compiled"][0])
     alone = serving("llama3-8b", derived["inputs"]["system"], "tp", 512, 512, batch=derived["inputs"]["batch"])
     for key in ("tpot_s", "usd_per_mtok_output", "usd_per_mtok_input", "output_tokens_per_s"):
-        assert derived["result"][key] == pytest.approx(getattr(alone, key), rel=0.03)
+        assert derived["result"][key] == pytest.approx(getattr(alone, key), rel=0.035)
 
 
 def test_serving_sweep_cli(tmp_path, monkeypatch, capsys):
