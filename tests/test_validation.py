@@ -9,6 +9,7 @@ import pytest
 
 from base.inputs import ConfigError
 from tracer.cli import main
+from tracer.errors import Interrupted
 from tracer.reports.validation import why
 from tracer.validation import FIELDS, Measured, Prediction, fit_overhead, load_measured, mape, without_iteration
 
@@ -125,3 +126,37 @@ def test_the_digest_leaves_out_the_iteration_table_alone():
     assert without_iteration(text.replace("0.004", "0.002")) == without_iteration(text)
     assert without_iteration(text.replace("m = [1]", "m = [2]")) != without_iteration(text)
     assert without_iteration("[kernel]\n\n[iteration]\noverhead_s = 0.004\n") == "[kernel]\n"
+
+
+def test_ctrl_c_keeps_what_was_predicted(tmp_path, monkeypatch):
+    """A Ctrl-C after the first of three rows: one line (tracer.errors.Interrupted, exit 130), the finished row kept
+    in predictions.jsonl, and a run again predicts only the two left."""
+    import tracer.validation as v
+
+    path = tmp_path / "measured.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for i in range(3):
+            w.writerow({"id": f"t{i}", "split": "held-out", "model": "tiny", "weights": "preset",
+                        "kv_cache": "bfloat16", "engine": "vllm", "engine_version": "0", "system": "h100x1",
+                        "strategy": "tp", "isl": "64", "osl": "64", "concurrency": "8", "scenario": "offline",
+                        "output_tok_s": "1000", "source": "https://example.org", "source_date": "2026-01-01",
+                        "notes": ""})
+    calls = []
+
+    def interrupted_after_one(row):
+        calls.append(row.id)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return {"id": row.id, "error": "not run"}
+
+    monkeypatch.setattr(v, "predict", interrupted_after_one)
+    with pytest.raises(Interrupted, match="^validation stopped by SIGINT: 1 of 3 rows predicted and kept") as err:
+        v.predict_all(v.load_measured(path), tmp_path / "out")
+    assert err.value.code == 130 and "\n" not in str(err.value)  # the CLI prints it on one line, exits 130
+    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 1
+    calls.clear()
+    monkeypatch.setattr(v, "predict", lambda row: calls.append(row.id) or {"id": row.id, "error": "not run"})
+    v.predict_all(v.load_measured(path), tmp_path / "out")
+    assert sorted(calls) == ["t1", "t2"]

@@ -110,16 +110,15 @@ def kv_pool(model_at: StepModel, first, n: int, replicas: int, isl: int, osl: in
     each reserves it), from the decode steps at batch n; temporaries counted as growing with the batch (the lower
     bound). `draft`: a speculative draft's (weight bytes, cache bytes a sequence) per device, held beside them."""
     step = model_at.at(n, isl + (osl if admission == "reserve" else osl // 2), first.compiler)
-    chip = first.system.chip
-    if step.weight_bytes + draft[0] >= chip.hbm_bytes:
-        held = (step.weight_bytes + draft[0]) / 1e9
-        raise ConfigError(f"the weights{' and the draft' if draft[0] else ''} ({held:.1f} GB per device) exceed the "
-                          f"{chip.name}'s {chip.hbm_bytes / 1e9:.0f} GB: use more chips (a larger system, or a "
-                          "strategy that splits the weights) or smaller --weights")
-    pool = kv_fraction * chip.hbm_bytes - step.weight_bytes - draft[0]  # <= 0: none (the weights fill the fraction)
-    per_seq = step.kv_cache_bytes / (n // replicas) + draft[1]  # per device, a sequence of its replica, mean context
-    temp_per_seq = memory(step, first.system, "decode").temp / (n // replicas)
-    return pool, max(int(pool // (per_seq + temp_per_seq)), 0)
+    held = memory(step, first.system, "decode")
+    weights = held.weights + draft[0]
+    if weights >= held.capacity:
+        raise ConfigError(f"the weights{' and the draft' if draft[0] else ''} ({weights / 1e9:.1f} GB per device) "
+                          f"exceed the {first.system.chip.name}'s {held.capacity / 1e9:.0f} GB: use more "
+                          "chips (a larger system, or a strategy that splits the weights) or smaller --weights")
+    pool = kv_fraction * held.capacity - weights  # <= 0: none (the weights fill the fraction)
+    per_seq = held.kv_cache / (n // replicas) + draft[1]  # per device, a sequence of its replica, mean context
+    return pool, max(int(pool // (per_seq + held.temp / (n // replicas))), 0)
 
 
 def chunk_reach(s_pre, f: float) -> float | None:

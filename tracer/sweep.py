@@ -206,9 +206,9 @@ def trace_sweep_point(point: SweepPoint, max_batch: bool) -> dict:
         return {"error": one_line(err)}
 
 
-def _start_worker():
-    """A worker leaves SIGINT to the sweep, which stops every worker itself (no traceback from each), and its
-    progress to the sweep's bar."""
+def start_worker():
+    """A worker leaves SIGINT to the job that started it (a sweep, a validation), which stops every worker itself
+    (no traceback from each), and its progress to the job's bar."""
     import tracer.compile
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -367,7 +367,7 @@ def _run_pool(tasks: list[tuple], jobs: int, done):
     import multiprocessing
 
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker)
+                               initializer=start_worker)
     try:
         futures = {pool.submit(fn, *args): k for k, (fn, args) in enumerate(tasks)}
         for future in as_completed(futures):
@@ -377,11 +377,16 @@ def _run_pool(tasks: list[tuple], jobs: int, done):
                 result = {"error": one_line(err)}
             done(futures[future], result)
     except BaseException:
-        workers = list(pool._processes.values())  # private, but the only handle before Python 3.14's terminate
-        for proc in workers:
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in workers:
-            proc.join(timeout=10)
+        stop_workers(pool)
         raise
     pool.shutdown()
+
+
+def stop_workers(pool: ProcessPoolExecutor):
+    """Stop a process pool now (an interrupted or failed job): its workers terminated, its queued tasks cancelled."""
+    workers = list(pool._processes.values())  # private, but the only handle before Python 3.14's terminate
+    for proc in workers:
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        proc.join(timeout=10)

@@ -18,11 +18,13 @@ import dataclasses
 import hashlib
 import json
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from base.inputs import ConfigError
+from tracer.errors import Interrupted
 
 MEASURED = Path(__file__).resolve().parent / "data" / "measured_serving.csv"
 FIELDS = ("id", "split", "model", "weights", "kv_cache", "engine", "engine_version", "system", "strategy", "isl",
@@ -216,26 +218,43 @@ def predict_all(rows: list[Measured], folder: Path, jobs: int = 1, progress=None
             done[entry["id"]] = entry
             if progress:
                 progress(len(done), len(rows))
-        if jobs > 1 and len(todo) > 1:
-            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-            with ProcessPoolExecutor(jobs) as pool:
-                running = set()
-                while todo or running:
-                    while todo and len(running) < jobs and time.monotonic() < stop:
-                        running.add(pool.submit(predict, todo.pop(0)))
-                    if not running:
+        try:
+            if jobs > 1 and len(todo) > 1:
+                _over_workers(todo, jobs, stop, keep)
+            else:
+                for r in todo:
+                    if time.monotonic() >= stop:
                         break
-                    finished, running = wait(running, return_when=FIRST_COMPLETED)
-                    for f in finished:
-                        keep(f.result())
-        else:
-            for r in todo:
-                if time.monotonic() >= stop:
-                    break
-                keep(predict(r))
+                    keep(predict(r))
+        except KeyboardInterrupt:
+            raise Interrupted(f"validation stopped by SIGINT: {len(done)} of {len(rows)} rows predicted and kept in "
+                              f"{path}; run it again to go on", signal.SIGINT) from None
     left = {"id": "", "error": "not predicted in this run (its time budget ran out): run it again to go on"}
     return [current(_prediction(r, done.get(r.id, left))) for r in rows]
+
+
+def _over_workers(todo: list[Measured], jobs: int, stop: float, keep):
+    """Predict `todo` over `jobs` worker processes, a row at a time each, none started after `stop`; each answer to
+    `keep` as it comes. On any exit but a normal one (a Ctrl-C), every worker is stopped at once."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from tracer.sweep import start_worker, stop_workers
+
+    pool = ProcessPoolExecutor(jobs, initializer=start_worker)
+    try:
+        running = set()
+        while todo or running:
+            while todo and len(running) < jobs and time.monotonic() < stop:
+                running.add(pool.submit(predict, todo.pop(0)))
+            if not running:
+                break
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                keep(f.result())
+    except BaseException:
+        stop_workers(pool)
+        raise
+    pool.shutdown()
 
 
 def _prediction(row: Measured, e: dict) -> Prediction:
